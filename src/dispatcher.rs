@@ -1,0 +1,467 @@
+//! The [`Dispatcher`]: one thread that owns all routing state.
+
+pub(crate) mod command;
+mod event_loop;
+mod timers;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::{JoinHandle, ThreadId};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+
+use crate::error::{Error, Result};
+use crate::ids::{AgentId, ConversationId, ProcessId, ServiceBinding};
+use crate::service::ServiceBuilder;
+use command::Command;
+
+/// How many commands may wait for the dispatcher before senders block. A
+/// sender blocked here is pushed back on, never dropped.
+const COMMAND_CAPACITY: usize = 65_536;
+
+/// Configuration shared by the dispatcher thread and every handle.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub name: String,
+    pub queue_capacity: usize,
+    pub max_frame_size: usize,
+    pub default_timeout: Duration,
+}
+
+/// Counters, updated by the dispatcher thread, read by [`Dispatcher::stats`].
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub requests_delivered: AtomicU64,
+    pub replies_delivered: AtomicU64,
+    pub busy_replies: AtomicU64,
+    pub late_replies: AtomicU64,
+    pub calls_timed_out: AtomicU64,
+    pub reports_published: AtomicU64,
+    pub reports_delivered: AtomicU64,
+    pub reports_dropped: AtomicU64,
+    pub events_dropped: AtomicU64,
+    pub frames_in: AtomicU64,
+    pub frames_out: AtomicU64,
+    pub reconnects: AtomicU64,
+    pub slow_consumers: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A snapshot of the dispatcher's counters, from [`Dispatcher::stats`].
+///
+/// Every count is since the dispatcher started.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Requests put on a service's queue.
+    pub requests_delivered: u64,
+    /// Replies and failures handed back to a waiting caller.
+    pub replies_delivered: u64,
+    /// Requests refused with code 50 because the service's queue was full.
+    pub busy_replies: u64,
+    /// Replies that arrived after their caller had timed out or gone away,
+    /// and were dropped.
+    pub late_replies: u64,
+    /// Calls failed with [`Error::Timeout`].
+    pub calls_timed_out: u64,
+    /// Reports published (each counted once, whatever its subscribers).
+    pub reports_published: u64,
+    /// Reports put on a subscriber's queue.
+    pub reports_delivered: u64,
+    /// Reports dropped because a subscriber's queue was full.
+    pub reports_dropped: u64,
+    /// Announcements and timer events dropped because a service's queue
+    /// was full even counting its reserve (see [`DispatcherBuilder::queue_capacity`]).
+    pub events_dropped: u64,
+    /// Frames received from exchange connections.
+    pub frames_in: u64,
+    /// Frames sent on exchange connections.
+    pub frames_out: u64,
+    /// Exchange client reconnections.
+    pub reconnects: u64,
+    /// Exchange peers disconnected because their outbound buffer passed its limit.
+    pub slow_consumers: u64,
+}
+
+/// What the thread that shuts down needs: the threads to join.
+#[derive(Default)]
+struct Lifecycle {
+    thread: Option<JoinHandle<Result<()>>>,
+    dispatcher_thread: Option<ThreadId>,
+    exited: bool,
+    workers: HashMap<AgentId, JoinHandle<()>>,
+}
+
+/// What every handle shares with the dispatcher thread: the command channel,
+/// the waker, identities, counters and the threads to join.
+pub(crate) struct Link {
+    commands: Sender<Command>,
+    waker: mio::Waker,
+    /// Set by a sender that woke the dispatcher; cleared by the dispatcher
+    /// before it drains the commands, so a wake is issued at most once per drain.
+    wake_pending: AtomicBool,
+    pub(crate) process: ProcessId,
+    next_id: AtomicU64,
+    pub(crate) counters: Counters,
+    pub(crate) config: Config,
+    lifecycle: Mutex<Lifecycle>,
+    exited: Condvar,
+}
+
+impl Link {
+    /// Sends a command to the dispatcher and wakes it if it may be asleep.
+    pub(crate) fn send(&self, cmd: Command) -> Result<()> {
+        if event_loop::on_dispatcher_thread() {
+            // The dispatcher never waits on itself: a full queue here would
+            // be a deadlock, so the command is refused instead.
+            match self.commands.try_send(cmd) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => {
+                    log::warn!(
+                        "netsvc: command queue full on the dispatcher thread; command dropped"
+                    );
+                    return Err(Error::Closed);
+                }
+                Err(TrySendError::Disconnected(_)) => return Err(Error::Closed),
+            }
+        } else {
+            self.commands.send(cmd).map_err(|_| Error::Closed)?;
+        }
+        if !self.wake_pending.swap(true, Ordering::AcqRel) {
+            if let Err(e) = self.waker.wake() {
+                log::error!("netsvc: cannot wake the dispatcher: {e}");
+                return Err(Error::Io(e));
+            }
+        }
+        Ok(())
+    }
+
+    /// [`send`](Self::send) for paths that have nobody to report to (drops).
+    pub(crate) fn send_quiet(&self, cmd: Command) {
+        let _ = self.send(cmd);
+    }
+
+    /// Sends a command that carries its own answer channel and waits for it.
+    pub(crate) fn ask<T>(&self, make: impl FnOnce(Sender<T>) -> Command) -> Result<T> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.send(make(tx))?;
+        rx.recv().map_err(|_| Error::Closed)
+    }
+
+    pub(crate) fn next_agent(&self) -> AgentId {
+        AgentId(self.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    pub(crate) fn next_conversation(&self) -> ConversationId {
+        ConversationId::new(
+            self.process.uid(),
+            self.next_id.fetch_add(1, Ordering::Relaxed),
+        )
+    }
+
+    fn lifecycle(&self) -> MutexGuard<'_, Lifecycle> {
+        // A panic while holding this lock leaves plain data behind: go on.
+        self.lifecycle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn add_worker(&self, agent: AgentId, handle: JoinHandle<()>) {
+        let mut l = self.lifecycle();
+        if l.exited {
+            // Shut down meanwhile: the worker ends as soon as its queue
+            // disconnects; join it here so that no thread is left behind.
+            drop(l);
+            join_unless_current(handle.thread().id(), handle);
+        } else {
+            l.workers.insert(agent, handle);
+        }
+    }
+
+    pub(crate) fn take_worker(&self, agent: AgentId) -> Option<JoinHandle<()>> {
+        self.lifecycle().workers.remove(&agent)
+    }
+
+    /// Called by the dispatcher thread as it leaves its loop.
+    fn mark_exited(&self) {
+        self.lifecycle().exited = true;
+        self.exited.notify_all();
+    }
+
+    /// Stops the dispatcher thread and joins it and every worker thread,
+    /// except the calling thread itself. Idempotent.
+    pub(crate) fn shutdown(&self) {
+        let _ = self.send(Command::Shutdown);
+        let me = std::thread::current().id();
+        let mut l = self.lifecycle();
+        if l.dispatcher_thread == Some(me) {
+            return; // a drop on the dispatcher thread: it is leaving anyway
+        }
+        if let Some(handle) = l.thread.take() {
+            drop(l);
+            match handle.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => log::error!("netsvc: dispatcher thread failed: {e}"),
+                Err(p) => log::error!(
+                    "netsvc: dispatcher thread panicked: {}",
+                    crate::event::panic_message(p.as_ref())
+                ),
+            }
+            l = self.lifecycle();
+        }
+        while !l.exited {
+            l = self.exited.wait(l).unwrap_or_else(|e| e.into_inner());
+        }
+        let workers: Vec<_> = l.workers.drain().map(|(_, h)| h).collect();
+        drop(l);
+        for handle in workers {
+            join_unless_current(handle.thread().id(), handle);
+        }
+    }
+
+    /// Blocks until the dispatcher thread has left its loop.
+    fn wait_exited(&self) {
+        let mut l = self.lifecycle();
+        while !l.exited {
+            l = self.exited.wait(l).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+pub(crate) fn join_unless_current(id: ThreadId, handle: JoinHandle<()>) {
+    if id != std::thread::current().id() && handle.join().is_err() {
+        log::error!("netsvc: a worker thread panicked outside its handler");
+    }
+}
+
+/// Shuts the dispatcher down when the last [`Dispatcher`] handle is dropped.
+struct LastHandle(Arc<Link>);
+
+impl Drop for LastHandle {
+    fn drop(&mut self) {
+        self.0.shutdown();
+    }
+}
+
+/// A handle to one dispatcher thread and everything it routes.
+///
+/// Cheap to clone; every clone is a handle to the same dispatcher. When the
+/// last `Dispatcher` handle is dropped the dispatcher shuts down as by
+/// [`shutdown`](Self::shutdown). Services, replies and other values the
+/// dispatcher handed out do not keep it running.
+#[derive(Clone)]
+pub struct Dispatcher {
+    link: Arc<Link>,
+    _last: Arc<LastHandle>,
+}
+
+impl fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Dispatcher")
+            .field("name", &self.link.config.name)
+            .field("process", &self.link.process)
+            .finish()
+    }
+}
+
+impl Dispatcher {
+    /// Starts a dispatcher with the default configuration.
+    pub fn new() -> Result<Dispatcher> {
+        Dispatcher::builder().build()
+    }
+
+    /// A builder to configure a dispatcher before starting it.
+    pub fn builder() -> DispatcherBuilder {
+        DispatcherBuilder::default()
+    }
+
+    /// This dispatcher's identity.
+    pub fn process_id(&self) -> ProcessId {
+        self.link.process.clone()
+    }
+
+    /// Starts describing a service named `name`; finish with
+    /// [`open`](ServiceBuilder::open) or [`spawn`](ServiceBuilder::spawn).
+    pub fn service(&self, name: &str) -> ServiceBuilder {
+        ServiceBuilder::new(self.link.clone(), name)
+    }
+
+    /// Every service of that name currently visible, in order of appearance.
+    /// Empty once the dispatcher has shut down.
+    pub fn lookup_service_name(&self, name: &str) -> Vec<ServiceBinding> {
+        self.link
+            .ask(|reply| Command::LookupName {
+                name: name.to_owned(),
+                reply,
+            })
+            .unwrap_or_default()
+    }
+
+    /// Every service currently in that group, in order of joining. Empty
+    /// once the dispatcher has shut down.
+    pub fn lookup_service_group(&self, group: &str) -> Vec<ServiceBinding> {
+        self.link
+            .ask(|reply| Command::LookupGroup {
+                group: group.to_owned(),
+                reply,
+            })
+            .unwrap_or_default()
+    }
+
+    /// Withdraws every service, fails every pending call with
+    /// [`Error::Closed`], stops the dispatcher thread and joins it and every
+    /// spawned service thread (except the calling thread, if it is one).
+    /// Idempotent; returns when all of that is done.
+    pub fn shutdown(&self) {
+        self.link.shutdown();
+    }
+
+    /// Delivers [`Event::Shutdown`](crate::Event::Shutdown) to every service
+    /// now, then after `delay` shuts down as [`shutdown`](Self::shutdown)
+    /// does. Returns at once; [`wait`](Self::wait) blocks until it is done.
+    pub fn shutdown_after(&self, delay: Duration) {
+        let _ = self.link.send(Command::ShutdownAfter { delay });
+    }
+
+    /// Blocks until the dispatcher has shut down (by [`shutdown`](Self::shutdown),
+    /// [`shutdown_after`](Self::shutdown_after) or another handle), then joins
+    /// its threads.
+    pub fn wait(&self) {
+        self.link.wait_exited();
+        self.link.shutdown();
+    }
+
+    /// The dispatcher's counters.
+    pub fn stats(&self) -> Stats {
+        let c = &self.link.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Stats {
+            requests_delivered: get(&c.requests_delivered),
+            replies_delivered: get(&c.replies_delivered),
+            busy_replies: get(&c.busy_replies),
+            late_replies: get(&c.late_replies),
+            calls_timed_out: get(&c.calls_timed_out),
+            reports_published: get(&c.reports_published),
+            reports_delivered: get(&c.reports_delivered),
+            reports_dropped: get(&c.reports_dropped),
+            events_dropped: get(&c.events_dropped),
+            frames_in: get(&c.frames_in),
+            frames_out: get(&c.frames_out),
+            reconnects: get(&c.reconnects),
+            slow_consumers: get(&c.slow_consumers),
+        }
+    }
+
+    /// The default timeout of [`Service::call`](crate::Service::call).
+    pub fn default_timeout(&self) -> Duration {
+        self.link.config.default_timeout
+    }
+}
+
+/// Configures and starts a [`Dispatcher`].
+#[derive(Debug, Clone)]
+pub struct DispatcherBuilder {
+    config: Config,
+}
+
+impl Default for DispatcherBuilder {
+    fn default() -> Self {
+        DispatcherBuilder {
+            config: Config {
+                name: "netsvc".to_owned(),
+                queue_capacity: 1024,
+                max_frame_size: 16 << 20,
+                default_timeout: Duration::from_secs(30),
+            },
+        }
+    }
+}
+
+impl DispatcherBuilder {
+    /// A name for the dispatcher, used in its [`ProcessId`] and in logs.
+    pub fn name(mut self, name: &str) -> Self {
+        self.config.name = name.to_owned();
+        self
+    }
+
+    /// The default capacity of each service's event queue (default 1024).
+    ///
+    /// When a service's queue holds this many events, further requests are
+    /// refused with code 50 (busy) and further reports are dropped; both are
+    /// counted in [`Stats`]. Announcements, timers and shutdown events may
+    /// use a reserve of the same size again beyond that; past the reserve
+    /// they are dropped, logged and counted in [`Stats::events_dropped`].
+    pub fn queue_capacity(mut self, capacity: usize) -> Self {
+        self.config.queue_capacity = capacity.max(1);
+        self
+    }
+
+    /// The largest frame accepted from or sent to an exchange peer
+    /// (default 16 MiB).
+    pub fn max_frame_size(mut self, bytes: usize) -> Self {
+        self.config.max_frame_size = bytes;
+        self
+    }
+
+    /// The timeout of [`Service::call`](crate::Service::call) (default 30 s).
+    pub fn default_timeout(mut self, timeout: Duration) -> Self {
+        self.config.default_timeout = timeout;
+        self
+    }
+
+    /// Starts the dispatcher thread.
+    pub fn build(self) -> Result<Dispatcher> {
+        let poll = mio::Poll::new()?;
+        let waker = mio::Waker::new(poll.registry(), event_loop::WAKER)?;
+        let (tx, rx): (Sender<Command>, Receiver<Command>) =
+            crossbeam_channel::bounded(COMMAND_CAPACITY);
+        let process = ProcessId::new(&self.config.name);
+        let link = Arc::new(Link {
+            commands: tx,
+            waker,
+            wake_pending: AtomicBool::new(false),
+            process,
+            next_id: AtomicU64::new(1),
+            counters: Counters::default(),
+            config: self.config,
+            lifecycle: Mutex::new(Lifecycle::default()),
+            exited: Condvar::new(),
+        });
+        let thread_link = link.clone();
+        let handle = std::thread::Builder::new()
+            .name("netsvc-dispatcher".to_owned())
+            .spawn(move || {
+                let result = event_loop::EventLoop::new(thread_link.clone(), poll, rx).run();
+                thread_link.mark_exited();
+                result
+            })?;
+        {
+            let mut l = link.lifecycle();
+            l.dispatcher_thread = Some(handle.thread().id());
+            l.thread = Some(handle);
+        }
+        log::debug!("netsvc: dispatcher {} started", link.process);
+        Ok(Dispatcher {
+            _last: Arc::new(LastHandle(link.clone())),
+            link,
+        })
+    }
+}
+
+impl Link {
+    pub(crate) fn wake_pending(&self) -> &AtomicBool {
+        &self.wake_pending
+    }
+}
+
+#[allow(dead_code)]
+fn _ensure_send_sync() {
+    fn check<T: Send + Sync + Clone>() {}
+    check::<Dispatcher>();
+}

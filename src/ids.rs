@@ -1,0 +1,255 @@
+//! Identities: processes, agents, conversations, and service bindings.
+
+use std::collections::hash_map::RandomState;
+use std::fmt;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// The identity of one [`Dispatcher`](crate::Dispatcher): unique per
+/// dispatcher, also between dispatchers of one OS process, and between
+/// machines with overwhelming probability.
+///
+/// Two `ProcessId`s are equal when they name the same dispatcher. It displays
+/// as `<dispatcher name>@<os pid>/<unique hex>`.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct ProcessId {
+    uid: u64,
+    label: Arc<str>,
+}
+
+impl ProcessId {
+    pub(crate) fn new(name: &str) -> ProcessId {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        // RandomState is seeded from the OS per process and per call; mix in
+        // the time, the pid and a counter so that two dispatchers never share one.
+        let mut h = RandomState::new().build_hasher();
+        std::process::id().hash(&mut h);
+        COUNTER.fetch_add(1, Ordering::Relaxed).hash(&mut h);
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+            .hash(&mut h);
+        let uid = h.finish();
+        let label = format!("{name}@{}/{uid:016x}", std::process::id());
+        ProcessId {
+            uid,
+            label: label.into(),
+        }
+    }
+
+    /// The 64-bit unique part of the identity.
+    pub fn uid(&self) -> u64 {
+        self.uid
+    }
+
+    /// The identity as text, as it is displayed.
+    pub fn as_str(&self) -> &str {
+        &self.label
+    }
+}
+
+impl PartialEq for ProcessId {
+    fn eq(&self, other: &Self) -> bool {
+        self.uid == other.uid
+    }
+}
+impl Eq for ProcessId {}
+impl Hash for ProcessId {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.uid.hash(state)
+    }
+}
+impl fmt::Display for ProcessId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.label)
+    }
+}
+impl fmt::Debug for ProcessId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ProcessId({})", self.label)
+    }
+}
+
+/// The identity of one service agent within its dispatcher.
+///
+/// Agent identities are never reused by a dispatcher; together with the
+/// [`ProcessId`] they name one agent everywhere.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct AgentId(pub(crate) u64);
+
+impl fmt::Display for AgentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "@{}", self.0)
+    }
+}
+impl fmt::Debug for AgentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AgentId({})", self.0)
+    }
+}
+
+/// The key the routing table uses for an agent: its process and agent ids.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+pub(crate) struct AgentKey {
+    pub process: u64,
+    pub agent: AgentId,
+}
+
+/// The identity of one request and its reply, unique across processes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ConversationId {
+    process: u64,
+    seq: u64,
+}
+
+impl ConversationId {
+    pub(crate) fn new(process: u64, seq: u64) -> Self {
+        ConversationId { process, seq }
+    }
+}
+
+impl fmt::Display for ConversationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}:{}", self.process, self.seq)
+    }
+}
+impl fmt::Debug for ConversationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ConversationId({self})")
+    }
+}
+
+/// The address of one service agent: its name, audience, identity, process
+/// and the groups it was in when this value was made.
+///
+/// Cheap to clone. Two bindings are equal when they name the same agent,
+/// whatever their groups.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct ServiceBinding(Arc<BindingData>);
+
+#[derive(Serialize, Deserialize)]
+struct BindingData {
+    name: String,
+    audience: String,
+    agent: AgentId,
+    process: ProcessId,
+    groups: Vec<String>,
+}
+
+impl ServiceBinding {
+    pub(crate) fn new(
+        name: String,
+        audience: String,
+        agent: AgentId,
+        process: ProcessId,
+        groups: Vec<String>,
+    ) -> Self {
+        ServiceBinding(Arc::new(BindingData {
+            name,
+            audience,
+            agent,
+            process,
+            groups,
+        }))
+    }
+
+    /// The same agent with another group list.
+    pub(crate) fn with_groups(&self, groups: Vec<String>) -> Self {
+        let d = &self.0;
+        Self::new(
+            d.name.clone(),
+            d.audience.clone(),
+            d.agent,
+            d.process.clone(),
+            groups,
+        )
+    }
+
+    pub(crate) fn key(&self) -> AgentKey {
+        AgentKey {
+            process: self.0.process.uid,
+            agent: self.0.agent,
+        }
+    }
+
+    /// The name of the service.
+    pub fn service_name(&self) -> &str {
+        &self.0.name
+    }
+
+    /// The audience: `"*"` visible through every exchange, `""` this process
+    /// only, anything else only through exchanges of that group.
+    pub fn service_audience(&self) -> &str {
+        &self.0.audience
+    }
+
+    /// The identity of the agent within its process.
+    pub fn agent_identity(&self) -> AgentId {
+        self.0.agent
+    }
+
+    /// The identity of the process (dispatcher) the agent lives in.
+    pub fn process_identity(&self) -> &ProcessId {
+        &self.0.process
+    }
+
+    /// The groups the agent was in when this binding was produced.
+    pub fn groups(&self) -> &[String] {
+        &self.0.groups
+    }
+}
+
+impl PartialEq for ServiceBinding {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+impl Eq for ServiceBinding {}
+impl Hash for ServiceBinding {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.key().hash(state)
+    }
+}
+impl fmt::Display for ServiceBinding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}", self.0.name, self.0.agent)
+    }
+}
+impl fmt::Debug for ServiceBinding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServiceBinding")
+            .field("name", &self.0.name)
+            .field("audience", &self.0.audience)
+            .field("agent", &self.0.agent)
+            .field("process", &self.0.process)
+            .field("groups", &self.0.groups)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn process_ids_are_unique() {
+        let a = ProcessId::new("a");
+        let b = ProcessId::new("a");
+        assert_ne!(a, b);
+        assert!(a.to_string().starts_with("a@"));
+    }
+
+    #[test]
+    fn binding_equality_ignores_groups() {
+        let p = ProcessId::new("p");
+        let b = ServiceBinding::new("s".into(), "*".into(), AgentId(1), p, vec![]);
+        let c = b.with_groups(vec!["g".into()]);
+        assert_eq!(b, c);
+        assert_eq!(c.groups(), ["g".to_string()]);
+    }
+}

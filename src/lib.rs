@@ -1,0 +1,122 @@
+//! # netsvc
+//!
+//! Service-oriented messaging between threads and processes, synchronous and
+//! threaded: no async runtime. It unites OSE netsvc's message exchange (named
+//! services, a registry with availability announcements, publish/subscribe
+//! reports with a cache for late subscribers, request/reply) with
+//! oslo.messaging's RPC.
+//!
+//! ## The model
+//!
+//! A [`Dispatcher`] owns one thread that holds all routing state: the
+//! registry of services, subscriptions, cached reports, timers and pending
+//! calls. Every other thread talks to it through cheap handles that send it
+//! commands. Each [`Service`] has a bounded event queue on which the
+//! dispatcher puts [`Event`]s: requests, reports, announcements, timers.
+//! A service is either *pulled* by your own thread ([`Service::recv`], or
+//! `select!` over [`Service::receiver`]) or *spawned* with a handler on a
+//! worker thread of its own ([`ServiceBuilder::spawn`]).
+//!
+//! ```
+//! use netsvc::{Dispatcher, Event, Lifetime, ServiceStatus};
+//! use std::time::Duration;
+//!
+//! # fn main() -> netsvc::Result<()> {
+//! let d = Dispatcher::new()?;
+//!
+//! // A spawned service answering calls on its own thread.
+//! let echo = d.service("echo").spawn(|_svc, event| {
+//!     if let Event::Request(request) = event {
+//!         let text: String = request.decode().unwrap_or_default();
+//!         let _ = request.reply(&text.to_uppercase());
+//!     }
+//! })?;
+//!
+//! // A pulled service: this thread reads its events.
+//! let me = d.service("client").open()?;
+//! let answer: String = me.call(echo.binding(), "shout", &"hello")?;
+//! assert_eq!(answer, "HELLO");
+//!
+//! // Reports: a cached report reaches a subscriber that comes later.
+//! let publisher = d.service("publisher").open()?;
+//! publisher.publish_report("system.startup", &1234u64, Lifetime::Forever)?;
+//! me.subscribe_reports("publisher", "system.*");
+//! loop {
+//!     match me.recv_timeout(Duration::from_secs(5))? {
+//!         Some(Event::Publisher(p)) => assert_eq!(p.status(), ServiceStatus::Available),
+//!         Some(Event::Report(r)) => {
+//!             assert_eq!(r.subject(), "system.startup");
+//!             assert_eq!(r.decode::<u64>()?, 1234);
+//!             break;
+//!         }
+//!         other => panic!("unexpected {other:?}"),
+//!     }
+//! }
+//! d.shutdown();
+//! # Ok(()) }
+//! ```
+//!
+//! ## Threads
+//!
+//! `Dispatcher` is a `Clone + Send + Sync` handle; `Service`, [`Request`] and
+//! [`PendingReply`] are `Send`. The dispatcher thread is named
+//! `netsvc-dispatcher`, a spawned service's worker `netsvc-svc-<name>`. The
+//! dispatcher never blocks on a service: it puts events on queues with
+//! `try_send` and applies the policy below when one is full.
+//!
+//! ## Full queues
+//!
+//! A service's queue holds [`queue_capacity`](DispatcherBuilder::queue_capacity)
+//! requests and reports. Beyond that, a request is refused at once with code
+//! 50 (busy) and a report is dropped; both are counted in [`Dispatcher::stats`].
+//! Announcements, timers and shutdown events have a reserve of the same size
+//! again; past it they are dropped, logged at `warn` and counted.
+//!
+//! ## Calls always end
+//!
+//! A call ends with its reply, the service's failure ([`Error::Service`] with
+//! an OSE code), [`Error::Timeout`], [`Error::ServiceUnavailable`] as soon as
+//! its destination is withdrawn, or [`Error::Closed`] when the dispatcher
+//! shuts down. A [`Request`] dropped unanswered fails its call with code 58;
+//! one dropped by a panicking handler, with 57. A reply for a caller that has
+//! gone is dropped and counted.
+//!
+//! ## Shutdown
+//!
+//! [`Dispatcher::shutdown`] (also run when the last `Dispatcher` handle is
+//! dropped) withdraws every service, fails every pending call with
+//! [`Error::Closed`], and joins the dispatcher thread and every spawned
+//! worker. [`Dispatcher::shutdown_after`] first delivers [`Event::Shutdown`]
+//! to every service.
+//!
+//! ## Log levels
+//!
+//! Through the `log` facade only; netsvc never prints. `error`: a thread
+//! failed or a handler panicked; `warn`: an event was discarded; `debug`:
+//! services coming and going, the dispatcher starting and stopping; `trace`:
+//! per message.
+#![deny(missing_docs, missing_debug_implementations)]
+#![forbid(unsafe_code)]
+
+mod dispatcher;
+mod error;
+mod event;
+mod ids;
+mod methods;
+mod pattern;
+mod registry;
+mod reply;
+mod reports;
+mod service;
+mod wire;
+
+pub use dispatcher::{Dispatcher, DispatcherBuilder, Stats};
+pub use error::{codes, Error, RemoteError, Result, ServiceFailure};
+pub use event::{
+    Event, Lifetime, PublisherAnnouncement, Report, Request, ServiceAnnouncement, ServiceStatus,
+    SubscriptionAnnouncement, SubscriptionStatus,
+};
+pub use ids::{AgentId, ConversationId, ProcessId, ServiceBinding};
+pub use methods::Methods;
+pub use reply::PendingReply;
+pub use service::{Service, ServiceBuilder, ServiceHandle};

@@ -1,0 +1,487 @@
+//! Services: [`Service`] (pulled by the user's thread), [`ServiceHandle`]
+//! (a service running a handler on a worker thread of its own).
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::dispatcher::command::{Command, MonitorKind, OutgoingCall, PublisherSpec};
+use crate::dispatcher::{join_unless_current, Link};
+use crate::error::{Error, Result};
+use crate::event::{run_handler, Event, Lifetime};
+use crate::ids::ServiceBinding;
+use crate::methods::Methods;
+use crate::reply::PendingReply;
+use crate::wire;
+
+/// Describes a service before it is opened; from [`Dispatcher::service`](crate::Dispatcher::service).
+#[must_use = "a service builder does nothing until open() or spawn()"]
+pub struct ServiceBuilder {
+    link: Arc<Link>,
+    name: String,
+    audience: String,
+    groups: Vec<String>,
+    capacity: usize,
+}
+
+impl fmt::Debug for ServiceBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServiceBuilder")
+            .field("name", &self.name)
+            .field("audience", &self.audience)
+            .field("groups", &self.groups)
+            .field("capacity", &self.capacity)
+            .finish()
+    }
+}
+
+impl ServiceBuilder {
+    pub(crate) fn new(link: Arc<Link>, name: &str) -> Self {
+        let capacity = link.config.queue_capacity;
+        ServiceBuilder {
+            link,
+            name: name.to_owned(),
+            audience: "*".to_owned(),
+            groups: Vec::new(),
+            capacity,
+        }
+    }
+
+    /// Who may see the service: `"*"` (the default) every exchange, `""`
+    /// this process only, any other value only exchanges of that group.
+    pub fn audience(mut self, audience: &str) -> Self {
+        self.audience = audience.to_owned();
+        self
+    }
+
+    /// Joins a group as the service opens; may be given more than once.
+    pub fn group(mut self, group: &str) -> Self {
+        if !self.groups.iter().any(|g| g == group) {
+            self.groups.push(group.to_owned());
+        }
+        self
+    }
+
+    /// The capacity of this service's event queue (default: the
+    /// dispatcher's [`queue_capacity`](crate::DispatcherBuilder::queue_capacity)).
+    pub fn queue_capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity.max(1);
+        self
+    }
+
+    /// Registers the service and returns it, to be pulled by the calling
+    /// thread (`recv`, or `select!` over its [`receiver`](Service::receiver)).
+    /// Monitors see it as Available before this returns.
+    pub fn open(self) -> Result<Service> {
+        let agent = self.link.next_agent();
+        let binding = ServiceBinding::new(
+            self.name,
+            self.audience,
+            agent,
+            self.link.process.clone(),
+            self.groups,
+        );
+        // Data events are limited to `capacity`; the same again is kept in
+        // reserve for announcements, timers and shutdown.
+        let (tx, rx) = crossbeam_channel::bounded(self.capacity.saturating_mul(2).max(64));
+        let bare = binding.with_groups(Vec::new());
+        self.link.ask(|ack| Command::Open {
+            binding,
+            events: tx,
+            capacity: self.capacity,
+            ack,
+        })?;
+        Ok(Service {
+            link: self.link,
+            binding: bare,
+            events: rx,
+        })
+    }
+
+    /// Registers the service and runs `handler` for each of its events on a
+    /// worker thread named `netsvc-svc-<name>`.
+    ///
+    /// A panic in the handler is caught and logged; a request the handler
+    /// was answering is failed with code 57, and the worker goes on with the
+    /// next event. The worker ends when the service is stopped or the
+    /// dispatcher shuts down.
+    pub fn spawn<F>(self, mut handler: F) -> Result<ServiceHandle>
+    where
+        F: FnMut(&Service, Event) + Send + 'static,
+    {
+        let svc = self.open()?;
+        let binding = svc.binding.clone();
+        let link = svc.link.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let worker_stop = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("netsvc-svc-{}", binding.service_name()))
+            .spawn(move || {
+                while let Ok(event) = svc.events.recv() {
+                    if worker_stop.load(Ordering::Acquire) {
+                        continue; // stopping: drain quickly, answering nothing
+                    }
+                    if let Err(panic) = run_handler(|| handler(&svc, event)) {
+                        log::error!(
+                            "netsvc: handler of {} panicked: {}",
+                            svc.binding,
+                            crate::event::panic_message(panic.as_ref())
+                        );
+                    }
+                }
+            });
+        let thread = match thread {
+            Ok(t) => t,
+            Err(e) => return Err(Error::Io(e)),
+        };
+        link.add_worker(binding.agent_identity(), thread);
+        Ok(ServiceHandle {
+            binding,
+            link,
+            stop,
+        })
+    }
+
+    /// Spawns the service with a [`Methods`] table answering its requests;
+    /// its other events are ignored.
+    pub fn serve(self, mut methods: Methods) -> Result<ServiceHandle> {
+        self.spawn(move |_svc, event| {
+            if let Event::Request(request) = event {
+                methods.handle(request);
+            }
+        })
+    }
+}
+
+/// A handle to a spawned service. Dropping it leaves the service running
+/// until [`stop`](Self::stop) or the dispatcher's shutdown.
+pub struct ServiceHandle {
+    binding: ServiceBinding,
+    link: Arc<Link>,
+    stop: Arc<AtomicBool>,
+}
+
+impl fmt::Debug for ServiceHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServiceHandle")
+            .field("binding", &self.binding)
+            .finish()
+    }
+}
+
+impl ServiceHandle {
+    /// The service's binding.
+    pub fn binding(&self) -> &ServiceBinding {
+        &self.binding
+    }
+
+    /// Withdraws the service (monitors see Withdrawn), fails its pending and
+    /// queued requests, and joins its worker thread (unless called from that
+    /// thread). Idempotent.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        self.link.send_quiet(Command::Close {
+            agent: self.binding.agent_identity(),
+        });
+        if let Some(thread) = self.link.take_worker(self.binding.agent_identity()) {
+            join_unless_current(thread.thread().id(), thread);
+        }
+    }
+}
+
+/// A service agent: its binding, its event queue, and everything it can do.
+///
+/// Opened with [`ServiceBuilder::open`] to be pulled by the user's thread,
+/// or given to a handler by [`ServiceBuilder::spawn`]. Dropping it
+/// withdraws the service: every monitor sees Withdrawn.
+pub struct Service {
+    link: Arc<Link>,
+    binding: ServiceBinding,
+    events: Receiver<Event>,
+}
+
+impl fmt::Debug for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Service")
+            .field("binding", &self.binding)
+            .field("queued", &self.events.len())
+            .finish()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.link.send_quiet(Command::Close {
+            agent: self.binding.agent_identity(),
+        });
+    }
+}
+
+impl Service {
+    /// The service's binding, with the groups it was opened with.
+    pub fn binding(&self) -> &ServiceBinding {
+        &self.binding
+    }
+
+    fn agent(&self) -> crate::ids::AgentId {
+        self.binding.agent_identity()
+    }
+
+    /// Waits for the next event. [`Error::Closed`] once the service is
+    /// withdrawn or the dispatcher has shut down and the queue is empty.
+    pub fn recv(&self) -> Result<Event> {
+        self.events.recv().map_err(|_| Error::Closed)
+    }
+
+    /// Waits at most `timeout` for the next event: `Ok(None)` if none came.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<Option<Event>> {
+        match self.events.recv_timeout(timeout) {
+            Ok(e) => Ok(Some(e)),
+            Err(RecvTimeoutError::Timeout) => Ok(None),
+            Err(RecvTimeoutError::Disconnected) => Err(Error::Closed),
+        }
+    }
+
+    /// The next event if one is queued.
+    pub fn try_recv(&self) -> Option<Event> {
+        self.events.try_recv().ok()
+    }
+
+    /// The event queue itself, for `crossbeam_channel::select!`.
+    pub fn receiver(&self) -> &Receiver<Event> {
+        &self.events
+    }
+
+    /// Joins a group: group monitors see Available.
+    pub fn join_group(&self, group: &str) {
+        self.link.send_quiet(Command::Group {
+            agent: self.agent(),
+            group: group.to_owned(),
+            join: true,
+        });
+    }
+
+    /// Leaves a group: group monitors see Withdrawn.
+    pub fn leave_group(&self, group: &str) {
+        self.link.send_quiet(Command::Group {
+            agent: self.agent(),
+            group: group.to_owned(),
+            join: false,
+        });
+    }
+
+    fn monitor(&self, kind: MonitorKind, key: &str, on: bool) {
+        self.link.send_quiet(Command::Monitor {
+            agent: self.agent(),
+            kind,
+            key: key.to_owned(),
+            on,
+        });
+    }
+
+    /// Announces every service of that name now visible, then each change,
+    /// as [`Event::Announcement`]s.
+    pub fn monitor_service_name(&self, name: &str) {
+        self.monitor(MonitorKind::Name, name, true);
+    }
+
+    /// Stops the announcements of [`monitor_service_name`](Self::monitor_service_name).
+    pub fn unmonitor_service_name(&self, name: &str) {
+        self.monitor(MonitorKind::Name, name, false);
+    }
+
+    /// Announces every member of that group now, then each join and leave,
+    /// as [`Event::Announcement`]s carrying the group.
+    pub fn monitor_service_group(&self, group: &str) {
+        self.monitor(MonitorKind::Group, group, true);
+    }
+
+    /// Stops the announcements of [`monitor_service_group`](Self::monitor_service_group).
+    pub fn unmonitor_service_group(&self, group: &str) {
+        self.monitor(MonitorKind::Group, group, false);
+    }
+
+    fn subscription(&self, publisher: PublisherSpec, pattern: &str, on: bool) {
+        self.link.send_quiet(Command::Subscribe {
+            agent: self.agent(),
+            publisher,
+            pattern: pattern.to_owned(),
+            on,
+        });
+    }
+
+    /// Subscribes to the reports of every service named `publisher` whose
+    /// subjects match `pattern` (`*` any run of characters, `?` one). Lasts
+    /// until unsubscribed, across publishers coming and going.
+    pub fn subscribe_reports(&self, publisher: &str, pattern: &str) {
+        self.subscription(PublisherSpec::Name(publisher.to_owned()), pattern, true);
+    }
+
+    /// Subscribes to one agent's reports; ends when that agent is withdrawn.
+    /// If it is already gone, an [`Event::Publisher`] Withdrawn says so.
+    pub fn subscribe_reports_from(&self, publisher: &ServiceBinding, pattern: &str) {
+        self.subscription(PublisherSpec::Binding(publisher.clone()), pattern, true);
+    }
+
+    /// Ends a subscription made with [`subscribe_reports`](Self::subscribe_reports).
+    pub fn unsubscribe_reports(&self, publisher: &str, pattern: &str) {
+        self.subscription(PublisherSpec::Name(publisher.to_owned()), pattern, false);
+    }
+
+    /// Ends a subscription made with [`subscribe_reports_from`](Self::subscribe_reports_from).
+    pub fn unsubscribe_reports_from(&self, publisher: &ServiceBinding, pattern: &str) {
+        self.subscription(PublisherSpec::Binding(publisher.clone()), pattern, false);
+    }
+
+    /// Publishes a report to every subscriber whose pattern matches the
+    /// subject, and caches it as `lifetime` says.
+    pub fn publish_report<T: Serialize + ?Sized>(
+        &self,
+        subject: &str,
+        content: &T,
+        lifetime: Lifetime,
+    ) -> Result<()> {
+        let payload = wire::encode(content)?;
+        self.link.send(Command::Publish {
+            agent: self.agent(),
+            subject: subject.to_owned(),
+            payload,
+            lifetime,
+        })
+    }
+
+    /// Sends a report to one subscriber only, bypassing the cache. It is
+    /// delivered only if that agent holds a subscription to this service
+    /// whose pattern matches the subject.
+    pub fn send_report<T: Serialize + ?Sized>(
+        &self,
+        subscriber: &ServiceBinding,
+        subject: &str,
+        content: &T,
+    ) -> Result<()> {
+        let payload = wire::encode(content)?;
+        self.link.send(Command::SendReport {
+            agent: self.agent(),
+            to: subscriber.clone(),
+            subject: subject.to_owned(),
+            payload,
+        })
+    }
+
+    /// Removes this service's cached reports whose subjects match.
+    pub fn expire_reports(&self, pattern: &str) {
+        self.link.send_quiet(Command::Expire {
+            agent: self.agent(),
+            pattern: Some(pattern.to_owned()),
+        });
+    }
+
+    /// Removes all of this service's cached reports.
+    pub fn purge_reports(&self) {
+        self.link.send_quiet(Command::Expire {
+            agent: self.agent(),
+            pattern: None,
+        });
+    }
+
+    /// Calls a method and waits for the reply, at most the dispatcher's
+    /// default timeout.
+    pub fn call<R, A>(&self, to: &ServiceBinding, method: &str, args: &A) -> Result<R>
+    where
+        R: DeserializeOwned,
+        A: Serialize + ?Sized,
+    {
+        self.call_timeout(to, method, args, self.link.config.default_timeout)
+    }
+
+    /// Calls a method and waits at most `timeout` for the reply.
+    pub fn call_timeout<R, A>(
+        &self,
+        to: &ServiceBinding,
+        method: &str,
+        args: &A,
+        timeout: Duration,
+    ) -> Result<R>
+    where
+        R: DeserializeOwned,
+        A: Serialize + ?Sized,
+    {
+        self.request_timeout(to, method, args, timeout)?.wait()
+    }
+
+    /// Sends a request and returns at once; the reply is collected from the
+    /// [`PendingReply`]. Uses the dispatcher's default timeout.
+    pub fn request<R, A>(
+        &self,
+        to: &ServiceBinding,
+        method: &str,
+        args: &A,
+    ) -> Result<PendingReply<R>>
+    where
+        R: DeserializeOwned,
+        A: Serialize + ?Sized,
+    {
+        self.request_timeout(to, method, args, self.link.config.default_timeout)
+    }
+
+    /// [`request`](Self::request) with its own timeout.
+    pub fn request_timeout<R, A>(
+        &self,
+        to: &ServiceBinding,
+        method: &str,
+        args: &A,
+        timeout: Duration,
+    ) -> Result<PendingReply<R>>
+    where
+        R: DeserializeOwned,
+        A: Serialize + ?Sized,
+    {
+        let payload = wire::encode(args)?;
+        let conv = self.link.next_conversation();
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.link.send(Command::Call(OutgoingCall {
+            conv,
+            from: self.agent(),
+            to: to.clone(),
+            method: method.to_owned(),
+            payload,
+            reply: tx,
+            timeout,
+        }))?;
+        Ok(PendingReply::new(self.link.clone(), conv, rx))
+    }
+
+    /// Delivers [`Event::Timer(tag)`](Event::Timer) to this service after
+    /// `delay`, in order with its other events.
+    pub fn start_timer(&self, delay: Duration, tag: u64) {
+        self.link.send_quiet(Command::StartTimer {
+            agent: self.agent(),
+            delay,
+            tag,
+        });
+    }
+
+    /// Cancels every running timer of this service with that tag.
+    pub fn cancel_timer(&self, tag: u64) {
+        self.link.send_quiet(Command::CancelTimer {
+            agent: self.agent(),
+            tag,
+        });
+    }
+}
+
+#[allow(dead_code)]
+fn _ensure_send_sync() {
+    fn send<T: Send>() {}
+    fn sync<T: Sync>() {}
+    send::<Service>();
+    sync::<Service>();
+    send::<ServiceHandle>();
+    sync::<ServiceHandle>();
+    send::<crate::Request>();
+}
