@@ -1,0 +1,121 @@
+//! Helpers shared by the integration tests: bounded waits on events.
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+use netsvc::{
+    Event, PublisherAnnouncement, Report, Request, Service, ServiceAnnouncement, ServiceStatus,
+    SubscriptionAnnouncement,
+};
+
+/// How long any single wait in a test may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A short wait used to check that nothing (more) arrives. Only ever used
+/// for negative checks, never to let something happen.
+pub const QUIET: Duration = Duration::from_millis(200);
+
+/// The next event, or panic after [`WAIT`].
+pub fn next(svc: &Service) -> Event {
+    match svc.recv_timeout(WAIT) {
+        Ok(Some(e)) => e,
+        Ok(None) => panic!("{}: no event within {WAIT:?}", svc.binding()),
+        Err(e) => panic!("{}: queue closed: {e}", svc.binding()),
+    }
+}
+
+/// Skips events until `pick` returns `Some`, or panics after [`WAIT`].
+pub fn wait_for<T>(svc: &Service, what: &str, mut pick: impl FnMut(Event) -> Option<T>) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match svc.recv_timeout(left) {
+            Ok(Some(e)) => {
+                if let Some(t) = pick(e) {
+                    return t;
+                }
+            }
+            Ok(None) => panic!("{}: no {what} within {WAIT:?}", svc.binding()),
+            Err(e) => panic!("{}: queue closed while waiting for {what}: {e}", svc.binding()),
+        }
+    }
+}
+
+/// Asserts that no event arrives within [`QUIET`].
+pub fn assert_quiet(svc: &Service) {
+    if let Ok(Some(e)) = svc.recv_timeout(QUIET) {
+        panic!("{}: unexpected event {e:?}", svc.binding());
+    }
+}
+
+/// The next event, which must be an announcement.
+pub fn announcement(svc: &Service) -> ServiceAnnouncement {
+    match next(svc) {
+        Event::Announcement(a) => a,
+        other => panic!("expected an announcement, got {other:?}"),
+    }
+}
+
+/// The next event, which must be a report.
+pub fn report(svc: &Service) -> Report {
+    match next(svc) {
+        Event::Report(r) => r,
+        other => panic!("expected a report, got {other:?}"),
+    }
+}
+
+/// The next event, which must be a request.
+pub fn request(svc: &Service) -> Request {
+    match next(svc) {
+        Event::Request(r) => r,
+        other => panic!("expected a request, got {other:?}"),
+    }
+}
+
+/// The next event, which must be a subscription announcement.
+pub fn subscription(svc: &Service) -> SubscriptionAnnouncement {
+    match next(svc) {
+        Event::Subscription(s) => s,
+        other => panic!("expected a subscription announcement, got {other:?}"),
+    }
+}
+
+/// The next event, which must be a publisher announcement.
+pub fn publisher(svc: &Service) -> PublisherAnnouncement {
+    match next(svc) {
+        Event::Publisher(p) => p,
+        other => panic!("expected a publisher announcement, got {other:?}"),
+    }
+}
+
+/// Waits for an announcement about `name` with `status` (and `group`).
+pub fn wait_announcement(
+    svc: &Service,
+    name: &str,
+    group: Option<&str>,
+    status: ServiceStatus,
+) -> ServiceAnnouncement {
+    wait_for(svc, &format!("{status:?} announcement of {name}"), |e| match e {
+        Event::Announcement(a)
+            if a.binding().service_name() == name
+                && a.group() == group
+                && a.status() == status =>
+        {
+            Some(a)
+        }
+        _ => None,
+    })
+}
+
+/// Runs `f` on a thread and fails the test if it does not finish within
+/// [`WAIT`] (a hang becomes a failure, not a stuck suite).
+pub fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(WAIT) {
+        Ok(t) => t,
+        Err(_) => panic!("{what} did not finish within {WAIT:?}"),
+    }
+}
