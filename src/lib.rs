@@ -120,3 +120,8 @@ pub use ids::{AgentId, ConversationId, ProcessId, ServiceBinding};
 pub use methods::Methods;
 pub use reply::PendingReply;
 pub use service::{Service, ServiceBuilder, ServiceHandle};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -110,41 +110,11 @@ impl ServiceBuilder {
     /// was answering is failed with code 57, and the worker goes on with the
     /// next event. The worker ends when the service is stopped or the
     /// dispatcher shuts down.
-    pub fn spawn<F>(self, mut handler: F) -> Result<ServiceHandle>
+    pub fn spawn<F>(self, handler: F) -> Result<ServiceHandle>
     where
         F: FnMut(&Service, Event) + Send + 'static,
     {
-        let svc = self.open()?;
-        let binding = svc.binding.clone();
-        let link = svc.link.clone();
-        let stop = Arc::new(AtomicBool::new(false));
-        let worker_stop = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("netsvc-svc-{}", binding.service_name()))
-            .spawn(move || {
-                while let Ok(event) = svc.events.recv() {
-                    if worker_stop.load(Ordering::Acquire) {
-                        continue; // stopping: drain quickly, answering nothing
-                    }
-                    if let Err(panic) = run_handler(|| handler(&svc, event)) {
-                        log::error!(
-                            "netsvc: handler of {} panicked: {}",
-                            svc.binding,
-                            crate::event::panic_message(panic.as_ref())
-                        );
-                    }
-                }
-            });
-        let thread = match thread {
-            Ok(t) => t,
-            Err(e) => return Err(Error::Io(e)),
-        };
-        link.add_worker(binding.agent_identity(), thread);
-        Ok(ServiceHandle {
-            binding,
-            link,
-            stop,
-        })
+        self.open()?.spawn(handler)
     }
 
     /// Spawns the service with a [`Methods`] table answering its requests;
@@ -226,6 +196,49 @@ impl Service {
     /// The service's binding, with the groups it was opened with.
     pub fn binding(&self) -> &ServiceBinding {
         &self.binding
+    }
+
+    /// Hands this service to a worker thread named `netsvc-svc-<name>` that
+    /// runs `handler` for each of its events, including any queued since it
+    /// was opened. Set up monitors, subscriptions and timers first, on the
+    /// open service; nothing that arrives meanwhile is lost.
+    ///
+    /// A panic in the handler is caught and logged; a request the handler
+    /// was answering is failed with code 57, and the worker goes on with the
+    /// next event. The worker ends when the service is stopped or the
+    /// dispatcher shuts down.
+    pub fn spawn<F>(self, mut handler: F) -> Result<ServiceHandle>
+    where
+        F: FnMut(&Service, Event) + Send + 'static,
+    {
+        let binding = self.binding.clone();
+        let link = self.link.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let worker_stop = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("netsvc-svc-{}", binding.service_name()))
+            .spawn(move || {
+                let svc = self;
+                while let Ok(event) = svc.events.recv() {
+                    if worker_stop.load(Ordering::Acquire) {
+                        continue; // stopping: drain quickly, answering nothing
+                    }
+                    if let Err(panic) = run_handler(|| handler(&svc, event)) {
+                        log::error!(
+                            "netsvc: handler of {} panicked: {}",
+                            svc.binding,
+                            crate::event::panic_message(panic.as_ref())
+                        );
+                    }
+                }
+            })
+            .map_err(Error::Io)?;
+        link.add_worker(binding.agent_identity(), thread);
+        Ok(ServiceHandle {
+            binding,
+            link,
+            stop,
+        })
     }
 
     fn agent(&self) -> crate::ids::AgentId {

@@ -287,9 +287,10 @@ impl EventLoop {
         agents
     }
 
-    /// Withdraws every service and fails every pending call: the end.
+    /// Withdraws every service, newest first (so that services opened early,
+    /// such as monitors, see the others go), and fails every pending call.
     fn stop(&mut self, reason: Error) {
-        for agent in self.sorted_locals() {
+        for agent in self.sorted_locals().into_iter().rev() {
             self.withdraw(agent);
         }
         let convs: Vec<ConversationId> = self.pending.keys().copied().collect();
