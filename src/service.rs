@@ -89,16 +89,15 @@ impl ServiceBuilder {
         // Data events are limited to `capacity`; the same again is kept in
         // reserve for announcements, timers and shutdown.
         let (tx, rx) = crossbeam_channel::bounded(self.capacity.saturating_mul(2).max(64));
-        let bare = binding.with_groups(Vec::new());
         self.link.ask(|ack| Command::Open {
-            binding,
+            binding: binding.clone(),
             events: tx,
             capacity: self.capacity,
             ack,
         })?;
         Ok(Service {
             link: self.link,
-            binding: bare,
+            binding,
             events: rx,
         })
     }

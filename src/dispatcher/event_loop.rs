@@ -58,6 +58,12 @@ enum Class {
     Control,
 }
 
+/// Why an event was not put on a queue; the event comes back.
+enum Refused {
+    Full(Event),
+    Gone(Event),
+}
+
 /// Who waits for a reply.
 enum Caller {
     Local(Sender<Result<Payload>>),
@@ -153,8 +159,8 @@ impl EventLoop {
                 more_commands = !self.commands.is_empty();
             }
             let now = Instant::now();
-            while let Some(kind) = self.timers.pop_due(now) {
-                if self.fire(kind) == Flow::Stop {
+            while let Some((id, kind)) = self.timers.pop_due(now) {
+                if self.fire(id, kind) == Flow::Stop {
                     self.stop(Error::Closed);
                     return Ok(());
                 }
@@ -259,7 +265,7 @@ impl EventLoop {
         Flow::Continue
     }
 
-    fn fire(&mut self, kind: TimerKind) -> Flow {
+    fn fire(&mut self, id: TimerId, kind: TimerKind) -> Flow {
         match kind {
             TimerKind::Call(conv) => {
                 if self.pending.contains_key(&conv) {
@@ -269,10 +275,8 @@ impl EventLoop {
             }
             TimerKind::Service { agent, tag } => {
                 if let Some(local) = self.locals.get_mut(&agent) {
-                    // Forget this one instance; others with the same tag stay.
-                    if let Some(i) = local.timers.iter().position(|(t, _)| *t == tag) {
-                        local.timers.remove(i);
-                    }
+                    // Forget this one timer; others with the same tag stay.
+                    local.timers.retain(|(_, t)| *t != id);
                     self.deliver(agent, Event::Timer(tag), Class::Control);
                 }
             }
@@ -306,23 +310,25 @@ impl EventLoop {
 
     // ----- delivery -----
 
-    /// Puts an event on a local service's queue. Gives the event back when
-    /// the queue is full (for its class) or the service is gone.
+    /// Puts an event on a local service's queue, or says why not and gives
+    /// the event back.
     fn try_deliver(
         &self,
         agent: AgentId,
         event: Event,
         class: Class,
-    ) -> std::result::Result<(), Event> {
+    ) -> std::result::Result<(), Refused> {
         let Some(local) = self.locals.get(&agent) else {
-            return Err(event);
+            return Err(Refused::Gone(event));
         };
         if class == Class::Data && local.events.len() >= local.capacity {
-            return Err(event);
+            return Err(Refused::Full(event));
         }
         match local.events.try_send(event) {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(e)) | Err(TrySendError::Disconnected(e)) => Err(e),
+            Err(TrySendError::Full(e)) => Err(Refused::Full(e)),
+            // The service was dropped; its Close command is on its way.
+            Err(TrySendError::Disconnected(e)) => Err(Refused::Gone(e)),
         }
     }
 
@@ -335,10 +341,8 @@ impl EventLoop {
                     Counters::bump(&self.link.counters.reports_delivered);
                 }
             }
-            Err(event) => {
-                if !self.locals.contains_key(&agent) {
-                    return; // withdrawn meanwhile: nobody to tell
-                }
+            Err(Refused::Gone(_)) => {} // withdrawn meanwhile: nobody to tell
+            Err(Refused::Full(event)) => {
                 if is_report {
                     Counters::bump(&self.link.counters.reports_dropped);
                     log::trace!("netsvc: report dropped, queue of agent {agent} is full");
@@ -778,15 +782,23 @@ impl EventLoop {
         };
         match self.try_deliver(agent, Event::Request(request), Class::Data) {
             Ok(()) => Counters::bump(&self.link.counters.requests_delivered),
-            Err(event) => {
+            Err(refused) => {
+                let (event, error) = match refused {
+                    Refused::Full(event) => {
+                        Counters::bump(&self.link.counters.busy_replies);
+                        let failure = ServiceFailure::new(codes::SERVICE_BUSY, "service busy")
+                            .with_origin(to.service_name())
+                            .with_details("the service's queue is full");
+                        (event, Error::Service(failure))
+                    }
+                    Refused::Gone(event) => {
+                        (event, Error::ServiceUnavailable(format!("{to} is closing")))
+                    }
+                };
                 if let Event::Request(mut r) = event {
                     r.disarm();
                 }
-                Counters::bump(&self.link.counters.busy_replies);
-                let failure = ServiceFailure::new(codes::SERVICE_BUSY, "service busy")
-                    .with_origin(to.service_name())
-                    .with_details("the service's queue is full");
-                self.complete(conv, Err(Error::Service(failure)));
+                self.complete(conv, Err(error));
             }
         }
     }

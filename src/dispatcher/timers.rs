@@ -56,7 +56,7 @@ impl<K> Timers<K> {
 
     /// The next timer due at `now`, removed, in deadline order (ties in
     /// order of starting).
-    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<K> {
+    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(TimerId, K)> {
         while let Some(Reverse((at, id))) = self.heap.peek() {
             if *at > now {
                 return None;
@@ -64,7 +64,7 @@ impl<K> Timers<K> {
             let id = *id;
             self.heap.pop();
             if let Some(kind) = self.live.remove(&id) {
-                return Some(kind);
+                return Some((TimerId(id), kind));
             }
         }
         None
@@ -92,7 +92,7 @@ mod tests {
         assert_eq!(t.cancel(b), Some("b"));
         assert_eq!(t.next_deadline(), Some(now + Duration::from_millis(10)));
         let later = now + Duration::from_millis(100);
-        let fired: Vec<_> = std::iter::from_fn(|| t.pop_due(later)).collect();
+        let fired: Vec<_> = std::iter::from_fn(|| t.pop_due(later).map(|(_, k)| k)).collect();
         assert_eq!(fired, ["a", "a2", "c"]);
         assert_eq!(t.next_deadline(), None);
     }
