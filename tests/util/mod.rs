@@ -36,7 +36,10 @@ pub fn wait_for<T>(svc: &Service, what: &str, mut pick: impl FnMut(Event) -> Opt
                 }
             }
             Ok(None) => panic!("{}: no {what} within {WAIT:?}", svc.binding()),
-            Err(e) => panic!("{}: queue closed while waiting for {what}: {e}", svc.binding()),
+            Err(e) => panic!(
+                "{}: queue closed while waiting for {what}: {e}",
+                svc.binding()
+            ),
         }
     }
 }
@@ -95,16 +98,20 @@ pub fn wait_announcement(
     group: Option<&str>,
     status: ServiceStatus,
 ) -> ServiceAnnouncement {
-    wait_for(svc, &format!("{status:?} announcement of {name}"), |e| match e {
-        Event::Announcement(a)
-            if a.binding().service_name() == name
-                && a.group() == group
-                && a.status() == status =>
-        {
-            Some(a)
-        }
-        _ => None,
-    })
+    wait_for(
+        svc,
+        &format!("{status:?} announcement of {name}"),
+        |e| match e {
+            Event::Announcement(a)
+                if a.binding().service_name() == name
+                    && a.group() == group
+                    && a.status() == status =>
+            {
+                Some(a)
+            }
+            _ => None,
+        },
+    )
 }
 
 /// Runs `f` on a thread and fails the test if it does not finish within
