@@ -82,11 +82,14 @@ pub struct Request {
     pub(crate) answered: bool,
 }
 
+/// A request dropped by a panicking handler: where to send its failure, and
+/// the name of the service that held it.
+type Stashed = (ConversationId, Arc<Link>, String);
+
 thread_local! {
     /// Requests dropped while a spawned handler panics, answered by the
     /// worker once it knows the panic message. `None` outside a handler.
-    static PANIC_STASH: RefCell<Option<Vec<(ConversationId, Arc<Link>, String)>>> =
-        const { RefCell::new(None) };
+    static PANIC_STASH: RefCell<Option<Vec<Stashed>>> = const { RefCell::new(None) };
 }
 
 /// Runs `f` as a handler: requests dropped by a panic inside it are collected
