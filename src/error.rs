@@ -141,8 +141,9 @@ pub struct ServiceFailure {
     pub code: i32,
     /// A short human-readable description.
     pub description: String,
-    /// Where the failure arose: the failing service's name, or `netsvc` for
-    /// failures the library raised itself.
+    /// Where the failure arose: the name of the service that failed or
+    /// refused the request (also for the library's own failures on its
+    /// behalf, such as busy or a request dropped unanswered).
     pub origin: String,
     /// Further details, for instance a panic message.
     pub details: String,

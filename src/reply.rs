@@ -72,7 +72,7 @@ impl<T: DeserializeOwned> PendingReply<T> {
 
     /// Waits at most `timeout`. [`Error::Timeout`] if nothing came by then;
     /// the call itself goes on until its own deadline and may be waited for
-    /// again.
+    /// again. [`Error::Closed`] if the outcome was already handed over.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<T> {
         if self.done.get() {
             return Err(Error::Closed);
