@@ -473,7 +473,7 @@ impl Service {
     pub fn start_timer(&self, delay: Duration, tag: u64) {
         self.link.send_quiet(Command::StartTimer {
             agent: self.agent(),
-            delay,
+            at: std::time::Instant::now() + delay,
             tag,
         });
     }

@@ -1,7 +1,7 @@
 //! Commands from handles to the dispatcher thread. A command that needs an
 //! answer carries its own reply `Sender`.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
@@ -100,7 +100,8 @@ pub(crate) enum Command {
     },
     StartTimer {
         agent: AgentId,
-        delay: Duration,
+        /// The deadline, computed by the caller when it asked.
+        at: Instant,
         tag: u64,
     },
     CancelTimer {

@@ -133,7 +133,7 @@ impl EventLoop {
                     continue;
                 }
                 log::error!("netsvc: poll failed, shutting down: {e}");
-                self.stop(Error::Closed);
+                self.stop();
                 return Err(e.into());
             }
             // Wake events carry no data: the commands are in the channel.
@@ -147,7 +147,7 @@ impl EventLoop {
                 match self.commands.try_recv() {
                     Ok(cmd) => {
                         if self.handle(cmd) == Flow::Stop {
-                            self.stop(Error::Closed);
+                            self.stop();
                             return Ok(());
                         }
                     }
@@ -161,7 +161,7 @@ impl EventLoop {
             let now = Instant::now();
             while let Some((id, kind)) = self.timers.pop_due(now) {
                 if self.fire(id, kind) == Flow::Stop {
-                    self.stop(Error::Closed);
+                    self.stop();
                     return Ok(());
                 }
             }
@@ -228,11 +228,9 @@ impl EventLoop {
                     self.timers.cancel(p.timer);
                 }
             }
-            Command::StartTimer { agent, delay, tag } => {
+            Command::StartTimer { agent, at, tag } => {
                 if self.locals.contains_key(&agent) {
-                    let id = self
-                        .timers
-                        .start(Instant::now() + delay, TimerKind::Service { agent, tag });
+                    let id = self.timers.start(at, TimerKind::Service { agent, tag });
                     if let Some(local) = self.locals.get_mut(&agent) {
                         local.timers.push((tag, id));
                     }
@@ -291,19 +289,17 @@ impl EventLoop {
         agents
     }
 
-    /// Withdraws every service, newest first (so that services opened early,
-    /// such as monitors, see the others go), and fails every pending call.
-    fn stop(&mut self, reason: Error) {
-        for agent in self.sorted_locals().into_iter().rev() {
-            self.withdraw(agent);
-        }
+    /// The end: fails every pending call with [`Error::Closed`] (before the
+    /// withdrawals below could fail them as unavailable), then withdraws
+    /// every service, newest first, so that services opened early, such as
+    /// monitors, see the others go.
+    fn stop(&mut self) {
         let convs: Vec<ConversationId> = self.pending.keys().copied().collect();
         for conv in convs {
-            let e = match &reason {
-                Error::Closed => Error::Closed,
-                other => Error::ServiceUnavailable(other.to_string()),
-            };
-            self.complete(conv, Err(e));
+            self.complete(conv, Err(Error::Closed));
+        }
+        for agent in self.sorted_locals().into_iter().rev() {
+            self.withdraw(agent);
         }
         log::debug!("netsvc: dispatcher {} stopped", self.link.process);
     }
