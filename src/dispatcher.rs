@@ -28,6 +28,7 @@ pub(crate) struct Config {
     pub name: String,
     pub queue_capacity: usize,
     pub max_frame_size: usize,
+    pub max_outbound_buffer: usize,
     pub default_timeout: Duration,
 }
 
@@ -156,6 +157,10 @@ impl Link {
         rx.recv().map_err(|_| Error::Closed)
     }
 
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
     pub(crate) fn next_agent(&self) -> AgentId {
         AgentId(self.next_id.fetch_add(1, Ordering::Relaxed))
     }
@@ -246,6 +251,12 @@ struct LastHandle(Arc<Link>);
 impl Drop for LastHandle {
     fn drop(&mut self) {
         self.0.shutdown();
+    }
+}
+
+impl Dispatcher {
+    pub(crate) fn link(&self) -> &Arc<Link> {
+        &self.link
     }
 }
 
@@ -377,6 +388,7 @@ impl Default for DispatcherBuilder {
                 name: "netsvc".to_owned(),
                 queue_capacity: 1024,
                 max_frame_size: 16 << 20,
+                max_outbound_buffer: 64 << 20,
                 default_timeout: Duration::from_secs(30),
             },
         }
@@ -402,10 +414,19 @@ impl DispatcherBuilder {
         self
     }
 
-    /// The largest frame accepted from or sent to an exchange peer
-    /// (default 16 MiB).
+    /// The largest frame accepted from an exchange peer (default 16 MiB,
+    /// at most 4 GiB). A peer announcing a larger one is disconnected
+    /// before anything is allocated for it.
     pub fn max_frame_size(mut self, bytes: usize) -> Self {
-        self.config.max_frame_size = bytes;
+        self.config.max_frame_size = bytes.min(u32::MAX as usize);
+        self
+    }
+
+    /// How many bytes may wait to be written to one exchange peer before it
+    /// is disconnected as a slow consumer (default 64 MiB); counted in
+    /// [`Stats::slow_consumers`].
+    pub fn max_outbound_buffer(mut self, bytes: usize) -> Self {
+        self.config.max_outbound_buffer = bytes;
         self
     }
 

@@ -101,6 +101,8 @@
 mod dispatcher;
 mod error;
 mod event;
+mod exchange;
+mod frame;
 mod ids;
 mod methods;
 mod pattern;
@@ -115,6 +117,9 @@ pub use error::{codes, Error, RemoteError, Result, ServiceFailure};
 pub use event::{
     Event, Lifetime, PublisherAnnouncement, Report, Request, ServiceAnnouncement, ServiceStatus,
     SubscriptionAnnouncement, SubscriptionStatus,
+};
+pub use exchange::{
+    ClientBuilder, ConnectionAnnouncement, ConnectionState, Exchange, ServerBuilder,
 };
 pub use ids::{AgentId, ConversationId, ProcessId, ServiceBinding};
 pub use methods::Methods;

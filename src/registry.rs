@@ -13,6 +13,9 @@ use crate::ids::{AgentId, AgentKey, ServiceBinding};
 pub(crate) enum Route {
     /// A service of this dispatcher.
     Local(AgentId),
+    /// A service in another process, through the exchange connection with
+    /// this token.
+    Remote(usize),
 }
 
 #[derive(Debug)]
@@ -84,6 +87,11 @@ impl Registry {
 
     pub(crate) fn get(&self, key: &AgentKey) -> Option<&Entry> {
         self.agents.get(key)
+    }
+
+    /// Every agent with its route, in no particular order.
+    pub(crate) fn all(&self) -> impl Iterator<Item = (&ServiceBinding, Route)> + '_ {
+        self.agents.values().map(|e| (&e.binding, e.route))
     }
 
     pub(crate) fn by_name(&self, name: &str) -> impl Iterator<Item = &ServiceBinding> + '_ {

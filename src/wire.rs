@@ -7,9 +7,10 @@
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, ServiceFailure};
+use crate::ids::{AgentKey, ConversationId, ProcessId, ServiceBinding};
 
 /// An encoded value. Cheap to clone: a report fanned out to many subscribers
 /// shares one encoding.
@@ -81,6 +82,185 @@ fn decode_with<T: DeserializeOwned, C: bincode::config::Config>(
         )));
     }
     Ok(value)
+}
+
+// ----- the exchange protocol -----
+
+/// The first bytes of every connection's first frame.
+pub(crate) const MAGIC: [u8; 6] = *b"NETSVC";
+
+/// The protocol version this build speaks; a peer with another is refused.
+pub(crate) const VERSION: u16 = 1;
+
+/// The handshake: who is speaking, and for which exchange group.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Hello {
+    pub process: ProcessId,
+    pub group: String,
+}
+
+/// Why a handshake was refused.
+#[derive(Debug)]
+pub(crate) enum HelloError {
+    /// The peer does not speak netsvc at all.
+    NotNetsvc,
+    /// The peer speaks another version of the protocol.
+    Version(u16),
+    /// The handshake did not decode.
+    Decode(String),
+}
+
+impl std::fmt::Display for HelloError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HelloError::NotNetsvc => f.write_str("not a netsvc peer (bad magic)"),
+            HelloError::Version(v) => {
+                write!(
+                    f,
+                    "peer speaks protocol version {v}, this build speaks {VERSION}"
+                )
+            }
+            HelloError::Decode(e) => write!(f, "handshake does not decode: {e}"),
+        }
+    }
+}
+
+/// The handshake frame's body: magic, version, then the encoded [`Hello`],
+/// so that magic and version are checked before anything else is decoded.
+pub(crate) fn encode_hello(hello: &Hello) -> Result<Vec<u8>> {
+    let mut body = Vec::with_capacity(64);
+    body.extend_from_slice(&MAGIC);
+    body.extend_from_slice(&VERSION.to_be_bytes());
+    let rest =
+        bincode::serde::encode_to_vec(hello, config()).map_err(|e| Error::Encode(e.to_string()))?;
+    body.extend_from_slice(&rest);
+    Ok(body)
+}
+
+/// Decodes a handshake frame's body.
+pub(crate) fn decode_hello(body: &[u8]) -> std::result::Result<Hello, HelloError> {
+    if body.len() < MAGIC.len() + 2 || body[..MAGIC.len()] != MAGIC {
+        return Err(HelloError::NotNetsvc);
+    }
+    let version = u16::from_be_bytes([body[MAGIC.len()], body[MAGIC.len() + 1]]);
+    if version != VERSION {
+        return Err(HelloError::Version(version));
+    }
+    decode(&body[MAGIC.len() + 2..]).map_err(|e| HelloError::Decode(e.to_string()))
+}
+
+/// Why a call failed, as it crosses a connection.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Failure {
+    Service(ServiceFailure),
+    Unavailable(String),
+    Timeout,
+    Closed,
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Service(f) => Failure::Service(f),
+            Error::Timeout => Failure::Timeout,
+            Error::Closed => Failure::Closed,
+            other => Failure::Unavailable(other.to_string()),
+        }
+    }
+}
+
+impl From<Failure> for Error {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::Service(f) => Error::Service(f),
+            Failure::Unavailable(s) => Error::ServiceUnavailable(s),
+            Failure::Timeout => Error::Timeout,
+            Failure::Closed => Error::ServiceUnavailable("the remote dispatcher closed".into()),
+        }
+    }
+}
+
+/// Everything exchanged after the handshake.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Message {
+    /// A service became visible (with its groups).
+    Available { binding: ServiceBinding },
+    /// A service was withdrawn.
+    Withdrawn { agent: AgentKey },
+    /// A service joined or left a group.
+    Group {
+        agent: AgentKey,
+        group: String,
+        joined: bool,
+    },
+    /// A call, on its way to `to`.
+    Request {
+        conv: ConversationId,
+        sender: ServiceBinding,
+        to: AgentKey,
+        method: String,
+        payload: Payload,
+        timeout_ms: u64,
+    },
+    /// The outcome of a call, on its way back to the caller.
+    Reply {
+        conv: ConversationId,
+        result: std::result::Result<Payload, Failure>,
+    },
+    /// A subscription of `subscriber` to `publisher`'s reports starts or ends.
+    Subscribe {
+        subscriber: ServiceBinding,
+        publisher: AgentKey,
+        pattern: String,
+        on: bool,
+    },
+    /// A report: to every matching subscriber on the far side, or to one.
+    Report {
+        publisher: AgentKey,
+        to: Option<AgentKey>,
+        subject: String,
+        payload: Payload,
+    },
+}
+
+/// Encodes a message as a frame with its length prefix, ready to be queued
+/// on one or many connections.
+pub(crate) fn encode_frame(message: &Message) -> Result<Vec<u8>> {
+    let mut frame = vec![0u8; 4];
+    bincode::serde::encode_into_std_write(message, &mut frame, config())
+        .map_err(|e| Error::Encode(e.to_string()))?;
+    let len = u32::try_from(frame.len() - 4)
+        .map_err(|_| Error::Encode("message larger than 4 GiB".into()))?;
+    frame[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(frame)
+}
+
+impl Serialize for Payload {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Payload {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Bytes;
+        impl<'de> serde::de::Visitor<'de> for Bytes {
+            type Value = Payload;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> std::result::Result<Payload, E> {
+                Ok(Payload(v.into()))
+            }
+            fn visit_byte_buf<E: serde::de::Error>(
+                self,
+                v: Vec<u8>,
+            ) -> std::result::Result<Payload, E> {
+                Ok(Payload::from(v))
+            }
+        }
+        d.deserialize_byte_buf(Bytes)
+    }
 }
 
 #[cfg(test)]

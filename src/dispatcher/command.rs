@@ -1,12 +1,15 @@
 //! Commands from handles to the dispatcher thread. A command that needs an
 //! answer carries its own reply `Sender`.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
 use crate::error::{Result, ServiceFailure};
 use crate::event::{Event, Lifetime};
+use crate::exchange::ConnectionAnnouncement;
 use crate::ids::{AgentId, ConversationId, ServiceBinding};
 use crate::wire::Payload;
 
@@ -38,8 +41,53 @@ pub(crate) struct OutgoingCall {
     pub timeout: Duration,
 }
 
+/// A server's check of a connecting client's address.
+pub(crate) type Authorise = Arc<dyn Fn(&SocketAddr) -> bool + Send + Sync>;
+
+/// What an exchange does.
+pub(crate) enum ExchangeRole {
+    /// Accepts clients on a bound listener.
+    Server {
+        listener: mio::net::TcpListener,
+        authorise: Option<Authorise>,
+    },
+    /// Connects to a server; reconnects after `retry` if given.
+    Client {
+        addrs: Vec<SocketAddr>,
+        retry: Option<Duration>,
+    },
+}
+
+impl std::fmt::Debug for ExchangeRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExchangeRole::Server { listener, .. } => {
+                write!(f, "Server({:?})", listener.local_addr())
+            }
+            ExchangeRole::Client { addrs, retry } => {
+                write!(f, "Client({addrs:?}, retry {retry:?})")
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(crate) enum Command {
+    ExchangeOpen {
+        id: u64,
+        group: String,
+        role: ExchangeRole,
+        announce: Sender<ConnectionAnnouncement>,
+        ack: Sender<Result<()>>,
+    },
+    ExchangeClose {
+        id: u64,
+        ack: Sender<()>,
+    },
+    ExchangeLocalAddr {
+        id: u64,
+        reply: Sender<Option<SocketAddr>>,
+    },
     Open {
         binding: ServiceBinding,
         events: Sender<Event>,

@@ -1,6 +1,8 @@
 //! The dispatcher thread: a `mio::Poll` loop that owns every piece of routing
 //! state and never blocks on a service or a socket.
 
+mod net;
+
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -66,7 +68,10 @@ enum Refused {
 
 /// Who waits for a reply.
 enum Caller {
+    /// A thread of this process.
     Local(Sender<Result<Payload>>),
+    /// A peer, through the exchange connection with this token.
+    Remote(usize),
 }
 
 struct Pending {
@@ -74,12 +79,20 @@ struct Pending {
     /// The agent currently handling the call; its withdrawal fails the call.
     target: AgentKey,
     timer: TimerId,
+    deadline: Instant,
 }
 
 enum TimerKind {
     Call(ConversationId),
-    Service { agent: AgentId, tag: u64 },
+    Service {
+        agent: AgentId,
+        tag: u64,
+    },
     Shutdown,
+    /// A client exchange tries to connect again.
+    Reconnect(u64),
+    /// A connection that has not completed its handshake by now is closed.
+    Handshake(usize),
 }
 
 #[derive(PartialEq, Eq)]
@@ -99,6 +112,7 @@ pub(crate) struct EventLoop {
     timers: Timers<TimerKind>,
     /// Reused buffer for report fan-out.
     scratch: Vec<AgentKey>,
+    net: net::Net,
 }
 
 impl EventLoop {
@@ -113,6 +127,7 @@ impl EventLoop {
             pending: HashMap::new(),
             timers: Timers::new(),
             scratch: Vec::new(),
+            net: net::Net::default(),
         }
     }
 
@@ -135,6 +150,11 @@ impl EventLoop {
                 log::error!("netsvc: poll failed, shutting down: {e}");
                 self.stop();
                 return Err(e.into());
+            }
+            for event in events.iter() {
+                if event.token() != WAKER {
+                    self.net_event(event);
+                }
             }
             // Wake events carry no data: the commands are in the channel.
             // Clear the flag before draining, so a command sent after the
@@ -165,6 +185,8 @@ impl EventLoop {
                     return Ok(());
                 }
             }
+            // Everything queued for peers this turn goes out now, batched.
+            self.flush_dirty();
         }
     }
 
@@ -258,6 +280,22 @@ impl EventLoop {
                 self.timers
                     .start(Instant::now() + delay, TimerKind::Shutdown);
             }
+            Command::ExchangeOpen {
+                id,
+                group,
+                role,
+                announce,
+                ack,
+            } => {
+                let _ = ack.send(self.exchange_open(id, group, role, announce));
+            }
+            Command::ExchangeClose { id, ack } => {
+                self.exchange_close(id);
+                let _ = ack.send(());
+            }
+            Command::ExchangeLocalAddr { id, reply } => {
+                let _ = reply.send(self.exchange_local_addr(id));
+            }
             Command::Shutdown => return Flow::Stop,
         }
         Flow::Continue
@@ -279,6 +317,8 @@ impl EventLoop {
                 }
             }
             TimerKind::Shutdown => return Flow::Stop,
+            TimerKind::Reconnect(exchange) => self.reconnect_due(exchange),
+            TimerKind::Handshake(token) => self.handshake_expired(token),
         }
         Flow::Continue
     }
@@ -300,6 +340,9 @@ impl EventLoop {
         }
         for agent in self.sorted_locals().into_iter().rev() {
             self.withdraw(agent);
+        }
+        if !self.net.is_empty() {
+            self.net_stop();
         }
         log::debug!("netsvc: dispatcher {} stopped", self.link.process);
     }
@@ -350,42 +393,58 @@ impl EventLoop {
         }
     }
 
+    /// Delivers an event to an agent wherever it is: on a local queue, or
+    /// as the frame that carries it to a peer.
     fn deliver_key(&mut self, key: AgentKey, event: Event, class: Class) {
-        match self.registry.get(&key).map(|e| e.route) {
+        match self.route_of(&key) {
             Some(Route::Local(agent)) => self.deliver(agent, event, class),
+            Some(Route::Remote(token)) => self.deliver_remote(token, key, event),
             None => {}
         }
-    }
-
-    fn binding_of(&self, key: &AgentKey) -> Option<ServiceBinding> {
-        self.registry.get(key).map(|e| e.binding.clone())
     }
 
     // ----- registry and announcements -----
 
     fn open(&mut self, binding: ServiceBinding, events: Sender<Event>, capacity: usize) {
         let agent = binding.agent_identity();
-        let key = binding.key();
         log::debug!("netsvc: service {binding} available");
-        // The binding enters without groups; each group is joined (and
-        // announced) after the service itself.
-        let groups = binding.groups().to_vec();
-        let bare = binding.with_groups(Vec::new());
         self.locals.insert(
             agent,
             Local {
-                binding: bare.clone(),
+                binding: binding.clone(),
                 events,
                 capacity,
                 timers: Vec::new(),
             },
         );
-        self.registry.insert(bare.clone(), Route::Local(agent));
+        self.add_agent(binding, Route::Local(agent));
+    }
+
+    /// A new agent, local or remote: the service is announced, then each of
+    /// its groups, then subscriptions by its name take effect; peers hear of
+    /// it where its audience allows.
+    fn add_agent(&mut self, binding: ServiceBinding, route: Route) {
+        let key = binding.key();
+        let groups = binding.groups().to_vec();
+        let bare = binding.with_groups(Vec::new());
+        self.registry.insert(bare.clone(), route);
         self.announce_service(&bare, ServiceStatus::Available);
-        for g in groups {
-            self.group(agent, &g, true);
+        for g in &groups {
+            self.change_group(key, g, true);
         }
         self.publisher_appeared(key);
+        let binding = self
+            .registry
+            .get(&key)
+            .map(|e| e.binding.clone())
+            .unwrap_or(bare);
+        self.broadcast(
+            &binding,
+            route,
+            &crate::wire::Message::Available {
+                binding: binding.clone(),
+            },
+        );
     }
 
     fn announce_service(&mut self, binding: &ServiceBinding, status: ServiceStatus) {
@@ -413,25 +472,40 @@ impl EventLoop {
     }
 
     fn group(&mut self, agent: AgentId, group: &str, join: bool) {
-        let Some(local) = self.locals.get(&agent) else {
-            return;
-        };
-        let key = local.binding.key();
+        if let Some(local) = self.locals.get(&agent) {
+            let key = local.binding.key();
+            self.change_group(key, group, join);
+        }
+    }
+
+    /// Joins or leaves a group, local or remote: group monitors and peers hear of it.
+    fn change_group(&mut self, key: AgentKey, group: &str, join: bool) {
         let changed = if join {
             self.registry.join(&key, group)
         } else {
             self.registry.leave(&key, group)
         };
-        if let Some(binding) = changed {
+        let Some(binding) = changed else {
+            return;
+        };
+        if let Some(Route::Local(agent)) = self.route_of(&key) {
             if let Some(local) = self.locals.get_mut(&agent) {
                 local.binding = binding.clone();
             }
-            let status = if join {
-                ServiceStatus::Available
-            } else {
-                ServiceStatus::Withdrawn
+        }
+        let status = if join {
+            ServiceStatus::Available
+        } else {
+            ServiceStatus::Withdrawn
+        };
+        self.announce_group(&binding, group, status);
+        if let Some(route) = self.route_of(&key) {
+            let message = crate::wire::Message::Group {
+                agent: key,
+                group: group.to_owned(),
+                joined: join,
             };
-            self.announce_group(&binding, group, status);
+            self.broadcast(&binding, route, &message);
         }
     }
 
@@ -459,27 +533,43 @@ impl EventLoop {
         }
     }
 
-    /// Removes a service: its subscriptions, its publications, its groups
-    /// (announced first), then the service itself; fails calls it was handling.
+    /// Removes a local service: its timers and monitors, then everything
+    /// [`remove_agent`](Self::remove_agent) does.
     fn withdraw(&mut self, agent: AgentId) {
+        // Out of `locals` first: the withdrawn service hears nothing more.
+        // Dropping its queue's sender disconnects the queue once drained.
         let Some(local) = self.locals.remove(&agent) else {
             return;
         };
-        let key = local.binding.key();
         log::debug!("netsvc: service {} withdrawn", local.binding);
         for (_, id) in &local.timers {
             self.timers.cancel(*id);
         }
         self.registry.drop_monitors(agent);
-        self.subscriber_vanished(key, &local.binding);
-        self.publisher_vanished(key, &local.binding);
-        for g in local.binding.groups().to_vec() {
+        self.remove_agent(local.binding.key(), "withdrawn");
+    }
+
+    /// Removes an agent, local or remote: its subscriptions, its
+    /// publications, its groups (announced first), then the agent itself;
+    /// peers hear of it; calls it was handling fail as unavailable.
+    fn remove_agent(&mut self, key: AgentKey, why: &str) {
+        let Some(binding) = self.binding_of(&key) else {
+            return;
+        };
+        self.subscriber_vanished(key, &binding);
+        self.publisher_vanished(key, &binding);
+        for g in binding.groups().to_vec() {
             if let Some(b) = self.registry.leave(&key, &g) {
                 self.announce_group(&b, &g, ServiceStatus::Withdrawn);
             }
         }
         if let Some(entry) = self.registry.remove(&key) {
             self.announce_service(&entry.binding, ServiceStatus::Withdrawn);
+            self.broadcast(
+                &entry.binding,
+                entry.route,
+                &crate::wire::Message::Withdrawn { agent: key },
+            );
         }
         let failed: Vec<ConversationId> = self
             .pending
@@ -491,12 +581,10 @@ impl EventLoop {
             self.complete(
                 conv,
                 Err(Error::ServiceUnavailable(format!(
-                    "{} was withdrawn while the call was pending",
-                    local.binding
+                    "{binding} {why} while the call was pending"
                 ))),
             );
         }
-        // Dropping `local.events` disconnects the queue once it is drained.
     }
 
     // ----- reports -----
@@ -529,29 +617,34 @@ impl EventLoop {
                 }
             }
             PublisherSpec::Binding(binding) => {
-                let pkey = binding.key();
-                let Some(p) = self.binding_of(&pkey) else {
-                    if on {
-                        // Nothing to subscribe to: say so rather than stay silent.
-                        let ann = PublisherAnnouncement {
-                            publisher: binding,
-                            status: ServiceStatus::Withdrawn,
-                        };
-                        self.deliver(agent, Event::Publisher(ann), Class::Control);
-                    }
-                    return;
-                };
-                let name = p.service_name().to_owned();
-                if on {
-                    let fresh = !self.reports.subscribed(me, pkey, &name);
-                    if self.reports.subscribe_agent(me, pkey, pattern) {
-                        self.subscription_started(me, &p, pattern, fresh);
-                    }
-                } else if self.reports.unsubscribe_agent(me, pkey, pattern) {
-                    self.subscription_ended(me, &p, pattern);
+                if !self.subscribe_agent(me, binding.key(), pattern, on) && on {
+                    // Nothing to subscribe to: say so rather than stay silent.
+                    let ann = PublisherAnnouncement {
+                        publisher: binding,
+                        status: ServiceStatus::Withdrawn,
+                    };
+                    self.deliver(agent, Event::Publisher(ann), Class::Control);
                 }
             }
         }
+    }
+
+    /// A subscription of `me` to one publisher agent starts or ends; false
+    /// if there is no such publisher.
+    fn subscribe_agent(&mut self, me: AgentKey, pkey: AgentKey, pattern: &str, on: bool) -> bool {
+        let Some(p) = self.registry.get(&pkey).map(|e| e.binding.clone()) else {
+            return false;
+        };
+        let name = p.service_name().to_owned();
+        if on {
+            let fresh = !self.reports.subscribed(me, pkey, &name);
+            if self.reports.subscribe_agent(me, pkey, pattern) {
+                self.subscription_started(me, &p, pattern, fresh);
+            }
+        } else if self.reports.unsubscribe_agent(me, pkey, pattern) {
+            self.subscription_ended(me, &p, pattern);
+        }
+        true
     }
 
     /// A subscription of `subscriber` against `publisher` took effect:
@@ -689,15 +782,27 @@ impl EventLoop {
         subscribers.clear();
         self.reports
             .matching(key, publisher.service_name(), &subject, &mut subscribers);
+        // Local subscribers get the report on their queues; each connection
+        // leading to remote subscribers gets one frame, encoded once.
+        let mut remote: Vec<usize> = Vec::new();
         for s in subscribers.iter() {
-            let report = Report {
-                publisher: publisher.clone(),
-                subject: subject.clone(),
-                payload: payload.clone(),
-            };
-            self.deliver_key(*s, Event::Report(report), Class::Data);
+            match self.route_of(s) {
+                Some(Route::Local(agent)) => {
+                    let report = Report {
+                        publisher: publisher.clone(),
+                        subject: subject.clone(),
+                        payload: payload.clone(),
+                    };
+                    self.deliver(agent, Event::Report(report), Class::Data);
+                }
+                Some(Route::Remote(token)) if !remote.contains(&token) => remote.push(token),
+                _ => {}
+            }
         }
         self.scratch = subscribers;
+        if !remote.is_empty() {
+            self.publish_remote(&remote, key, &subject, &payload);
+        }
     }
 
     fn send_report(
@@ -735,43 +840,69 @@ impl EventLoop {
             let _ = call.reply.send(Err(Error::Closed));
             return;
         };
-        let timer = self
-            .timers
-            .start(Instant::now() + call.timeout, TimerKind::Call(conv));
+        let deadline = Instant::now() + call.timeout;
+        let timer = self.timers.start(deadline, TimerKind::Call(conv));
+        let to = call.to.key();
         self.pending.insert(
             conv,
             Pending {
                 caller: Caller::Local(call.reply),
-                target: call.to.key(),
+                target: to,
                 timer,
+                deadline,
             },
         );
-        self.route_request(conv, &call.to, call.method, call.payload, sender);
+        self.route_request(conv, to, call.method, call.payload, sender, None);
     }
 
-    /// Hands a request to its destination, or fails its pending call.
+    /// Hands a request to its destination, local or remote, or fails its
+    /// pending call. `relay` is the connection a request came from and its
+    /// frame, to pass on unchanged.
     fn route_request(
         &mut self,
         conv: ConversationId,
-        to: &ServiceBinding,
+        to: AgentKey,
         method: String,
         payload: Payload,
         sender: ServiceBinding,
+        relay: Option<(usize, &[u8])>,
     ) {
-        let key = to.key();
-        let Some(entry) = self.registry.get(&key) else {
+        let Some(entry) = self.registry.get(&to) else {
             self.complete(
                 conv,
-                Err(Error::ServiceUnavailable(format!("{to} is not available"))),
+                Err(Error::ServiceUnavailable(
+                    "the service is not available".into(),
+                )),
             );
             return;
         };
-        let Route::Local(agent) = entry.route;
+        let receiver = entry.binding.clone();
+        let agent = match entry.route {
+            Route::Local(agent) => agent,
+            Route::Remote(token) => {
+                if relay.is_some_and(|(from, _)| from == token) {
+                    let e =
+                        Error::ServiceUnavailable(format!("{receiver} is not reachable from here"));
+                    self.complete(conv, Err(e));
+                    return;
+                }
+                self.request_remote(
+                    token,
+                    conv,
+                    to,
+                    method,
+                    payload,
+                    sender,
+                    relay.map(|(_, raw)| raw),
+                );
+                return;
+            }
+        };
         let request = Request {
             conv,
             method,
             sender,
-            receiver: entry.binding.clone(),
+            receiver: receiver.clone(),
             payload,
             link: self.link.clone(),
             answered: false,
@@ -783,13 +914,14 @@ impl EventLoop {
                     Refused::Full(event) => {
                         Counters::bump(&self.link.counters.busy_replies);
                         let failure = ServiceFailure::new(codes::SERVICE_BUSY, "service busy")
-                            .with_origin(to.service_name())
+                            .with_origin(receiver.service_name())
                             .with_details("the service's queue is full");
                         (event, Error::Service(failure))
                     }
-                    Refused::Gone(event) => {
-                        (event, Error::ServiceUnavailable(format!("{to} is closing")))
-                    }
+                    Refused::Gone(event) => (
+                        event,
+                        Error::ServiceUnavailable(format!("{receiver} is closing")),
+                    ),
                 };
                 if let Event::Request(mut r) = event {
                     r.disarm();
@@ -812,7 +944,7 @@ impl EventLoop {
             return; // the caller is gone: nothing to forward for
         };
         p.target = to.key();
-        self.route_request(conv, to, method, payload, sender);
+        self.route_request(conv, to.key(), method, payload, sender, None);
     }
 
     /// Hands the outcome of a call to its caller, once.
@@ -827,6 +959,14 @@ impl EventLoop {
                 if tx.try_send(result).is_ok() {
                     Counters::bump(&self.link.counters.replies_delivered);
                 }
+            }
+            Caller::Remote(token) => {
+                let message = crate::wire::Message::Reply {
+                    conv,
+                    result: result.map_err(crate::wire::Failure::from),
+                };
+                self.send(token, &message);
+                Counters::bump(&self.link.counters.replies_delivered);
             }
         }
     }

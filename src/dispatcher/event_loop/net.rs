@@ -1,0 +1,1030 @@
+//! The exchange inside the dispatcher: listeners, connections, the
+//! handshake, and the translation between the routing table and frames.
+//!
+//! Each connection is a state machine (`Connecting` → `Handshaking` →
+//! `Active`) driven by poll events, frames and timers. Remote agents enter
+//! the routing table with `Route::Remote(token)`; everything else (monitors,
+//! subscriptions, pending calls) then works as for local agents.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Token};
+
+use super::{Caller, Class, EventLoop, Pending, TimerKind};
+use crate::dispatcher::command::{Authorise, ExchangeRole};
+use crate::dispatcher::Counters;
+use crate::error::{Error, Result};
+use crate::event::{Event, Report};
+use crate::exchange::{ConnectionAnnouncement, ConnectionState};
+use crate::frame::{Fill, ReadBuffer, WriteBuffer, PREFIX};
+use crate::ids::{AgentKey, ConversationId, ProcessId, ServiceBinding};
+use crate::registry::Route;
+use crate::wire::{self, Hello, Message, Payload};
+
+/// How long a connection may take to connect and shake hands.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Whether a binding of that audience is visible through an exchange of
+/// that group: `"*"` everywhere, `""` nowhere, a group name in that group.
+pub(super) fn visible(audience: &str, group: &str) -> bool {
+    audience == "*" || (!audience.is_empty() && audience == group)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ConnState {
+    /// A client's connect is in progress.
+    Connecting,
+    /// Connected; waiting for the peer's hello.
+    Handshaking,
+    /// Hello exchanged: frames flow.
+    Active { remote: ProcessId },
+}
+
+struct Conn {
+    exchange: u64,
+    stream: TcpStream,
+    peer: SocketAddr,
+    state: ConnState,
+    rbuf: ReadBuffer,
+    wbuf: WriteBuffer,
+    /// Agents learned through this connection, in order.
+    learned: Vec<AgentKey>,
+    handshake_timer: Option<super::TimerId>,
+}
+
+enum Role {
+    Server {
+        listener: TcpListener,
+        token: usize,
+        authorise: Option<Authorise>,
+    },
+    Client {
+        addrs: Vec<SocketAddr>,
+        next_addr: usize,
+        retry: Option<Duration>,
+        conn: Option<usize>,
+        attempts: u64,
+    },
+}
+
+struct Exch {
+    group: String,
+    role: Role,
+    announce: Sender<ConnectionAnnouncement>,
+    conns: Vec<usize>,
+}
+
+/// The dispatcher's network state.
+#[derive(Default)]
+pub(super) struct Net {
+    exchanges: HashMap<u64, Exch>,
+    conns: HashMap<usize, Conn>,
+    listeners: HashMap<usize, u64>,
+    next_token: usize,
+    /// Connections with output to write at the end of this turn.
+    dirty: Vec<usize>,
+    rng: u64,
+    /// Remote agents known only as subscribers (their audience hides them
+    /// from the registry): where to send their reports.
+    subscribers: HashMap<AgentKey, (ServiceBinding, usize)>,
+}
+
+impl Net {
+    fn token(&mut self) -> usize {
+        self.next_token += 1;
+        self.next_token
+    }
+
+    fn jitter(&mut self, base: Duration) -> Duration {
+        // xorshift64: cheap, and enough to keep clients from reconnecting in step.
+        let mut x = self.rng.max(1);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng = x;
+        let span = (base / 10).min(Duration::from_millis(250));
+        if span.is_zero() {
+            return base;
+        }
+        base + Duration::from_nanos(x % span.as_nanos() as u64)
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.exchanges.is_empty()
+    }
+}
+
+impl EventLoop {
+    // ----- exchanges -----
+
+    pub(super) fn exchange_open(
+        &mut self,
+        id: u64,
+        group: String,
+        role: ExchangeRole,
+        announce: Sender<ConnectionAnnouncement>,
+    ) -> Result<()> {
+        if self.net.exchanges.values().any(|e| e.group == group) {
+            return Err(Error::InvalidTarget(format!(
+                "this dispatcher already has an exchange for group {group:?}"
+            )));
+        }
+        if self.net.rng == 0 {
+            self.net.rng = self.link.process.uid() | 1;
+        }
+        let role = match role {
+            ExchangeRole::Server {
+                mut listener,
+                authorise,
+            } => {
+                let token = self.net.token();
+                self.poll
+                    .registry()
+                    .register(&mut listener, Token(token), Interest::READABLE)?;
+                self.net.listeners.insert(token, id);
+                Role::Server {
+                    listener,
+                    token,
+                    authorise,
+                }
+            }
+            ExchangeRole::Client { addrs, retry } => Role::Client {
+                addrs,
+                next_addr: 0,
+                retry,
+                conn: None,
+                attempts: 0,
+            },
+        };
+        let is_client = matches!(role, Role::Client { .. });
+        self.net.exchanges.insert(
+            id,
+            Exch {
+                group,
+                role,
+                announce,
+                conns: Vec::new(),
+            },
+        );
+        if is_client {
+            self.connect_attempt(id);
+        }
+        Ok(())
+    }
+
+    pub(super) fn exchange_close(&mut self, id: u64) {
+        let Some(exch) = self.net.exchanges.get_mut(&id) else {
+            return;
+        };
+        if let Role::Client { retry, .. } = &mut exch.role {
+            *retry = None; // no reconnect after the closes below
+        }
+        for token in exch.conns.clone() {
+            self.close_conn(token, "exchange closed", false);
+        }
+        if let Some(mut exch) = self.net.exchanges.remove(&id) {
+            if let Role::Server {
+                listener, token, ..
+            } = &mut exch.role
+            {
+                let _ = self.poll.registry().deregister(listener);
+                self.net.listeners.remove(token);
+            }
+        }
+        log::debug!("netsvc: exchange {id} closed");
+    }
+
+    pub(super) fn exchange_local_addr(&self, id: u64) -> Option<SocketAddr> {
+        let exch = self.net.exchanges.get(&id)?;
+        match &exch.role {
+            Role::Server { listener, .. } => listener.local_addr().ok(),
+            Role::Client { conn, .. } => conn
+                .and_then(|t| self.net.conns.get(&t))
+                .and_then(|c| c.stream.local_addr().ok()),
+        }
+    }
+
+    /// Closes every exchange: the end of the dispatcher. Output already
+    /// queued (such as the withdrawals of the services) is written if the
+    /// sockets take it at once.
+    pub(super) fn net_stop(&mut self) {
+        self.flush_dirty();
+        let ids: Vec<u64> = self.net.exchanges.keys().copied().collect();
+        for id in ids {
+            self.exchange_close(id);
+        }
+    }
+
+    fn announce_connection(
+        &self,
+        exchange: u64,
+        state: ConnectionState,
+        remote: Option<ProcessId>,
+        addr: SocketAddr,
+    ) {
+        let Some(exch) = self.net.exchanges.get(&exchange) else {
+            return;
+        };
+        let ann = ConnectionAnnouncement {
+            state,
+            remote_process: remote,
+            remote_address: addr,
+        };
+        if exch.announce.try_send(ann).is_err() {
+            // Nobody reads the announcements (or not fast enough): they are
+            // a notice, not state, so dropping them harms nothing else.
+            log::debug!("netsvc: connection announcement dropped, its queue is full");
+        }
+    }
+
+    // ----- connecting -----
+
+    fn connect_attempt(&mut self, id: u64) {
+        let token = self.net.token();
+        let Some(exch) = self.net.exchanges.get_mut(&id) else {
+            return;
+        };
+        let Role::Client {
+            addrs,
+            next_addr,
+            conn,
+            attempts,
+            ..
+        } = &mut exch.role
+        else {
+            return;
+        };
+        if addrs.is_empty() {
+            return;
+        }
+        let addr = addrs[*next_addr % addrs.len()];
+        *next_addr += 1;
+        *attempts += 1;
+        if *attempts > 1 {
+            Counters::bump(&self.link.counters.reconnects);
+        }
+        let stream = TcpStream::connect(addr).and_then(|mut s| {
+            self.poll.registry().register(
+                &mut s,
+                Token(token),
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
+            Ok(s)
+        });
+        match stream {
+            Ok(stream) => {
+                *conn = Some(token);
+                exch.conns.push(token);
+                let timer = self.timers.start(
+                    Instant::now() + HANDSHAKE_TIMEOUT,
+                    TimerKind::Handshake(token),
+                );
+                self.net.conns.insert(
+                    token,
+                    Conn {
+                        exchange: id,
+                        stream,
+                        peer: addr,
+                        state: ConnState::Connecting,
+                        rbuf: ReadBuffer::default(),
+                        wbuf: WriteBuffer::default(),
+                        learned: Vec::new(),
+                        handshake_timer: Some(timer),
+                    },
+                );
+                log::debug!("netsvc: connecting to {addr}");
+            }
+            Err(e) => {
+                log::debug!("netsvc: connect to {addr} failed at once: {e}");
+                self.announce_connection(id, ConnectionState::Inactive, None, addr);
+                self.schedule_reconnect(id);
+            }
+        }
+    }
+
+    fn schedule_reconnect(&mut self, id: u64) {
+        let Some(exch) = self.net.exchanges.get(&id) else {
+            return;
+        };
+        if let Role::Client {
+            retry: Some(delay), ..
+        } = exch.role
+        {
+            let delay = self.net.jitter(delay);
+            self.timers
+                .start(Instant::now() + delay, TimerKind::Reconnect(id));
+        }
+    }
+
+    pub(super) fn reconnect_due(&mut self, id: u64) {
+        let idle = matches!(
+            self.net.exchanges.get(&id).map(|e| &e.role),
+            Some(Role::Client {
+                conn: None,
+                retry: Some(_),
+                ..
+            })
+        );
+        if idle {
+            self.connect_attempt(id);
+        }
+    }
+
+    fn accept(&mut self, id: u64) {
+        loop {
+            let Some(exch) = self.net.exchanges.get(&id) else {
+                return;
+            };
+            let Role::Server {
+                listener,
+                authorise,
+                ..
+            } = &exch.role
+            else {
+                return;
+            };
+            let (mut stream, peer) = match listener.accept() {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // Out of descriptors, for instance: the listener stays,
+                    // the next readiness event tries again.
+                    log::error!("netsvc: accept failed: {e}");
+                    return;
+                }
+            };
+            if let Some(authorise) = authorise {
+                let allowed =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| authorise(&peer)))
+                        .unwrap_or_else(|_| {
+                            log::error!("netsvc: the authorise callback panicked; refusing {peer}");
+                            false
+                        });
+                if !allowed {
+                    log::info!("netsvc: connection from {peer} refused by authorise");
+                    continue;
+                }
+            }
+            let token = self.net.token();
+            if let Err(e) = self.poll.registry().register(
+                &mut stream,
+                Token(token),
+                Interest::READABLE | Interest::WRITABLE,
+            ) {
+                log::error!("netsvc: cannot register connection from {peer}: {e}");
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            let timer = self.timers.start(
+                Instant::now() + HANDSHAKE_TIMEOUT,
+                TimerKind::Handshake(token),
+            );
+            self.net.conns.insert(
+                token,
+                Conn {
+                    exchange: id,
+                    stream,
+                    peer,
+                    state: ConnState::Handshaking,
+                    rbuf: ReadBuffer::default(),
+                    wbuf: WriteBuffer::default(),
+                    learned: Vec::new(),
+                    handshake_timer: Some(timer),
+                },
+            );
+            if let Some(exch) = self.net.exchanges.get_mut(&id) {
+                exch.conns.push(token);
+            }
+            log::debug!("netsvc: accepted connection from {peer}");
+            self.send_hello(token);
+        }
+    }
+
+    fn send_hello(&mut self, token: usize) {
+        let Some(conn) = self.net.conns.get(&token) else {
+            return;
+        };
+        let group = self
+            .net
+            .exchanges
+            .get(&conn.exchange)
+            .map(|e| e.group.clone())
+            .unwrap_or_default();
+        let hello = Hello {
+            process: self.link.process.clone(),
+            group,
+        };
+        match wire::encode_hello(&hello) {
+            Ok(body) => {
+                if let Some(conn) = self.net.conns.get_mut(&token) {
+                    conn.wbuf.push_frame(&body);
+                    self.net.dirty.push(token);
+                }
+            }
+            Err(e) => self.close_conn(token, &format!("cannot encode hello: {e}"), true),
+        }
+    }
+
+    pub(super) fn handshake_expired(&mut self, token: usize) {
+        let pending = self
+            .net
+            .conns
+            .get(&token)
+            .is_some_and(|c| !matches!(c.state, ConnState::Active { .. }));
+        if pending {
+            self.close_conn(token, "no handshake within the time allowed", true);
+        }
+    }
+
+    // ----- readiness -----
+
+    pub(super) fn net_event(&mut self, event: &mio::event::Event) {
+        let token = event.token().0;
+        if let Some(&id) = self.net.listeners.get(&token) {
+            self.accept(id);
+            return;
+        }
+        let Some(conn) = self.net.conns.get_mut(&token) else {
+            return;
+        };
+        if conn.state == ConnState::Connecting {
+            match conn.stream.take_error() {
+                Ok(Some(e)) | Err(e) => {
+                    self.close_conn(token, &format!("connect failed: {e}"), true);
+                    return;
+                }
+                Ok(None) => {}
+            }
+            match conn.stream.peer_addr() {
+                Ok(_) => {
+                    let _ = conn.stream.set_nodelay(true);
+                    conn.state = ConnState::Handshaking;
+                    log::debug!("netsvc: connected to {}", conn.peer);
+                    self.send_hello(token);
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => {
+                    if event.is_error() || event.is_write_closed() {
+                        self.close_conn(token, "connect failed", true);
+                    }
+                    return; // still in progress
+                }
+                Err(e) => {
+                    self.close_conn(token, &format!("connect failed: {e}"), true);
+                    return;
+                }
+            }
+        }
+        if event.is_readable() || event.is_read_closed() || event.is_error() {
+            self.read_conn(token);
+        }
+        if event.is_writable() && self.net.conns.contains_key(&token) {
+            self.net.dirty.push(token);
+        }
+    }
+
+    fn read_conn(&mut self, token: usize) {
+        let limit = self.link.config.max_frame_size;
+        let Some(conn) = self.net.conns.get_mut(&token) else {
+            return;
+        };
+        let mut rbuf = std::mem::take(&mut conn.rbuf);
+        loop {
+            let Some(conn) = self.net.conns.get_mut(&token) else {
+                return;
+            };
+            let fill = match rbuf.fill(&mut conn.stream, limit + PREFIX) {
+                Ok((fill, _)) => fill,
+                Err(e) => {
+                    self.close_conn(token, &format!("read failed: {e}"), true);
+                    return;
+                }
+            };
+            loop {
+                let body = match rbuf.next_frame(limit) {
+                    Ok(Some(body)) => body,
+                    Ok(None) => break,
+                    Err(e) => {
+                        self.close_conn(token, &format!("bad input: {e}"), true);
+                        return;
+                    }
+                };
+                Counters::bump(&self.link.counters.frames_in);
+                if !self.on_frame(token, body) {
+                    return;
+                }
+            }
+            match fill {
+                Fill::WouldBlock => break,
+                Fill::Full => continue,
+                Fill::Closed => {
+                    self.close_conn(token, "peer closed the connection", true);
+                    return;
+                }
+            }
+        }
+        if let Some(conn) = self.net.conns.get_mut(&token) {
+            conn.rbuf = rbuf;
+        }
+    }
+
+    /// Handles one frame; false if the connection was closed.
+    fn on_frame(&mut self, token: usize, body: &[u8]) -> bool {
+        let Some(conn) = self.net.conns.get(&token) else {
+            return false;
+        };
+        if conn.state == ConnState::Handshaking {
+            match wire::decode_hello(body) {
+                Ok(hello) => self.handshake_done(token, hello),
+                Err(e) => {
+                    self.close_conn(token, &format!("handshake refused: {e}"), true);
+                    return false;
+                }
+            }
+            return self.net.conns.contains_key(&token);
+        }
+        match wire::decode::<Message>(body) {
+            Ok(message) => self.on_message(token, message, body),
+            Err(e) => {
+                self.close_conn(token, &format!("bad frame: {e}"), true);
+                return false;
+            }
+        }
+        self.net.conns.contains_key(&token)
+    }
+
+    fn handshake_done(&mut self, token: usize, hello: Hello) {
+        let Some(conn) = self.net.conns.get(&token) else {
+            return;
+        };
+        let exchange = conn.exchange;
+        let peer = conn.peer;
+        let group = self
+            .net
+            .exchanges
+            .get(&exchange)
+            .map(|e| e.group.clone())
+            .unwrap_or_default();
+        if hello.group != group {
+            let reason = format!(
+                "handshake refused: peer's exchange group is {:?}, ours is {group:?}",
+                hello.group
+            );
+            self.close_conn(token, &reason, true);
+            return;
+        }
+        if hello.process == self.link.process {
+            self.close_conn(token, "handshake refused: connected to itself", true);
+            return;
+        }
+        if let Some(conn) = self.net.conns.get_mut(&token) {
+            conn.state = ConnState::Active {
+                remote: hello.process.clone(),
+            };
+            if let Some(t) = conn.handshake_timer.take() {
+                self.timers.cancel(t);
+            }
+        }
+        log::debug!("netsvc: exchange link to {} ({peer}) active", hello.process);
+        self.announce_connection(exchange, ConnectionState::Active, Some(hello.process), peer);
+        // Our whole table: local services, and on a server those learned
+        // from its other clients.
+        let bindings: Vec<ServiceBinding> = self
+            .registry
+            .all()
+            .filter(|(b, route)| self.shown_on(b, *route, token))
+            .map(|(b, _)| b.clone())
+            .collect();
+        for binding in bindings {
+            self.send(token, &Message::Available { binding });
+        }
+    }
+
+    /// Whether a binding reached through `route` is announced on connection `token`.
+    fn shown_on(&self, binding: &ServiceBinding, route: Route, token: usize) -> bool {
+        let Some(conn) = self.net.conns.get(&token) else {
+            return false;
+        };
+        if !matches!(conn.state, ConnState::Active { .. }) {
+            return false;
+        }
+        let Some(exch) = self.net.exchanges.get(&conn.exchange) else {
+            return false;
+        };
+        if !visible(binding.service_audience(), &exch.group) {
+            return false;
+        }
+        match route {
+            Route::Local(_) => true,
+            // A server relays between its own clients, never back.
+            Route::Remote(from) => {
+                from != token
+                    && matches!(exch.role, Role::Server { .. })
+                    && self.net.conns.get(&from).map(|c| c.exchange) == Some(conn.exchange)
+            }
+        }
+    }
+
+    // ----- output -----
+
+    /// Encodes and queues a message on one connection.
+    pub(super) fn send(&mut self, token: usize, message: &Message) {
+        match wire::encode_frame(message) {
+            Ok(frame) => self.push(token, &frame),
+            Err(e) => log::error!("netsvc: cannot encode a frame: {e}"),
+        }
+    }
+
+    /// Queues an already encoded frame (with its prefix) on a connection.
+    fn push(&mut self, token: usize, frame: &[u8]) {
+        if let Some(conn) = self.net.conns.get_mut(&token) {
+            conn.wbuf.push_encoded(frame);
+            Counters::bump(&self.link.counters.frames_out);
+            self.net.dirty.push(token);
+        }
+    }
+
+    /// Tells every connection that shows the binding about a change of it.
+    pub(super) fn broadcast(&mut self, binding: &ServiceBinding, route: Route, message: &Message) {
+        if self.net.conns.is_empty() {
+            return;
+        }
+        let targets: Vec<usize> = self
+            .net
+            .conns
+            .keys()
+            .copied()
+            .filter(|t| self.shown_on(binding, route, *t))
+            .collect();
+        if targets.is_empty() {
+            return;
+        }
+        match wire::encode_frame(message) {
+            Ok(frame) => {
+                for t in targets {
+                    self.push(t, &frame);
+                }
+            }
+            Err(e) => log::error!("netsvc: cannot encode a frame: {e}"),
+        }
+    }
+
+    /// Writes what each connection has queued, in as few writes as the
+    /// sockets allow; drops a peer whose backlog passes the limit.
+    pub(super) fn flush_dirty(&mut self) {
+        if self.net.dirty.is_empty() {
+            return;
+        }
+        let mut dirty = std::mem::take(&mut self.net.dirty);
+        dirty.sort_unstable();
+        dirty.dedup();
+        let limit = self.link.config.max_outbound_buffer;
+        for token in dirty.drain(..) {
+            let Some(conn) = self.net.conns.get_mut(&token) else {
+                continue;
+            };
+            if conn.state == ConnState::Connecting {
+                continue;
+            }
+            match conn.wbuf.flush(&mut conn.stream) {
+                Ok(_) => {
+                    if conn.wbuf.pending() > limit {
+                        Counters::bump(&self.link.counters.slow_consumers);
+                        let reason = format!(
+                            "slow consumer: {} bytes waiting, limit {limit}",
+                            conn.wbuf.pending()
+                        );
+                        self.close_conn(token, &reason, true);
+                    }
+                }
+                Err(e) => self.close_conn(token, &format!("write failed: {e}"), true),
+            }
+        }
+        if self.net.dirty.is_empty() {
+            self.net.dirty = dirty;
+        }
+    }
+
+    // ----- closing -----
+
+    /// Closes a connection: every binding learned through it is withdrawn,
+    /// calls through it fail, and a client schedules its reconnection.
+    pub(super) fn close_conn(&mut self, token: usize, reason: &str, unexpected: bool) {
+        let Some(mut conn) = self.net.conns.remove(&token) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut conn.stream);
+        if let Some(t) = conn.handshake_timer.take() {
+            self.timers.cancel(t);
+        }
+        let remote = match &conn.state {
+            ConnState::Active { remote } => Some(remote.clone()),
+            _ => None,
+        };
+        if unexpected {
+            log::warn!("netsvc: closing connection to {}: {reason}", conn.peer);
+        } else {
+            log::debug!("netsvc: closing connection to {}: {reason}", conn.peer);
+        }
+        // Everything learned through it goes, newest first.
+        for key in conn.learned.iter().rev() {
+            if matches!(self.registry.get(key).map(|e| e.route), Some(Route::Remote(t)) if t == token)
+            {
+                self.remove_agent(*key, &format!("connection to {} lost", conn.peer));
+            }
+        }
+        let hidden: Vec<(AgentKey, ServiceBinding)> = self
+            .net
+            .subscribers
+            .iter()
+            .filter(|(_, (_, t))| *t == token)
+            .map(|(k, (b, _))| (*k, b.clone()))
+            .collect();
+        for (key, binding) in hidden {
+            self.net.subscribers.remove(&key);
+            self.subscriber_vanished(key, &binding);
+        }
+        // Calls that came through it have nobody to answer to.
+        let orphans: Vec<ConversationId> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| matches!(p.caller, Caller::Remote(t) if t == token))
+            .map(|(c, _)| *c)
+            .collect();
+        for conv in orphans {
+            if let Some(p) = self.pending.remove(&conv) {
+                self.timers.cancel(p.timer);
+            }
+        }
+        let exchange = conn.exchange;
+        let was_client = if let Some(exch) = self.net.exchanges.get_mut(&exchange) {
+            exch.conns.retain(|t| *t != token);
+            if let Role::Client { conn: c, .. } = &mut exch.role {
+                *c = None;
+                true
+            } else {
+                false
+            }
+        } else {
+            false
+        };
+        // Inactive for a lost link, and on a client for a failed attempt.
+        if remote.is_some() || was_client {
+            self.announce_connection(exchange, ConnectionState::Inactive, remote, conn.peer);
+        }
+        if was_client {
+            self.schedule_reconnect(exchange);
+        }
+    }
+
+    // ----- messages from a peer -----
+
+    fn on_message(&mut self, token: usize, message: Message, raw: &[u8]) {
+        match message {
+            Message::Available { binding } => {
+                let key = binding.key();
+                if key.process == self.link.process.uid() || self.registry.get(&key).is_some() {
+                    return; // ours, or known already by another path
+                }
+                if let Some(conn) = self.net.conns.get_mut(&token) {
+                    conn.learned.push(key);
+                }
+                self.net.subscribers.remove(&key);
+                self.add_agent(binding, Route::Remote(token));
+            }
+            Message::Withdrawn { agent } => {
+                if self.learned_via(&agent, token) {
+                    if let Some(conn) = self.net.conns.get_mut(&token) {
+                        conn.learned.retain(|k| *k != agent);
+                    }
+                    self.remove_agent(agent, "withdrawn");
+                }
+            }
+            Message::Group {
+                agent,
+                group,
+                joined,
+            } => {
+                if self.learned_via(&agent, token) {
+                    self.change_group(agent, &group, joined);
+                }
+            }
+            Message::Request {
+                conv,
+                sender,
+                to,
+                method,
+                payload,
+                timeout_ms,
+            } => {
+                let timeout = Duration::from_millis(timeout_ms);
+                if let Some(p) = self.pending.get_mut(&conv) {
+                    // A forwarded request coming through us again: the
+                    // caller stays, the target changes.
+                    p.target = to;
+                } else {
+                    let timer = self
+                        .timers
+                        .start(Instant::now() + timeout, TimerKind::Call(conv));
+                    self.pending.insert(
+                        conv,
+                        Pending {
+                            caller: Caller::Remote(token),
+                            target: to,
+                            timer,
+                            deadline: Instant::now() + timeout,
+                        },
+                    );
+                }
+                self.route_request(conv, to, method, payload, sender, Some((token, raw)));
+            }
+            Message::Reply { conv, result } => {
+                self.complete(conv, result.map_err(Error::from));
+            }
+            Message::Subscribe {
+                subscriber,
+                publisher,
+                pattern,
+                on,
+            } => {
+                let key = subscriber.key();
+                if self.registry.get(&key).is_none() {
+                    self.net.subscribers.insert(key, (subscriber, token));
+                }
+                self.subscribe_agent(key, publisher, &pattern, on);
+            }
+            Message::Report {
+                publisher,
+                to,
+                subject,
+                payload,
+            } => self.remote_report(token, publisher, to, subject, payload, raw),
+        }
+    }
+
+    fn learned_via(&self, key: &AgentKey, token: usize) -> bool {
+        matches!(self.registry.get(key).map(|e| e.route), Some(Route::Remote(t)) if t == token)
+    }
+
+    /// Where a key's events go: the registry first, then the subscribers
+    /// known only through their subscriptions.
+    pub(super) fn route_of(&self, key: &AgentKey) -> Option<Route> {
+        self.registry.get(key).map(|e| e.route).or_else(|| {
+            self.net
+                .subscribers
+                .get(key)
+                .map(|(_, t)| Route::Remote(*t))
+        })
+    }
+
+    pub(super) fn binding_of(&self, key: &AgentKey) -> Option<ServiceBinding> {
+        self.registry
+            .get(key)
+            .map(|e| e.binding.clone())
+            .or_else(|| self.net.subscribers.get(key).map(|(b, _)| b.clone()))
+    }
+
+    /// Sends an event meant for a remote agent as the frame that carries it;
+    /// announcements a remote agent makes for itself are not sent.
+    pub(super) fn deliver_remote(&mut self, token: usize, key: AgentKey, event: Event) {
+        match event {
+            Event::Subscription(s) => {
+                let message = Message::Subscribe {
+                    subscriber: s.subscriber,
+                    publisher: key,
+                    pattern: s.subject,
+                    on: s.status == crate::SubscriptionStatus::Requested,
+                };
+                self.send(token, &message);
+            }
+            Event::Report(r) => {
+                let message = Message::Report {
+                    publisher: r.publisher.key(),
+                    to: Some(key),
+                    subject: r.subject.to_string(),
+                    payload: r.payload,
+                };
+                self.send(token, &message);
+            }
+            // The subscriber's own dispatcher announces publishers to it.
+            _ => {}
+        }
+    }
+
+    /// Sends a request to a remote agent (re-using the frame as it came when
+    /// relaying).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn request_remote(
+        &mut self,
+        token: usize,
+        conv: ConversationId,
+        to: AgentKey,
+        method: String,
+        payload: Payload,
+        sender: ServiceBinding,
+        relay: Option<&[u8]>,
+    ) {
+        match relay {
+            Some(raw) => {
+                let frame = crate::frame::with_prefix(raw);
+                self.push(token, &frame);
+            }
+            None => {
+                let timeout_ms = self
+                    .pending
+                    .get(&conv)
+                    .map(|p| p.deadline.saturating_duration_since(Instant::now()))
+                    .unwrap_or_default()
+                    .as_millis() as u64;
+                let message = Message::Request {
+                    conv,
+                    sender,
+                    to,
+                    method,
+                    payload,
+                    timeout_ms,
+                };
+                self.send(token, &message);
+            }
+        }
+        Counters::bump(&self.link.counters.requests_delivered);
+    }
+
+    /// Publishes a report to remote subscribers: one frame, encoded once,
+    /// for every connection that leads to at least one of them.
+    pub(super) fn publish_remote(
+        &mut self,
+        tokens: &[usize],
+        publisher: AgentKey,
+        subject: &str,
+        payload: &Payload,
+    ) {
+        let message = Message::Report {
+            publisher,
+            to: None,
+            subject: subject.to_owned(),
+            payload: payload.clone(),
+        };
+        match wire::encode_frame(&message) {
+            Ok(frame) => {
+                for t in tokens {
+                    self.push(*t, &frame);
+                }
+            }
+            Err(e) => log::error!("netsvc: cannot encode a report: {e}"),
+        }
+    }
+
+    fn remote_report(
+        &mut self,
+        token: usize,
+        publisher: AgentKey,
+        to: Option<AgentKey>,
+        subject: String,
+        payload: Payload,
+        raw: &[u8],
+    ) {
+        let Some(pub_binding) = self.registry.get(&publisher).map(|e| e.binding.clone()) else {
+            return; // withdrawn meanwhile
+        };
+        let subject: std::sync::Arc<str> = subject.into();
+        let mut targets = std::mem::take(&mut self.scratch);
+        targets.clear();
+        match to {
+            Some(key) => targets.push(key),
+            None => self.reports.matching(
+                publisher,
+                pub_binding.service_name(),
+                &subject,
+                &mut targets,
+            ),
+        }
+        let mut onward: Vec<usize> = Vec::new();
+        for key in targets.iter() {
+            match self.route_of(key) {
+                Some(Route::Local(agent)) => {
+                    let report = Report {
+                        publisher: pub_binding.clone(),
+                        subject: subject.clone(),
+                        payload: payload.clone(),
+                    };
+                    self.deliver(agent, Event::Report(report), Class::Data);
+                }
+                Some(Route::Remote(t)) if t != token && !onward.contains(&t) => onward.push(t),
+                _ => {}
+            }
+        }
+        self.scratch = targets;
+        if !onward.is_empty() {
+            let frame = crate::frame::with_prefix(raw);
+            for t in onward {
+                self.push(t, &frame);
+            }
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! The message exchange: a TCP server that client processes connect to, so
+//! that the services of every process look local to every other.
+//!
+//! The topology is a star: each client connects to one server; the server
+//! relays between its clients. On (re)connect both sides send their whole
+//! service table; on loss every binding learned through the link is
+//! withdrawn (group withdrawals first). Audiences decide what crosses: `"*"`
+//! every exchange, `""` none, a group name only exchanges of that group.
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::dispatcher::command::{Authorise, Command, ExchangeRole};
+use crate::dispatcher::{Dispatcher, Link};
+use crate::error::{Error, Result};
+use crate::ids::ProcessId;
+
+/// How many connection announcements wait unread before newer ones are
+/// dropped (they are notices; the routing state does not depend on them).
+const ANNOUNCEMENT_CAPACITY: usize = 1024;
+
+/// Whether an exchange link is up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConnectionState {
+    /// The link is up: the handshake completed.
+    Active,
+    /// The link was lost, or (on a client) a connection attempt failed.
+    Inactive,
+}
+
+/// A link of an exchange came up or went down.
+#[derive(Debug, Clone)]
+pub struct ConnectionAnnouncement {
+    pub(crate) state: ConnectionState,
+    pub(crate) remote_process: Option<ProcessId>,
+    pub(crate) remote_address: SocketAddr,
+}
+
+impl ConnectionAnnouncement {
+    /// Active or Inactive.
+    pub fn state(&self) -> ConnectionState {
+        self.state
+    }
+
+    /// The process at the other end, once the handshake told it; `None`
+    /// for a failed attempt.
+    pub fn remote_process(&self) -> Option<&ProcessId> {
+        self.remote_process.as_ref()
+    }
+
+    /// The peer's socket address.
+    pub fn remote_address(&self) -> SocketAddr {
+        self.remote_address
+    }
+}
+
+struct Inner {
+    link: Arc<Link>,
+    id: u64,
+    connections: Receiver<ConnectionAnnouncement>,
+    listen_addr: Option<SocketAddr>,
+}
+
+/// A handle to one exchange (server or client) of a dispatcher.
+///
+/// Cheap to clone. The exchange runs until [`close`](Self::close) or the
+/// dispatcher's shutdown; dropping the handles leaves it running.
+#[derive(Clone)]
+pub struct Exchange {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Exchange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Exchange")
+            .field("id", &self.inner.id)
+            .field("listen_addr", &self.inner.listen_addr)
+            .finish()
+    }
+}
+
+impl Exchange {
+    /// Describes an exchange server for this dispatcher; finish with
+    /// [`listen`](ServerBuilder::listen).
+    pub fn server(d: &Dispatcher) -> ServerBuilder {
+        ServerBuilder {
+            link: d.link().clone(),
+            group: String::new(),
+            authorise: None,
+        }
+    }
+
+    /// Describes an exchange client for this dispatcher; finish with
+    /// [`connect`](ClientBuilder::connect) or [`connect_once`](ClientBuilder::connect_once).
+    pub fn client(d: &Dispatcher) -> ClientBuilder {
+        ClientBuilder {
+            link: d.link().clone(),
+            group: String::new(),
+        }
+    }
+
+    /// A server's listening address (with the port the OS chose for port
+    /// 0); a client's local address while it is connected, else the
+    /// unspecified address `0.0.0.0:0`.
+    pub fn local_addr(&self) -> SocketAddr {
+        if let Some(addr) = self.inner.listen_addr {
+            return addr;
+        }
+        let id = self.inner.id;
+        self.inner
+            .link
+            .ask(|reply| Command::ExchangeLocalAddr { id, reply })
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// The connection announcements of this exchange: Active after each
+    /// handshake, Inactive on each loss (and on a client for each failed
+    /// attempt). Every clone of the receiver takes from the same queue,
+    /// which holds up to 1024 unread announcements; newer ones are dropped
+    /// beyond that.
+    pub fn connections(&self) -> Receiver<ConnectionAnnouncement> {
+        self.inner.connections.clone()
+    }
+
+    /// Closes the exchange: its links go down (every binding learned
+    /// through them is withdrawn), a client stops reconnecting, a server
+    /// stops listening. Idempotent.
+    pub fn close(&self) {
+        let id = self.inner.id;
+        let _ = self
+            .inner
+            .link
+            .ask(|ack| Command::ExchangeClose { id, ack });
+    }
+}
+
+fn open(
+    link: Arc<Link>,
+    group: String,
+    role: ExchangeRole,
+    listen_addr: Option<SocketAddr>,
+) -> Result<Exchange> {
+    let (tx, rx): (Sender<ConnectionAnnouncement>, _) =
+        crossbeam_channel::bounded(ANNOUNCEMENT_CAPACITY);
+    let id = link.next_id();
+    link.ask(|ack| Command::ExchangeOpen {
+        id,
+        group,
+        role,
+        announce: tx,
+        ack,
+    })??;
+    Ok(Exchange {
+        inner: Arc::new(Inner {
+            link,
+            id,
+            connections: rx,
+            listen_addr,
+        }),
+    })
+}
+
+/// Configures an exchange server; from [`Exchange::server`].
+#[must_use = "an exchange builder does nothing until listen()"]
+pub struct ServerBuilder {
+    link: Arc<Link>,
+    group: String,
+    authorise: Option<Authorise>,
+}
+
+impl fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("group", &self.group)
+            .field("authorise", &self.authorise.is_some())
+            .finish()
+    }
+}
+
+impl ServerBuilder {
+    /// The exchange group (default none): clients must name the same group,
+    /// and services with that audience become visible through it. One
+    /// exchange per group per dispatcher.
+    pub fn group(mut self, group: &str) -> Self {
+        self.group = group.to_owned();
+        self
+    }
+
+    /// Decides for each connecting client, by its address, whether it may
+    /// connect. A refused client is closed at once and learns nothing.
+    pub fn authorise<F>(mut self, check: F) -> Self
+    where
+        F: Fn(&SocketAddr) -> bool + Send + Sync + 'static,
+    {
+        self.authorise = Some(Arc::new(check));
+        self
+    }
+
+    /// Binds the address and starts accepting clients. Binding errors (an
+    /// address in use, for instance) are returned here.
+    pub fn listen<A: ToSocketAddrs>(self, addr: A) -> Result<Exchange> {
+        let listener = std::net::TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        let local = listener.local_addr()?;
+        let listener = mio::net::TcpListener::from_std(listener);
+        let role = ExchangeRole::Server {
+            listener,
+            authorise: self.authorise,
+        };
+        let ex = open(self.link, self.group, role, Some(local))?;
+        log::debug!("netsvc: exchange server listening on {local}");
+        Ok(ex)
+    }
+}
+
+/// Configures an exchange client; from [`Exchange::client`].
+#[must_use = "an exchange builder does nothing until connect() or connect_once()"]
+#[derive(Debug)]
+pub struct ClientBuilder {
+    link: Arc<Link>,
+    group: String,
+}
+
+impl fmt::Debug for Link {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Link")
+            .field("process", &self.process)
+            .finish()
+    }
+}
+
+impl ClientBuilder {
+    /// The exchange group (default none); must be the server's.
+    pub fn group(mut self, group: &str) -> Self {
+        self.group = group.to_owned();
+        self
+    }
+
+    fn start(self, addr: impl ToSocketAddrs, retry: Option<Duration>) -> Result<Exchange> {
+        let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
+        if addrs.is_empty() {
+            return Err(Error::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "the address resolves to nothing",
+            )));
+        }
+        open(
+            self.link,
+            self.group,
+            ExchangeRole::Client { addrs, retry },
+            None,
+        )
+    }
+
+    /// Returns at once and connects in the background; after a failed
+    /// attempt or a lost link it tries again every `retry_delay` (plus a
+    /// little jitter), for ever. The address is resolved here, once.
+    pub fn connect<A: ToSocketAddrs>(self, addr: A, retry_delay: Duration) -> Result<Exchange> {
+        self.start(addr, Some(retry_delay))
+    }
+
+    /// Like [`connect`](Self::connect) but makes a single attempt and never
+    /// reconnects.
+    pub fn connect_once<A: ToSocketAddrs>(self, addr: A) -> Result<Exchange> {
+        self.start(addr, None)
+    }
+}
+
+#[allow(dead_code)]
+fn _ensure_send_sync() {
+    fn check<T: Send + Sync + Clone>() {}
+    check::<Exchange>();
+}

@@ -1,0 +1,281 @@
+//! Framing for exchange connections: a 4-byte big-endian length, then that
+//! many bytes. Reading is incremental and bounded: a length over the limit is
+//! refused before anything is allocated for it, and the read buffer only ever
+//! holds bytes that actually arrived.
+
+use std::io::{self, Read, Write};
+
+/// Bytes in the length prefix.
+pub(crate) const PREFIX: usize = 4;
+
+/// Why a connection's input was refused.
+#[derive(Debug)]
+pub(crate) enum FrameError {
+    /// The peer announced a frame over the limit.
+    TooLarge { claimed: u64, limit: usize },
+}
+
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FrameError::TooLarge { claimed, limit } => {
+                write!(f, "frame of {claimed} bytes announced, limit is {limit}")
+            }
+        }
+    }
+}
+
+/// The bytes received on a connection and not yet taken as frames.
+#[derive(Debug, Default)]
+pub(crate) struct ReadBuffer {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+/// How much one read asks the socket for.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// The outcome of [`ReadBuffer::fill`].
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Fill {
+    /// The socket has no more bytes for now.
+    WouldBlock,
+    /// The peer closed its side.
+    Closed,
+    /// The buffer holds as much as the caller allows; take frames first.
+    Full,
+}
+
+impl ReadBuffer {
+    /// Reads from the socket until it would block, the peer closes, or the
+    /// buffer holds `max` unread bytes.
+    pub(crate) fn fill(&mut self, src: &mut impl Read, max: usize) -> io::Result<(Fill, usize)> {
+        let mut total = 0;
+        loop {
+            let unread = self.buf.len() - self.start;
+            if unread >= max {
+                return Ok((Fill::Full, total));
+            }
+            if self.start > 0 && self.start == self.buf.len() {
+                self.buf.clear();
+                self.start = 0;
+            }
+            let want = READ_CHUNK.min(max - unread);
+            let old = self.buf.len();
+            self.buf.resize(old + want, 0);
+            match src.read(&mut self.buf[old..]) {
+                Ok(0) => {
+                    self.buf.truncate(old);
+                    return Ok((Fill::Closed, total));
+                }
+                Ok(n) => {
+                    self.buf.truncate(old + n);
+                    total += n;
+                }
+                Err(e) => {
+                    self.buf.truncate(old);
+                    match e.kind() {
+                        io::ErrorKind::WouldBlock => return Ok((Fill::WouldBlock, total)),
+                        io::ErrorKind::Interrupted => continue,
+                        _ => return Err(e),
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next complete frame's body, if one has arrived. A length over
+    /// `limit` is an error at once, whatever else has arrived.
+    pub(crate) fn next_frame(&mut self, limit: usize) -> Result<Option<&[u8]>, FrameError> {
+        let unread = &self.buf[self.start..];
+        if unread.len() < PREFIX {
+            self.compact();
+            return Ok(None);
+        }
+        let claimed = u32::from_be_bytes([unread[0], unread[1], unread[2], unread[3]]) as u64;
+        if claimed > limit as u64 {
+            return Err(FrameError::TooLarge { claimed, limit });
+        }
+        let len = claimed as usize;
+        if unread.len() < PREFIX + len {
+            self.compact();
+            return Ok(None);
+        }
+        let begin = self.start + PREFIX;
+        self.start = begin + len;
+        Ok(Some(&self.buf[begin..begin + len]))
+    }
+
+    /// Moves unread bytes to the front so the buffer does not creep.
+    fn compact(&mut self) {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+    }
+
+    /// Bytes received and not yet taken.
+    #[cfg(test)]
+    pub(crate) fn unread(&self) -> usize {
+        self.buf.len() - self.start
+    }
+}
+
+/// Frames waiting to be written to a connection, written in as few system
+/// calls as the socket allows.
+#[derive(Debug, Default)]
+pub(crate) struct WriteBuffer {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl WriteBuffer {
+    /// Appends one frame: its length prefix, then its bytes.
+    pub(crate) fn push_frame(&mut self, body: &[u8]) {
+        self.buf
+            .extend_from_slice(&(body.len() as u32).to_be_bytes());
+        self.buf.extend_from_slice(body);
+    }
+
+    /// Appends bytes that already carry their prefix (a frame encoded once
+    /// for many connections).
+    pub(crate) fn push_encoded(&mut self, frame: &[u8]) {
+        self.buf.extend_from_slice(frame);
+    }
+
+    /// Bytes waiting.
+    pub(crate) fn pending(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    /// Writes until done or the socket would block; true when all is written.
+    pub(crate) fn flush(&mut self, dst: &mut impl Write) -> io::Result<bool> {
+        while self.start < self.buf.len() {
+            match dst.write(&self.buf[self.start..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.start += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.buf.clear();
+        self.start = 0;
+        // Give back memory after a burst.
+        if self.buf.capacity() > 4 * READ_CHUNK {
+            self.buf.shrink_to(READ_CHUNK);
+        }
+        Ok(true)
+    }
+}
+
+/// Encodes a frame with its prefix into a new buffer.
+pub(crate) fn with_prefix(body: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(PREFIX + body.len());
+    v.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    v.extend_from_slice(body);
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader handing out its bytes in chunks of at most `step`, then
+    /// WouldBlock.
+    struct Trickle {
+        data: Vec<u8>,
+        pos: usize,
+        step: usize,
+    }
+
+    impl Read for Trickle {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.pos == self.data.len() {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(self.step).min(self.data.len() - self.pos);
+            buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
+            self.pos += n;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn frames_split_across_reads() {
+        let mut w = WriteBuffer::default();
+        w.push_frame(b"hello");
+        w.push_frame(b"");
+        w.push_frame(&[7u8; 1000]);
+        let mut src = Trickle {
+            data: w.buf.clone(),
+            pos: 0,
+            step: 3,
+        };
+        let mut r = ReadBuffer::default();
+        let mut frames = Vec::new();
+        loop {
+            let (fill, _) = r.fill(&mut src, 1 << 20).unwrap();
+            while let Some(f) = r.next_frame(4096).unwrap() {
+                frames.push(f.to_vec());
+            }
+            if fill == Fill::WouldBlock {
+                break;
+            }
+        }
+        assert_eq!(frames, vec![b"hello".to_vec(), vec![], vec![7u8; 1000]]);
+        assert_eq!(r.unread(), 0);
+    }
+
+    #[test]
+    fn oversized_length_is_refused_before_the_body() {
+        let mut r = ReadBuffer::default();
+        let mut src = Trickle {
+            data: vec![0xff, 0xff, 0xff, 0xff, 1, 2, 3],
+            pos: 0,
+            step: 100,
+        };
+        r.fill(&mut src, 1 << 20).unwrap();
+        assert!(matches!(
+            r.next_frame(1024),
+            Err(FrameError::TooLarge {
+                claimed: 4_294_967_295,
+                ..
+            })
+        ));
+        assert!(r.unread() < 16);
+    }
+
+    #[test]
+    fn write_buffer_resumes_after_would_block() {
+        struct Slow {
+            out: Vec<u8>,
+            budget: usize,
+        }
+        impl Write for Slow {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                if self.budget == 0 {
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                let n = buf.len().min(self.budget);
+                self.out.extend_from_slice(&buf[..n]);
+                self.budget -= n;
+                Ok(n)
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut w = WriteBuffer::default();
+        w.push_frame(b"abcdef");
+        let mut dst = Slow {
+            out: Vec::new(),
+            budget: 4,
+        };
+        assert!(!w.flush(&mut dst).unwrap());
+        assert_eq!(w.pending(), 6);
+        dst.budget = 100;
+        assert!(w.flush(&mut dst).unwrap());
+        assert_eq!(dst.out, with_prefix(b"abcdef"));
+    }
+}
