@@ -56,6 +56,16 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Across processes
+//!
+//! An [`Exchange`] makes the services of other processes look local: one
+//! process listens ([`Exchange::server`]), the others connect
+//! ([`Exchange::client`]) and reconnect by themselves. Each side sends the
+//! other its services (as their audience allows); a link that goes down
+//! withdraws what it carried, and calls through it fail at once. Everything
+//! above (monitors, subscriptions, calls) works across the link unchanged.
+//! The dispatcher thread polls the sockets itself: no thread per connection.
+//!
 //! ## Threads
 //!
 //! `Dispatcher` is a `Clone + Send + Sync` handle; `Service`, [`Request`] and

@@ -726,7 +726,7 @@ impl EventLoop {
             ConnState::Active { remote } => Some(remote.clone()),
             _ => None,
         };
-        if unexpected {
+        if unexpected && conn.state != ConnState::Connecting {
             log::warn!("netsvc: closing connection to {}: {reason}", conn.peer);
         } else {
             log::debug!("netsvc: closing connection to {}: {reason}", conn.peer);
