@@ -98,7 +98,7 @@ struct Lifecycle {
     thread: Option<JoinHandle<Result<()>>>,
     dispatcher_thread: Option<ThreadId>,
     exited: bool,
-    workers: HashMap<AgentId, JoinHandle<()>>,
+    workers: HashMap<AgentId, Vec<JoinHandle<()>>>,
 }
 
 /// What every handle shares with the dispatcher thread: the command channel,
@@ -185,12 +185,12 @@ impl Link {
             drop(l);
             join_unless_current(handle.thread().id(), handle);
         } else {
-            l.workers.insert(agent, handle);
+            l.workers.entry(agent).or_default().push(handle);
         }
     }
 
-    pub(crate) fn take_worker(&self, agent: AgentId) -> Option<JoinHandle<()>> {
-        self.lifecycle().workers.remove(&agent)
+    pub(crate) fn take_workers(&self, agent: AgentId) -> Vec<JoinHandle<()>> {
+        self.lifecycle().workers.remove(&agent).unwrap_or_default()
     }
 
     /// Called by the dispatcher thread as it leaves its loop.
@@ -223,7 +223,7 @@ impl Link {
         while !l.exited {
             l = self.exited.wait(l).unwrap_or_else(|e| e.into_inner());
         }
-        let workers: Vec<_> = l.workers.drain().map(|(_, h)| h).collect();
+        let workers: Vec<_> = l.workers.drain().flat_map(|(_, h)| h).collect();
         drop(l);
         for handle in workers {
             join_unless_current(handle.thread().id(), handle);

@@ -80,6 +80,8 @@ pub struct Request {
     pub(crate) payload: Payload,
     pub(crate) link: Arc<Link>,
     pub(crate) answered: bool,
+    /// A cast: nobody waits for an answer.
+    pub(crate) oneway: bool,
 }
 
 /// A request dropped by a panicking handler: where to send its failure, and
@@ -142,6 +144,12 @@ impl Request {
         &self.receiver
     }
 
+    /// Whether the sender waits for an answer: false for a cast, whose
+    /// answers (and failures) go nowhere.
+    pub fn expects_reply(&self) -> bool {
+        !self.oneway
+    }
+
     /// The conversation this request belongs to; its reply carries the same id.
     pub fn conversation_id(&self) -> &ConversationId {
         &self.conv
@@ -159,6 +167,9 @@ impl Request {
     /// if the dispatcher is gone.
     pub fn reply<T: Serialize + ?Sized>(mut self, value: &T) -> Result<()> {
         self.answered = true;
+        if self.oneway {
+            return Ok(());
+        }
         match wire::encode(value) {
             Ok(payload) => self.link.send(Command::Reply {
                 conv: self.conv,
@@ -187,6 +198,9 @@ impl Request {
     /// is filled with this service's name.
     pub fn fail_with(mut self, mut failure: ServiceFailure) -> Result<()> {
         self.answered = true;
+        if self.oneway {
+            return Ok(());
+        }
         if failure.origin.is_empty() {
             failure.origin = self.receiver.service_name().to_owned();
         }
@@ -227,7 +241,7 @@ impl Request {
 
 impl Drop for Request {
     fn drop(&mut self) {
-        if self.answered {
+        if self.answered || self.oneway {
             return;
         }
         if std::thread::panicking() {

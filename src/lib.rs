@@ -119,6 +119,7 @@ mod pattern;
 mod registry;
 mod reply;
 mod reports;
+mod rpc;
 mod service;
 mod wire;
 
@@ -134,6 +135,11 @@ pub use exchange::{
 pub use ids::{AgentId, ConversationId, ProcessId, ServiceBinding};
 pub use methods::Methods;
 pub use reply::PendingReply;
+pub use rpc::{
+    Context, Endpoint, Notification, NotificationListener, NotificationListenerHandle, Notifier,
+    Prepare, Priority, RpcClient, RpcFailure, RpcServer, RpcServerHandle, Serializer, Target,
+    Value, DEFAULT_EXCHANGE,
+};
 pub use service::{Service, ServiceBuilder, ServiceHandle};
 
 /// The README's examples, compiled and run as doctests.

@@ -117,6 +117,9 @@ impl Methods {
             }
         };
         request.disarm();
+        if request.oneway {
+            return;
+        }
         let link = request.link.clone();
         let conv = request.conv;
         let result = outcome.map_err(|mut f| {

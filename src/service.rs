@@ -10,7 +10,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::dispatcher::command::{Command, MonitorKind, OutgoingCall, PublisherSpec};
+use crate::dispatcher::command::{Command, Destination, MonitorKind, OutgoingCall, PublisherSpec};
 use crate::dispatcher::{join_unless_current, Link};
 use crate::error::{Error, Result};
 use crate::event::{run_handler, Event, Lifetime};
@@ -18,6 +18,16 @@ use crate::ids::ServiceBinding;
 use crate::methods::Methods;
 use crate::reply::PendingReply;
 use crate::wire;
+
+/// How a call is made: where to, and with which options.
+#[derive(Debug, Clone)]
+pub(crate) struct CallSpec {
+    pub to: Destination,
+    pub timeout: Duration,
+    pub oneway: bool,
+    pub wait: Option<Duration>,
+    pub monitor: Option<Duration>,
+}
 
 /// Describes a service before it is opened; from [`Dispatcher::service`](crate::Dispatcher::service).
 #[must_use = "a service builder does nothing until open() or spawn()"]
@@ -127,6 +137,23 @@ impl ServiceBuilder {
     }
 }
 
+/// A worker's loop: each event to the handler, a panic caught and logged
+/// (the request it held fails with code 57), until the queue disconnects.
+fn work(svc: &Service, stop: &AtomicBool, handler: &mut dyn FnMut(&Service, Event)) {
+    while let Ok(event) = svc.events.recv() {
+        if stop.load(Ordering::Acquire) {
+            continue; // stopping: drain quickly, answering nothing
+        }
+        if let Err(panic) = run_handler(|| handler(svc, event)) {
+            log::error!(
+                "netsvc: handler of {} panicked: {}",
+                svc.binding,
+                crate::event::panic_message(panic.as_ref())
+            );
+        }
+    }
+}
+
 /// A handle to a spawned service. Dropping it leaves the service running
 /// until [`stop`](Self::stop) or the dispatcher's shutdown.
 pub struct ServiceHandle {
@@ -153,11 +180,22 @@ impl ServiceHandle {
     /// queued requests, and joins its worker thread (unless called from that
     /// thread). Idempotent.
     pub fn stop(&self) {
+        self.withdraw();
+        self.join();
+    }
+
+    /// Withdraws the service: no new events reach it; events queued and not
+    /// yet started are dropped (their requests fail). Returns at once.
+    pub(crate) fn withdraw(&self) {
         self.stop.store(true, Ordering::Release);
         self.link.send_quiet(Command::Close {
             agent: self.binding.agent_identity(),
         });
-        if let Some(thread) = self.link.take_worker(self.binding.agent_identity()) {
+    }
+
+    /// Joins the worker threads (except the calling one).
+    pub(crate) fn join(&self) {
+        for thread in self.link.take_workers(self.binding.agent_identity()) {
             join_unless_current(thread.thread().id(), thread);
         }
     }
@@ -210,34 +248,55 @@ impl Service {
     where
         F: FnMut(&Service, Event) + Send + 'static,
     {
-        let binding = self.binding.clone();
-        let link = self.link.clone();
         let stop = Arc::new(AtomicBool::new(false));
         let worker_stop = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("netsvc-svc-{}", binding.service_name()))
-            .spawn(move || {
-                let svc = self;
-                while let Ok(event) = svc.events.recv() {
-                    if worker_stop.load(Ordering::Acquire) {
-                        continue; // stopping: drain quickly, answering nothing
-                    }
-                    if let Err(panic) = run_handler(|| handler(&svc, event)) {
-                        log::error!(
-                            "netsvc: handler of {} panicked: {}",
-                            svc.binding,
-                            crate::event::panic_message(panic.as_ref())
-                        );
-                    }
-                }
-            })
-            .map_err(Error::Io)?;
-        link.add_worker(binding.agent_identity(), thread);
-        Ok(ServiceHandle {
-            binding,
-            link,
+        let svc = Arc::new(self);
+        let handle = ServiceHandle {
+            binding: svc.binding.clone(),
+            link: svc.link.clone(),
             stop,
-        })
+        };
+        let name = format!("netsvc-svc-{}", svc.binding.service_name());
+        let worker = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || work(&svc, &worker_stop, &mut handler))
+            .map_err(Error::Io)?;
+        handle
+            .link
+            .add_worker(handle.binding.agent_identity(), worker);
+        Ok(handle)
+    }
+
+    /// Like [`spawn`](Self::spawn) with `threads` worker threads taking
+    /// events from the one queue, each as soon as it is free. Events are
+    /// then handled concurrently, so their order between threads is not kept.
+    pub fn spawn_pool<F>(self, threads: usize, handler: F) -> Result<ServiceHandle>
+    where
+        F: Fn(&Service, Event) + Send + Sync + 'static,
+    {
+        let stop = Arc::new(AtomicBool::new(false));
+        let svc = Arc::new(self);
+        let handler = Arc::new(handler);
+        let handle = ServiceHandle {
+            binding: svc.binding.clone(),
+            link: svc.link.clone(),
+            stop: stop.clone(),
+        };
+        for i in 0..threads.max(1) {
+            let (svc, stop, handler) = (svc.clone(), stop.clone(), handler.clone());
+            let name = format!("netsvc-svc-{}-{i}", svc.binding.service_name());
+            let worker = std::thread::Builder::new()
+                .name(name)
+                .spawn(move || work(&svc, &stop, &mut |s: &Service, e: Event| handler(s, e)));
+            match worker {
+                Ok(w) => handle.link.add_worker(handle.binding.agent_identity(), w),
+                Err(e) => {
+                    handle.stop();
+                    return Err(Error::Io(e));
+                }
+            }
+        }
+        Ok(handle)
     }
 
     fn agent(&self) -> crate::ids::AgentId {
@@ -453,17 +512,54 @@ impl Service {
         R: DeserializeOwned,
         A: Serialize + ?Sized,
     {
+        let call = CallSpec {
+            to: Destination::Agent(to.clone()),
+            timeout,
+            oneway: false,
+            wait: None,
+            monitor: None,
+        };
+        self.request_to(call, method, args)
+    }
+
+    /// Sends a request to a destination with the given options.
+    pub(crate) fn request_to<R, A>(
+        &self,
+        spec: CallSpec,
+        method: &str,
+        args: &A,
+    ) -> Result<PendingReply<R>>
+    where
+        R: DeserializeOwned,
+        A: Serialize + ?Sized,
+    {
         let payload = wire::encode(args)?;
+        self.request_raw(spec, method, payload)
+    }
+
+    /// Sends an already encoded request.
+    pub(crate) fn request_raw<R>(
+        &self,
+        spec: CallSpec,
+        method: &str,
+        payload: wire::Payload,
+    ) -> Result<PendingReply<R>>
+    where
+        R: DeserializeOwned,
+    {
         let conv = self.link.next_conversation();
         let (tx, rx) = crossbeam_channel::bounded(1);
         self.link.send(Command::Call(OutgoingCall {
             conv,
             from: self.agent(),
-            to: to.clone(),
+            to: spec.to,
             method: method.to_owned(),
             payload,
             reply: tx,
-            timeout,
+            timeout: spec.timeout,
+            oneway: spec.oneway,
+            wait: spec.wait,
+            monitor: spec.monitor,
         }))?;
         Ok(PendingReply::new(self.link.clone(), conv, rx))
     }

@@ -201,7 +201,13 @@ pub(crate) enum Message {
         method: String,
         payload: Payload,
         timeout_ms: u64,
+        /// A cast: no reply is expected.
+        oneway: bool,
+        /// While the request is handled, send [`Message::Progress`] this often.
+        heartbeat_ms: Option<u64>,
     },
+    /// The call is still being handled (a heartbeat toward the caller).
+    Progress { conv: ConversationId },
     /// The outcome of a call, on its way back to the caller.
     Reply {
         conv: ConversationId,

@@ -29,16 +29,40 @@ pub(crate) enum MonitorKind {
     Group,
 }
 
+/// Where a call goes.
+#[derive(Debug, Clone)]
+pub(crate) enum Destination {
+    /// That agent.
+    Agent(ServiceBinding),
+    /// One agent of that service name, in turn.
+    Name(String),
+    /// One member of that group, in turn.
+    Group(String),
+    /// Every member of that group (one-way only).
+    AllOf(String),
+    /// One agent of that name per pool, an agent's pool being its first
+    /// group, or itself if it has none (one-way only: notifications).
+    Pools(String),
+}
+
 /// A call on its way to the dispatcher.
 #[derive(Debug)]
 pub(crate) struct OutgoingCall {
     pub conv: ConversationId,
     pub from: AgentId,
-    pub to: ServiceBinding,
+    pub to: Destination,
     pub method: String,
     pub payload: Payload,
     pub reply: Sender<Result<Payload>>,
     pub timeout: Duration,
+    /// A cast: completed once delivered; the receiver sends no answer.
+    pub oneway: bool,
+    /// With no agent for a name or group yet, how long to wait for one
+    /// (`None`: fail at once with DeliveryFailure).
+    pub wait: Option<Duration>,
+    /// Fail the call if the callee's dispatcher is silent this long; it
+    /// sends heartbeats while the request is being handled.
+    pub monitor: Option<Duration>,
 }
 
 /// A server's check of a connecting client's address.

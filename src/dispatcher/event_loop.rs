@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::{Events, Poll, Token};
 
-use super::command::{Command, MonitorKind, OutgoingCall, PublisherSpec};
+use super::command::{Command, Destination, MonitorKind, OutgoingCall, PublisherSpec};
 use super::timers::{TimerId, Timers};
 use super::{Counters, Link};
 use crate::error::{codes, Error, Result, ServiceFailure};
@@ -77,9 +77,46 @@ enum Caller {
 struct Pending {
     caller: Caller,
     /// The agent currently handling the call; its withdrawal fails the call.
-    target: AgentKey,
+    /// `None` while the call waits for a destination to appear.
+    target: Option<AgentKey>,
     timer: TimerId,
     deadline: Instant,
+    /// Caller side: fail the call if no heartbeat comes within the period.
+    monitor: Option<(Duration, TimerId)>,
+    /// Callee side: while the request is handled here, a heartbeat goes to
+    /// the caller every period.
+    heartbeat: Option<(Duration, TimerId)>,
+}
+
+impl Pending {
+    fn new(caller: Caller, target: Option<AgentKey>, timer: TimerId, deadline: Instant) -> Self {
+        Pending {
+            caller,
+            target,
+            timer,
+            deadline,
+            monitor: None,
+            heartbeat: None,
+        }
+    }
+}
+
+/// How a request travels besides its destination.
+#[derive(Debug, Clone, Copy, Default)]
+struct RouteOpts {
+    oneway: bool,
+    heartbeat: Option<Duration>,
+}
+
+/// A call waiting for an agent of a name or a group to appear.
+struct Parked {
+    conv: ConversationId,
+    to: Destination,
+    method: String,
+    payload: Payload,
+    sender: ServiceBinding,
+    opts: RouteOpts,
+    timer: TimerId,
 }
 
 enum TimerKind {
@@ -93,6 +130,12 @@ enum TimerKind {
     Reconnect(u64),
     /// A connection that has not completed its handshake by now is closed.
     Handshake(usize),
+    /// A parked call gives up waiting for a destination.
+    Park(ConversationId),
+    /// Callee side: send a heartbeat for a call being handled.
+    Heartbeat(ConversationId),
+    /// Caller side: no heartbeat came within the period.
+    Monitor(ConversationId),
 }
 
 #[derive(PartialEq, Eq)]
@@ -113,6 +156,10 @@ pub(crate) struct EventLoop {
     /// Reused buffer for report fan-out.
     scratch: Vec<AgentKey>,
     net: net::Net,
+    /// Calls waiting for a destination.
+    parked: Vec<Parked>,
+    /// Round-robin position per name or group.
+    turns: HashMap<String, usize>,
 }
 
 impl EventLoop {
@@ -128,6 +175,8 @@ impl EventLoop {
             timers: Timers::new(),
             scratch: Vec::new(),
             net: net::Net::default(),
+            parked: Vec::new(),
+            turns: HashMap::new(),
         }
     }
 
@@ -318,6 +367,21 @@ impl EventLoop {
             }
             TimerKind::Shutdown => return Flow::Stop,
             TimerKind::Reconnect(exchange) => self.reconnect_due(exchange),
+            TimerKind::Park(conv) => {
+                if let Some(i) = self.parked.iter().position(|p| p.conv == conv) {
+                    let parked = self.parked.swap_remove(i);
+                    let e =
+                        Error::DeliveryFailure(format!("no server for {}", describe(&parked.to)));
+                    self.complete(conv, Err(e));
+                }
+            }
+            TimerKind::Heartbeat(conv) => self.heartbeat(conv),
+            TimerKind::Monitor(conv) => {
+                if self.pending.contains_key(&conv) {
+                    Counters::bump(&self.link.counters.calls_timed_out);
+                    self.complete(conv, Err(Error::Timeout));
+                }
+            }
             TimerKind::Handshake(token) => self.handshake_expired(token),
         }
         Flow::Continue
@@ -433,6 +497,7 @@ impl EventLoop {
             self.change_group(key, g, true);
         }
         self.publisher_appeared(key);
+        self.unpark();
         let binding = self
             .registry
             .get(&key)
@@ -499,6 +564,9 @@ impl EventLoop {
             ServiceStatus::Withdrawn
         };
         self.announce_group(&binding, group, status);
+        if join {
+            self.unpark();
+        }
         if let Some(route) = self.route_of(&key) {
             let message = crate::wire::Message::Group {
                 agent: key,
@@ -574,7 +642,7 @@ impl EventLoop {
         let failed: Vec<ConversationId> = self
             .pending
             .iter()
-            .filter(|(_, p)| p.target == key)
+            .filter(|(_, p)| p.target == Some(key))
             .map(|(c, _)| *c)
             .collect();
         for conv in failed {
@@ -840,24 +908,187 @@ impl EventLoop {
             let _ = call.reply.send(Err(Error::Closed));
             return;
         };
-        let deadline = Instant::now() + call.timeout;
+        let now = Instant::now();
+        let deadline = now + call.timeout;
         let timer = self.timers.start(deadline, TimerKind::Call(conv));
-        let to = call.to.key();
-        self.pending.insert(
-            conv,
-            Pending {
-                caller: Caller::Local(call.reply),
-                target: to,
-                timer,
-                deadline,
+        let mut pending = Pending::new(Caller::Local(call.reply), None, timer, deadline);
+        if let Some(period) = call.monitor {
+            let t = self.timers.start(now + period, TimerKind::Monitor(conv));
+            pending.monitor = Some((period, t));
+        }
+        self.pending.insert(conv, pending);
+        let opts = RouteOpts {
+            oneway: call.oneway,
+            heartbeat: call.monitor.map(|d| (d / 2).max(Duration::from_millis(10))),
+        };
+        match call.to {
+            Destination::Agent(b) => {
+                self.route_request(conv, b.key(), call.method, call.payload, sender, None, opts)
+            }
+            Destination::Pools(name) => {
+                let opts = RouteOpts {
+                    oneway: true,
+                    ..opts
+                };
+                for key in self.pool_picks(&name) {
+                    let (method, payload) = (call.method.clone(), call.payload.clone());
+                    self.route_request(conv, key, method, payload, sender.clone(), None, opts);
+                }
+            }
+            Destination::AllOf(group) => {
+                let members: Vec<AgentKey> = self
+                    .registry
+                    .group_members(&group)
+                    .map(|b| b.key())
+                    .collect();
+                let opts = RouteOpts {
+                    oneway: true,
+                    ..opts
+                };
+                for key in members {
+                    let (method, payload) = (call.method.clone(), call.payload.clone());
+                    self.route_request(conv, key, method, payload, sender.clone(), None, opts);
+                }
+            }
+            to @ (Destination::Name(_) | Destination::Group(_)) => match self.pick(&to) {
+                Some(key) => {
+                    self.route_request(conv, key, call.method, call.payload, sender, None, opts)
+                }
+                None => match call.wait {
+                    Some(wait) if !wait.is_zero() => {
+                        let at = now + wait.min(call.timeout);
+                        let timer = self.timers.start(at, TimerKind::Park(conv));
+                        self.parked.push(Parked {
+                            conv,
+                            to,
+                            method: call.method,
+                            payload: call.payload,
+                            sender,
+                            opts,
+                            timer,
+                        });
+                        return;
+                    }
+                    _ => {
+                        let e = Error::DeliveryFailure(format!("no server for {}", describe(&to)));
+                        self.complete(conv, Err(e));
+                        return;
+                    }
+                },
             },
-        );
-        self.route_request(conv, to, call.method, call.payload, sender, None);
+        }
+        if call.oneway && self.pending.contains_key(&conv) {
+            // A cast is done once handed on.
+            self.complete(conv, Ok(Payload::from(Vec::new())));
+        }
+    }
+
+    /// The next agent, in turn, for a name or group destination.
+    fn pick(&mut self, to: &Destination) -> Option<AgentKey> {
+        let (turn_key, members): (String, Vec<AgentKey>) = match to {
+            Destination::Name(n) => (
+                format!("n:{n}"),
+                self.registry.by_name(n).map(|b| b.key()).collect(),
+            ),
+            Destination::Group(g) => (
+                format!("g:{g}"),
+                self.registry.group_members(g).map(|b| b.key()).collect(),
+            ),
+            _ => return None,
+        };
+        if members.is_empty() {
+            return None;
+        }
+        let turn = self.turns.entry(turn_key).or_insert(0);
+        let key = members[*turn % members.len()];
+        *turn = turn.wrapping_add(1);
+        Some(key)
+    }
+
+    /// One agent of the name per pool, each pool in turn.
+    fn pool_picks(&mut self, name: &str) -> Vec<AgentKey> {
+        let mut pools: Vec<(String, Vec<AgentKey>)> = Vec::new();
+        for b in self.registry.by_name(name) {
+            let pool = match b.groups().first() {
+                Some(g) => g.clone(),
+                None => format!("agent:{:?}", b.key()),
+            };
+            match pools.iter_mut().find(|(p, _)| *p == pool) {
+                Some((_, members)) => members.push(b.key()),
+                None => pools.push((pool, vec![b.key()])),
+            }
+        }
+        pools
+            .into_iter()
+            .map(|(pool, members)| {
+                let turn = self.turns.entry(format!("p:{pool}")).or_insert(0);
+                let key = members[*turn % members.len()];
+                *turn = turn.wrapping_add(1);
+                key
+            })
+            .collect()
+    }
+
+    /// Routes the parked calls whose destination now has an agent.
+    fn unpark(&mut self) {
+        let mut i = 0;
+        while i < self.parked.len() {
+            let to = self.parked[i].to.clone();
+            match self.pick(&to) {
+                Some(key) => {
+                    let p = self.parked.swap_remove(i);
+                    self.timers.cancel(p.timer);
+                    let oneway = p.opts.oneway;
+                    let conv = p.conv;
+                    self.route_request(conv, key, p.method, p.payload, p.sender, None, p.opts);
+                    if oneway && self.pending.contains_key(&conv) {
+                        self.complete(conv, Ok(Payload::from(Vec::new())));
+                    }
+                }
+                None => i += 1,
+            }
+        }
+    }
+
+    /// Callee side: the request is still being handled; tell the caller.
+    fn heartbeat(&mut self, conv: ConversationId) {
+        let Some(p) = self.pending.get_mut(&conv) else {
+            return;
+        };
+        let Some((period, _)) = p.heartbeat else {
+            return;
+        };
+        let timer = self
+            .timers
+            .start(Instant::now() + period, TimerKind::Heartbeat(conv));
+        p.heartbeat = Some((period, timer));
+        match p.caller {
+            Caller::Local(_) => self.progress(conv),
+            Caller::Remote(token) => self.send(token, &crate::wire::Message::Progress { conv }),
+        }
+    }
+
+    /// A heartbeat for a call arrived (or was made here): the caller's
+    /// monitor starts again, or the heartbeat goes on toward the caller.
+    fn progress(&mut self, conv: ConversationId) {
+        let Some(p) = self.pending.get_mut(&conv) else {
+            return;
+        };
+        if let Some((period, timer)) = p.monitor {
+            self.timers.cancel(timer);
+            let timer = self
+                .timers
+                .start(Instant::now() + period, TimerKind::Monitor(conv));
+            p.monitor = Some((period, timer));
+        } else if let Caller::Remote(token) = p.caller {
+            self.send(token, &crate::wire::Message::Progress { conv });
+        }
     }
 
     /// Hands a request to its destination, local or remote, or fails its
     /// pending call. `relay` is the connection a request came from and its
     /// frame, to pass on unchanged.
+    #[allow(clippy::too_many_arguments)]
     fn route_request(
         &mut self,
         conv: ConversationId,
@@ -866,7 +1097,13 @@ impl EventLoop {
         payload: Payload,
         sender: ServiceBinding,
         relay: Option<(usize, &[u8])>,
+        opts: RouteOpts,
     ) {
+        if let Some(p) = self.pending.get_mut(&conv) {
+            if !opts.oneway {
+                p.target = Some(to);
+            }
+        }
         let Some(entry) = self.registry.get(&to) else {
             self.complete(
                 conv,
@@ -894,6 +1131,7 @@ impl EventLoop {
                     payload,
                     sender,
                     relay.map(|(_, raw)| raw),
+                    opts,
                 );
                 return;
             }
@@ -906,9 +1144,20 @@ impl EventLoop {
             payload,
             link: self.link.clone(),
             answered: false,
+            oneway: opts.oneway,
         };
         match self.try_deliver(agent, Event::Request(request), Class::Data) {
-            Ok(()) => Counters::bump(&self.link.counters.requests_delivered),
+            Ok(()) => {
+                Counters::bump(&self.link.counters.requests_delivered);
+                if let Some(period) = opts.heartbeat {
+                    if let Some(p) = self.pending.get_mut(&conv) {
+                        let timer = self
+                            .timers
+                            .start(Instant::now() + period, TimerKind::Heartbeat(conv));
+                        p.heartbeat = Some((period, timer));
+                    }
+                }
+            }
             Err(refused) => {
                 let (event, error) = match refused {
                     Refused::Full(event) => {
@@ -943,8 +1192,16 @@ impl EventLoop {
             Counters::bump(&self.link.counters.late_replies);
             return; // the caller is gone: nothing to forward for
         };
-        p.target = to.key();
-        self.route_request(conv, to.key(), method, payload, sender, None);
+        p.target = Some(to.key());
+        self.route_request(
+            conv,
+            to.key(),
+            method,
+            payload,
+            sender,
+            None,
+            RouteOpts::default(),
+        );
     }
 
     /// Hands the outcome of a call to its caller, once.
@@ -954,6 +1211,9 @@ impl EventLoop {
             return;
         };
         self.timers.cancel(p.timer);
+        for (_, t) in p.monitor.iter().chain(p.heartbeat.iter()) {
+            self.timers.cancel(*t);
+        }
         match p.caller {
             Caller::Local(tx) => {
                 if tx.try_send(result).is_ok() {
@@ -969,5 +1229,15 @@ impl EventLoop {
                 Counters::bump(&self.link.counters.replies_delivered);
             }
         }
+    }
+}
+
+/// A destination as text, for errors.
+fn describe(to: &Destination) -> String {
+    match to {
+        Destination::Agent(b) => b.to_string(),
+        Destination::Name(n) => format!("name {n:?}"),
+        Destination::Group(g) | Destination::AllOf(g) => format!("group {g:?}"),
+        Destination::Pools(n) => format!("pools of {n:?}"),
     }
 }

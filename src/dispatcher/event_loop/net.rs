@@ -15,7 +15,7 @@ use crossbeam_channel::Sender;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Token};
 
-use super::{Caller, Class, EventLoop, Pending, TimerKind};
+use super::{Caller, Class, EventLoop, Pending, RouteOpts, TimerKind};
 use crate::dispatcher::command::{Authorise, ExchangeRole};
 use crate::dispatcher::Counters;
 use crate::error::{Error, Result};
@@ -92,6 +92,9 @@ pub(super) struct Net {
     /// Remote agents known only as subscribers (their audience hides them
     /// from the registry): where to send their reports.
     subscribers: HashMap<AgentKey, (ServiceBinding, usize)>,
+    /// Connections being closed, with their exchange, while what they
+    /// carried is withdrawn (so that the withdrawals are still relayed).
+    closing: HashMap<usize, u64>,
 }
 
 impl Net {
@@ -424,6 +427,7 @@ impl EventLoop {
             Ok(body) => {
                 if let Some(conn) = self.net.conns.get_mut(&token) {
                     conn.wbuf.push_frame(&body);
+                    Counters::bump(&self.link.counters.frames_out);
                     self.net.dirty.push(token);
                 }
             }
@@ -623,9 +627,15 @@ impl EventLoop {
             Route::Local(_) => true,
             // A server relays between its own clients, never back.
             Route::Remote(from) => {
+                let from_exchange = self
+                    .net
+                    .conns
+                    .get(&from)
+                    .map(|c| c.exchange)
+                    .or_else(|| self.net.closing.get(&from).copied());
                 from != token
                     && matches!(exch.role, Role::Server { .. })
-                    && self.net.conns.get(&from).map(|c| c.exchange) == Some(conn.exchange)
+                    && from_exchange == Some(conn.exchange)
             }
         }
     }
@@ -731,13 +741,16 @@ impl EventLoop {
         } else {
             log::debug!("netsvc: closing connection to {}: {reason}", conn.peer);
         }
-        // Everything learned through it goes, newest first.
+        // Everything learned through it goes, newest first (and the other
+        // clients of a server hear of it).
+        self.net.closing.insert(token, conn.exchange);
         for key in conn.learned.iter().rev() {
             if matches!(self.registry.get(key).map(|e| e.route), Some(Route::Remote(t)) if t == token)
             {
                 self.remove_agent(*key, &format!("connection to {} lost", conn.peer));
             }
         }
+        self.net.closing.remove(&token);
         let hidden: Vec<(AgentKey, ServiceBinding)> = self
             .net
             .subscribers
@@ -821,28 +834,24 @@ impl EventLoop {
                 method,
                 payload,
                 timeout_ms,
+                oneway,
+                heartbeat_ms,
             } => {
-                let timeout = Duration::from_millis(timeout_ms);
-                if let Some(p) = self.pending.get_mut(&conv) {
-                    // A forwarded request coming through us again: the
-                    // caller stays, the target changes.
-                    p.target = to;
-                } else {
-                    let timer = self
-                        .timers
-                        .start(Instant::now() + timeout, TimerKind::Call(conv));
-                    self.pending.insert(
-                        conv,
-                        Pending {
-                            caller: Caller::Remote(token),
-                            target: to,
-                            timer,
-                            deadline: Instant::now() + timeout,
-                        },
-                    );
+                let opts = RouteOpts {
+                    oneway,
+                    heartbeat: heartbeat_ms.map(Duration::from_millis),
+                };
+                if !oneway && !self.pending.contains_key(&conv) {
+                    // A forwarded request coming through us again keeps its
+                    // entry (and caller); route_request updates the target.
+                    let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+                    let timer = self.timers.start(deadline, TimerKind::Call(conv));
+                    let pending = Pending::new(Caller::Remote(token), Some(to), timer, deadline);
+                    self.pending.insert(conv, pending);
                 }
-                self.route_request(conv, to, method, payload, sender, Some((token, raw)));
+                self.route_request(conv, to, method, payload, sender, Some((token, raw)), opts);
             }
+            Message::Progress { conv } => self.progress(conv),
             Message::Reply { conv, result } => {
                 self.complete(conv, result.map_err(Error::from));
             }
@@ -928,6 +937,7 @@ impl EventLoop {
         payload: Payload,
         sender: ServiceBinding,
         relay: Option<&[u8]>,
+        opts: RouteOpts,
     ) {
         match relay {
             Some(raw) => {
@@ -948,6 +958,8 @@ impl EventLoop {
                     method,
                     payload,
                     timeout_ms,
+                    oneway: opts.oneway,
+                    heartbeat_ms: opts.heartbeat.map(|d| d.as_millis() as u64),
                 };
                 self.send(token, &message);
             }

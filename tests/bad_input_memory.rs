@@ -1,0 +1,147 @@
+//! Memory under hostile length prefixes: a peer announcing a huge frame
+//! (4 GiB, or just under the 16 MiB limit with only a few bytes of it sent)
+//! makes the server allocate nothing for it. RSS is process-wide, so this
+//! file holds a single test: nothing else runs beside it.
+#![cfg(target_os = "linux")]
+
+mod util;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use netsvc::*;
+use util::*;
+
+/// A field of /proc/self/status, in bytes.
+fn proc_status_bytes(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .unwrap_or_else(|| panic!("no {field} in /proc/self/status"));
+    let kib: u64 = line[field.len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .unwrap();
+    kib * 1024
+}
+
+fn rss() -> u64 {
+    proc_status_bytes("VmRSS:")
+}
+
+fn virtual_size() -> u64 {
+    proc_status_bytes("VmSize:")
+}
+
+const MIB: u64 = 1 << 20;
+
+#[test]
+fn huge_length_prefixes_allocate_nothing() {
+    // Server with the default limit (16 MiB) and an echo service.
+    let ds = Dispatcher::builder().name("server").build().unwrap();
+    let ex = Exchange::server(&ds).listen("127.0.0.1:0").unwrap();
+    let addr = ex.local_addr();
+    let _echo = ds
+        .service("echo")
+        .spawn(|_s, ev| {
+            if let Event::Request(r) = ev {
+                let x: u64 = r.decode().unwrap();
+                let _ = r.reply(&(x * 2));
+            }
+        })
+        .unwrap();
+    // A real client whose calls serve as the barrier: a reply means the
+    // server's dispatcher has handled everything that arrived before.
+    let dc = Dispatcher::builder().name("client").build().unwrap();
+    let cx = Exchange::client(&dc)
+        .connect(addr, Duration::from_millis(200))
+        .unwrap();
+    let a = cx.connections().recv_timeout(WAIT).unwrap();
+    assert_eq!(a.state(), ConnectionState::Active);
+    let me = dc.service("me").open().unwrap();
+    me.monitor_service_name("echo");
+    let echo = wait_announcement(&me, "echo", None, ServiceStatus::Available)
+        .binding()
+        .clone();
+    let call = |x: u64| {
+        let r: u64 = me.call_timeout(&echo, "double", &x, WAIT).unwrap();
+        assert_eq!(r, 2 * x);
+    };
+    call(1);
+    call(2);
+
+    let rss0 = rss();
+    let vsz0 = virtual_size();
+
+    // 1. A 4 GiB length prefix as the very first bytes: closed.
+    let mut huge = TcpStream::connect(addr).unwrap();
+    huge.set_read_timeout(Some(WAIT)).unwrap();
+    huge.write_all(&[0xFF; 4]).unwrap();
+    let deadline = Instant::now() + WAIT;
+    let mut buf = [0u8; 4096];
+    loop {
+        assert!(Instant::now() < deadline, "4 GiB prefix: never closed");
+        match huge.read(&mut buf) {
+            Ok(0) => break,
+            Ok(_) => continue,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                panic!("4 GiB prefix: connection not closed within {WAIT:?}")
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+    }
+    call(3);
+    let rss1 = rss();
+    let vsz1 = virtual_size();
+    assert!(
+        rss1 <= rss0 + 8 * MIB,
+        "RSS grew from {} KiB to {} KiB after a 4 GiB length prefix",
+        rss0 / 1024,
+        rss1 / 1024
+    );
+    // Not even reserved (untouched) memory: a 4 GiB reservation would show
+    // in the virtual size though not in RSS.
+    assert!(
+        vsz1 <= vsz0 + 1024 * MIB,
+        "virtual size grew from {} MiB to {} MiB after a 4 GiB length prefix",
+        vsz0 / MIB,
+        vsz1 / MIB
+    );
+
+    // 2. 16 MiB - 1 announced (just under the limit), 10 bytes sent, the
+    //    connection held open: the server waits without allocating the frame.
+    let mut big = TcpStream::connect(addr).unwrap();
+    let mut bytes = ((16u32 << 20) - 1).to_be_bytes().to_vec();
+    bytes.extend_from_slice(&[0x5A; 10]);
+    big.write_all(&bytes).unwrap();
+    call(4);
+    call(5);
+    let rss2 = rss();
+    assert!(
+        rss2 <= rss0 + 8 * MIB,
+        "RSS grew from {} KiB to {} KiB after a 16 MiB - 1 length prefix",
+        rss0 / 1024,
+        rss2 / 1024
+    );
+    // It is still open (the server waits for the rest, nothing refused it).
+    big.set_read_timeout(Some(QUIET)).unwrap();
+    loop {
+        match big.read(&mut buf) {
+            Ok(0) => panic!("16 MiB - 1 prefix: the server closed the connection"),
+            Ok(_) => continue, // the server's hello
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => panic!("16 MiB - 1 prefix: connection failed: {e}"),
+        }
+    }
+    let st = ds.stats();
+    assert_eq!(st.slow_consumers, 0);
+    drop(big);
+    dc.shutdown();
+    ds.shutdown();
+}
