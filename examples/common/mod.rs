@@ -7,16 +7,19 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use netsvc::{ConnectionState, Dispatcher, Exchange};
 
-/// `--port N` (default 11111) and `--host H` (default 127.0.0.1).
+/// `--port N` (default 11111), `--host H` (default 127.0.0.1) and
+/// `--server NAME` (RPC examples; default `server1`).
 pub struct Args {
     pub host: String,
     pub port: u16,
+    pub server: String,
 }
 
 pub fn args() -> Args {
     let mut args = Args {
         host: "127.0.0.1".to_owned(),
         port: 11111,
+        server: "server1".to_owned(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -29,6 +32,10 @@ pub fn args() -> Args {
                 Some(h) => args.host = h,
                 None => usage("--host takes a name or address"),
             },
+            "--server" => match it.next() {
+                Some(s) => args.server = s,
+                None => usage("--server takes a name"),
+            },
             other => usage(&format!("unknown argument {other}")),
         }
     }
@@ -36,7 +43,7 @@ pub fn args() -> Args {
 }
 
 fn usage(problem: &str) -> ! {
-    eprintln!("{problem}\nusage: [--host H] [--port N]");
+    eprintln!("{problem}\nusage: [--host H] [--port N] [--server NAME]");
     std::process::exit(2)
 }
 
