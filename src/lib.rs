@@ -66,6 +66,16 @@
 //! above (monitors, subscriptions, calls) works across the link unchanged.
 //! The dispatcher thread polls the sockets itself: no thread per connection.
 //!
+//! ## RPC
+//!
+//! [`RpcClient`], [`RpcServer`], [`Endpoint`] and [`Target`] follow
+//! oslo.messaging: calls and casts to a topic's servers in turn, to one
+//! server, or (casts) to all; endpoint dispatch by namespace and version;
+//! version caps; retries; [`Error::Remote`] for a method's failure;
+//! `call_monitor_timeout` heartbeats. [`Notifier`] and
+//! [`NotificationListener`] carry notifications to listener pools. An RPC
+//! server is a netsvc service, so all of it works through an exchange.
+//!
 //! ## Threads
 //!
 //! `Dispatcher` is a `Clone + Send + Sync` handle; `Service`, [`Request`] and
