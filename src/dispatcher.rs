@@ -30,6 +30,9 @@ pub(crate) struct Config {
     pub max_frame_size: usize,
     pub max_outbound_buffer: usize,
     pub default_timeout: Duration,
+    pub heartbeat_interval: Duration,
+    pub dead_peer_timeout: Duration,
+    pub handshake_timeout: Duration,
 }
 
 /// Counters, updated by the dispatcher thread, read by [`Dispatcher::stats`].
@@ -389,6 +392,9 @@ impl Default for DispatcherBuilder {
                 queue_capacity: 1024,
                 max_frame_size: 16 << 20,
                 max_outbound_buffer: 64 << 20,
+                heartbeat_interval: Duration::from_secs(5),
+                dead_peer_timeout: Duration::from_secs(15),
+                handshake_timeout: Duration::from_secs(10),
                 default_timeout: Duration::from_secs(30),
             },
         }
@@ -427,6 +433,25 @@ impl DispatcherBuilder {
     /// [`Stats::slow_consumers`].
     pub fn max_outbound_buffer(mut self, bytes: usize) -> Self {
         self.config.max_outbound_buffer = bytes;
+        self
+    }
+
+    /// Exchange link liveness: each link sends a heartbeat when it has sent
+    /// nothing for `interval` (default 5 s), and a peer heard nothing from
+    /// for `dead_peer_timeout` (default 15 s) is dropped as dead, its
+    /// services withdrawn and, on a client, reconnection started. This is
+    /// what detects a half-open TCP peer. The timers are the dispatcher's,
+    /// so busy services never delay them.
+    pub fn heartbeat(mut self, interval: Duration, dead_peer_timeout: Duration) -> Self {
+        self.config.heartbeat_interval = interval.max(Duration::from_millis(1));
+        self.config.dead_peer_timeout = dead_peer_timeout.max(interval);
+        self
+    }
+
+    /// How long a new exchange connection may take to connect and complete
+    /// its handshake before it is closed (default 10 s).
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.config.handshake_timeout = timeout;
         self
     }
 

@@ -208,6 +208,8 @@ pub(crate) enum Message {
     },
     /// The call is still being handled (a heartbeat toward the caller).
     Progress { conv: ConversationId },
+    /// The link is alive (sent when a link has been quiet for a while).
+    Heartbeat,
     /// The outcome of a call, on its way back to the caller.
     Reply {
         conv: ConversationId,

@@ -136,6 +136,8 @@ enum TimerKind {
     Heartbeat(ConversationId),
     /// Caller side: no heartbeat came within the period.
     Monitor(ConversationId),
+    /// Heartbeats and dead-peer checks on the exchange links.
+    Liveness,
 }
 
 #[derive(PartialEq, Eq)]
@@ -376,6 +378,7 @@ impl EventLoop {
                 }
             }
             TimerKind::Heartbeat(conv) => self.heartbeat(conv),
+            TimerKind::Liveness => self.liveness(),
             TimerKind::Monitor(conv) => {
                 if self.pending.contains_key(&conv) {
                     Counters::bump(&self.link.counters.calls_timed_out);

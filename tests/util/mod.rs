@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: bounded waits on events.
 #![allow(dead_code)]
 
+pub mod raw;
+
 use std::time::{Duration, Instant};
 
 use netsvc::{

@@ -26,9 +26,6 @@ use crate::ids::{AgentKey, ConversationId, ProcessId, ServiceBinding};
 use crate::registry::Route;
 use crate::wire::{self, Hello, Message, Payload};
 
-/// How long a connection may take to connect and shake hands.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Whether a binding of that audience is visible through an exchange of
 /// that group: `"*"` everywhere, `""` nowhere, a group name in that group.
 pub(super) fn visible(audience: &str, group: &str) -> bool {
@@ -55,6 +52,9 @@ struct Conn {
     /// Agents learned through this connection, in order.
     learned: Vec<AgentKey>,
     handshake_timer: Option<super::TimerId>,
+    /// When something was last received from, and last sent to, the peer.
+    last_in: Instant,
+    last_out: Instant,
 }
 
 enum Role {
@@ -95,6 +95,8 @@ pub(super) struct Net {
     /// Connections being closed, with their exchange, while what they
     /// carried is withdrawn (so that the withdrawals are still relayed).
     closing: HashMap<usize, u64>,
+    /// Whether the liveness timer runs (it does while any link exists).
+    liveness_armed: bool,
 }
 
 impl Net {
@@ -284,7 +286,7 @@ impl EventLoop {
                 *conn = Some(token);
                 exch.conns.push(token);
                 let timer = self.timers.start(
-                    Instant::now() + HANDSHAKE_TIMEOUT,
+                    Instant::now() + self.link.config.handshake_timeout,
                     TimerKind::Handshake(token),
                 );
                 self.net.conns.insert(
@@ -298,6 +300,8 @@ impl EventLoop {
                         wbuf: WriteBuffer::default(),
                         learned: Vec::new(),
                         handshake_timer: Some(timer),
+                        last_in: Instant::now(),
+                        last_out: Instant::now(),
                     },
                 );
                 log::debug!("netsvc: connecting to {addr}");
@@ -385,7 +389,7 @@ impl EventLoop {
             }
             let _ = stream.set_nodelay(true);
             let timer = self.timers.start(
-                Instant::now() + HANDSHAKE_TIMEOUT,
+                Instant::now() + self.link.config.handshake_timeout,
                 TimerKind::Handshake(token),
             );
             self.net.conns.insert(
@@ -399,6 +403,8 @@ impl EventLoop {
                     wbuf: WriteBuffer::default(),
                     learned: Vec::new(),
                     handshake_timer: Some(timer),
+                    last_in: Instant::now(),
+                    last_out: Instant::now(),
                 },
             );
             if let Some(exch) = self.net.exchanges.get_mut(&id) {
@@ -519,6 +525,9 @@ impl EventLoop {
                     }
                 };
                 Counters::bump(&self.link.counters.frames_in);
+                if let Some(conn) = self.net.conns.get_mut(&token) {
+                    conn.last_in = Instant::now();
+                }
                 if !self.on_frame(token, body) {
                     return;
                 }
@@ -595,6 +604,7 @@ impl EventLoop {
             }
         }
         log::debug!("netsvc: exchange link to {} ({peer}) active", hello.process);
+        self.arm_liveness();
         self.announce_connection(exchange, ConnectionState::Active, Some(hello.process), peer);
         // Our whole table: local services, and on a server those learned
         // from its other clients.
@@ -701,6 +711,9 @@ impl EventLoop {
             if conn.state == ConnState::Connecting {
                 continue;
             }
+            if conn.wbuf.pending() > 0 {
+                conn.last_out = Instant::now();
+            }
             match conn.wbuf.flush(&mut conn.stream) {
                 Ok(_) => {
                     if conn.wbuf.pending() > limit {
@@ -717,6 +730,61 @@ impl EventLoop {
         }
         if self.net.dirty.is_empty() {
             self.net.dirty = dirty;
+        }
+    }
+
+    // ----- liveness -----
+
+    fn arm_liveness(&mut self) {
+        if !self.net.liveness_armed {
+            self.net.liveness_armed = true;
+            let period = self.liveness_period();
+            self.timers
+                .start(Instant::now() + period, TimerKind::Liveness);
+        }
+    }
+
+    /// The liveness check runs often enough for both the heartbeat interval
+    /// and the dead-peer timeout.
+    fn liveness_period(&self) -> Duration {
+        let c = &self.link.config;
+        (c.heartbeat_interval / 2)
+            .min(c.dead_peer_timeout / 4)
+            .max(Duration::from_millis(1))
+    }
+
+    /// Every active link: a heartbeat if it has been quiet, closed if the
+    /// peer has been silent past the dead-peer timeout.
+    pub(super) fn liveness(&mut self) {
+        let now = Instant::now();
+        let (interval, dead) = (
+            self.link.config.heartbeat_interval,
+            self.link.config.dead_peer_timeout,
+        );
+        let mut quiet = Vec::new();
+        let mut silent = Vec::new();
+        for (token, conn) in &self.net.conns {
+            if !matches!(conn.state, ConnState::Active { .. }) {
+                continue;
+            }
+            if now.saturating_duration_since(conn.last_in) >= dead {
+                silent.push(*token);
+            } else if now.saturating_duration_since(conn.last_out) >= interval {
+                quiet.push(*token);
+            }
+        }
+        for token in silent {
+            let reason = format!("peer silent for {dead:?}: presumed dead");
+            self.close_conn(token, &reason, true);
+        }
+        for token in quiet {
+            self.send(token, &Message::Heartbeat);
+        }
+        if self.net.conns.is_empty() {
+            self.net.liveness_armed = false;
+        } else {
+            let period = self.liveness_period();
+            self.timers.start(now + period, TimerKind::Liveness);
         }
     }
 
@@ -852,6 +920,7 @@ impl EventLoop {
                 self.route_request(conv, to, method, payload, sender, Some((token, raw)), opts);
             }
             Message::Progress { conv } => self.progress(conv),
+            Message::Heartbeat => {}
             Message::Reply { conv, result } => {
                 self.complete(conv, result.map_err(Error::from));
             }

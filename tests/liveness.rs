@@ -1,0 +1,124 @@
+//! Exchange link liveness: heartbeats keep a quiet link up; a peer that
+//! goes silent (half-open TCP) is dropped within the dead-peer timeout.
+
+mod util;
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use netsvc::{ConnectionState, Dispatcher, Exchange};
+use util::*;
+
+const INTERVAL: Duration = Duration::from_millis(50);
+const DEAD: Duration = Duration::from_millis(300);
+
+fn fast(name: &str) -> Dispatcher {
+    Dispatcher::builder()
+        .name(name)
+        .heartbeat(INTERVAL, DEAD)
+        .build()
+        .expect("dispatcher")
+}
+
+#[test]
+fn server_drops_a_peer_that_goes_silent() {
+    let ds = fast("server");
+    let ex = Exchange::server(&ds).listen("127.0.0.1:0").unwrap();
+    let conns = ex.connections();
+    // Handshakes, then neither reads nor writes: a half-open peer.
+    let _raw = raw::handshake(ex.local_addr(), 9);
+    let up = conns.recv_timeout(WAIT).expect("Active");
+    assert_eq!(up.state(), ConnectionState::Active);
+    let since = Instant::now();
+    let down = conns.recv_timeout(WAIT).expect("Inactive");
+    assert_eq!(down.state(), ConnectionState::Inactive);
+    assert_eq!(down.remote_process().map(|p| p.uid()), Some(9));
+    // Dropped for silence, not at once (and long before the test's bound).
+    assert!(since.elapsed() < WAIT);
+    ds.shutdown();
+}
+
+#[test]
+fn client_drops_a_silent_server_and_reconnects() {
+    // A "server" that completes the handshake and then says nothing more.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mute = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().take(2) {
+            let mut s = stream.unwrap();
+            s.set_read_timeout(Some(WAIT)).unwrap();
+            std::io::Write::write_all(&mut s, &raw::hello(11, "")).unwrap();
+            let _ = raw::read_frame(&mut s); // the client's hello
+            held.push(s); // kept open, never read again
+        }
+        held
+    });
+    let dc = fast("client");
+    let ex = Exchange::client(&dc)
+        .connect(addr, Duration::from_millis(100))
+        .unwrap();
+    let conns = ex.connections();
+    assert_eq!(
+        conns.recv_timeout(WAIT).unwrap().state(),
+        ConnectionState::Active
+    );
+    let down = conns.recv_timeout(WAIT).unwrap();
+    assert_eq!(
+        down.state(),
+        ConnectionState::Inactive,
+        "silent server dropped"
+    );
+    assert_eq!(
+        conns.recv_timeout(WAIT).unwrap().state(),
+        ConnectionState::Active,
+        "reconnected"
+    );
+    assert!(dc.stats().reconnects >= 1);
+    ex.close();
+    let mut held = mute.join().unwrap();
+    // The client closed both links: each raw socket reads end of stream.
+    for s in &mut held {
+        let mut buf = [0u8; 1024];
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => assert!(Instant::now() < deadline, "link not closed"),
+            }
+        }
+    }
+}
+
+#[test]
+fn heartbeats_keep_an_idle_link_up() {
+    let ds = fast("server");
+    let ex = Exchange::server(&ds).listen("127.0.0.1:0").unwrap();
+    let dc = fast("client");
+    let cx = Exchange::client(&dc)
+        .connect(ex.local_addr(), Duration::from_millis(100))
+        .unwrap();
+    assert_eq!(
+        cx.connections().recv_timeout(WAIT).unwrap().state(),
+        ConnectionState::Active
+    );
+    assert_eq!(
+        ex.connections().recv_timeout(WAIT).unwrap().state(),
+        ConnectionState::Active
+    );
+    // Four dead-peer timeouts with no traffic but heartbeats: still up.
+    let quiet = DEAD * 4;
+    assert!(
+        cx.connections().recv_timeout(quiet).is_err(),
+        "client link dropped"
+    );
+    assert!(ex.connections().try_recv().is_err(), "server link dropped");
+    assert!(
+        ds.stats().frames_in > 2,
+        "heartbeats flowed: {:?}",
+        ds.stats()
+    );
+    ds.shutdown();
+    dc.shutdown();
+}
