@@ -51,6 +51,7 @@ pub(crate) struct Counters {
     pub frames_out: AtomicU64,
     pub reconnects: AtomicU64,
     pub slow_consumers: AtomicU64,
+    pub limits_breached: AtomicU64,
 }
 
 impl Counters {
@@ -93,6 +94,9 @@ pub struct Stats {
     pub reconnects: u64,
     /// Exchange peers disconnected because their outbound buffer passed its limit.
     pub slow_consumers: u64,
+    /// Exchange clients refused or disconnected for passing a server limit
+    /// (connections, services or subscriptions per connection).
+    pub limits_breached: u64,
 }
 
 /// What the thread that shuts down needs: the threads to join.
@@ -369,6 +373,7 @@ impl Dispatcher {
             frames_out: get(&c.frames_out),
             reconnects: get(&c.reconnects),
             slow_consumers: get(&c.slow_consumers),
+            limits_breached: get(&c.limits_breached),
         }
     }
 

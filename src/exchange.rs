@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::dispatcher::command::{Authorise, Command, ExchangeRole};
+use crate::dispatcher::command::{Authorise, Command, ExchangeRole, Limits};
 use crate::dispatcher::{Dispatcher, Link};
 use crate::error::{Error, Result};
 use crate::ids::ProcessId;
@@ -91,6 +91,11 @@ impl Exchange {
             link: d.link().clone(),
             group: String::new(),
             authorise: None,
+            limits: Limits {
+                max_connections: 1024,
+                max_services: 10_000,
+                max_subscriptions: 100_000,
+            },
         }
     }
 
@@ -172,6 +177,7 @@ pub struct ServerBuilder {
     link: Arc<Link>,
     group: String,
     authorise: Option<Authorise>,
+    limits: Limits,
 }
 
 impl fmt::Debug for ServerBuilder {
@@ -179,6 +185,7 @@ impl fmt::Debug for ServerBuilder {
         f.debug_struct("ServerBuilder")
             .field("group", &self.group)
             .field("authorise", &self.authorise.is_some())
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -202,6 +209,28 @@ impl ServerBuilder {
         self
     }
 
+    /// At most this many clients at once (default 1024); one more is
+    /// refused at accept, logged and counted in
+    /// [`Stats::limits_breached`](crate::Stats::limits_breached).
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.limits.max_connections = n;
+        self
+    }
+
+    /// At most this many services one client may announce (default
+    /// 10,000); a client announcing more is disconnected, logged and counted.
+    pub fn max_services_per_connection(mut self, n: usize) -> Self {
+        self.limits.max_services = n;
+        self
+    }
+
+    /// At most this many report subscriptions one client may hold (default
+    /// 100,000); a client asking for more is disconnected, logged and counted.
+    pub fn max_subscriptions_per_connection(mut self, n: usize) -> Self {
+        self.limits.max_subscriptions = n;
+        self
+    }
+
     /// Binds the address and starts accepting clients. Binding errors (an
     /// address in use, for instance) are returned here.
     pub fn listen<A: ToSocketAddrs>(self, addr: A) -> Result<Exchange> {
@@ -212,6 +241,7 @@ impl ServerBuilder {
         let role = ExchangeRole::Server {
             listener,
             authorise: self.authorise,
+            limits: self.limits,
         };
         let ex = open(self.link, self.group, role, Some(local))?;
         log::debug!("netsvc: exchange server listening on {local}");

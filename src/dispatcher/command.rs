@@ -68,12 +68,22 @@ pub(crate) struct OutgoingCall {
 /// A server's check of a connecting client's address.
 pub(crate) type Authorise = Arc<dyn Fn(&SocketAddr) -> bool + Send + Sync>;
 
+/// What one client of a server may use; a client that goes past a limit
+/// is disconnected.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub max_connections: usize,
+    pub max_services: usize,
+    pub max_subscriptions: usize,
+}
+
 /// What an exchange does.
 pub(crate) enum ExchangeRole {
     /// Accepts clients on a bound listener.
     Server {
         listener: mio::net::TcpListener,
         authorise: Option<Authorise>,
+        limits: Limits,
     },
     /// Connects to a server; reconnects after `retry` if given.
     Client {

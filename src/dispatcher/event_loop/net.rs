@@ -16,7 +16,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Token};
 
 use super::{Caller, Class, EventLoop, Pending, RouteOpts, TimerKind};
-use crate::dispatcher::command::{Authorise, ExchangeRole};
+use crate::dispatcher::command::{Authorise, ExchangeRole, Limits};
 use crate::dispatcher::Counters;
 use crate::error::{Error, Result};
 use crate::event::{Event, Report};
@@ -55,6 +55,8 @@ struct Conn {
     /// When something was last received from, and last sent to, the peer.
     last_in: Instant,
     last_out: Instant,
+    /// Subscriptions the peer holds here.
+    subscriptions: usize,
 }
 
 enum Role {
@@ -62,6 +64,7 @@ enum Role {
         listener: TcpListener,
         token: usize,
         authorise: Option<Authorise>,
+        limits: Limits,
     },
     Client {
         addrs: Vec<SocketAddr>,
@@ -146,6 +149,7 @@ impl EventLoop {
             ExchangeRole::Server {
                 mut listener,
                 authorise,
+                limits,
             } => {
                 let token = self.net.token();
                 self.poll
@@ -156,6 +160,7 @@ impl EventLoop {
                     listener,
                     token,
                     authorise,
+                    limits,
                 }
             }
             ExchangeRole::Client { addrs, retry } => Role::Client {
@@ -302,6 +307,7 @@ impl EventLoop {
                         handshake_timer: Some(timer),
                         last_in: Instant::now(),
                         last_out: Instant::now(),
+                        subscriptions: 0,
                     },
                 );
                 log::debug!("netsvc: connecting to {addr}");
@@ -350,11 +356,13 @@ impl EventLoop {
             let Role::Server {
                 listener,
                 authorise,
+                limits,
                 ..
             } = &exch.role
             else {
                 return;
             };
+            let full = exch.conns.len() >= limits.max_connections;
             let (mut stream, peer) = match listener.accept() {
                 Ok(x) => x,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -366,6 +374,11 @@ impl EventLoop {
                     return;
                 }
             };
+            if full {
+                Counters::bump(&self.link.counters.limits_breached);
+                log::warn!("netsvc: connection from {peer} refused: the server has its maximum of connections");
+                continue;
+            }
             if let Some(authorise) = authorise {
                 let allowed =
                     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| authorise(&peer)))
@@ -405,6 +418,7 @@ impl EventLoop {
                     handshake_timer: Some(timer),
                     last_in: Instant::now(),
                     last_out: Instant::now(),
+                    subscriptions: 0,
                 },
             );
             if let Some(exch) = self.net.exchanges.get_mut(&id) {
@@ -875,6 +889,9 @@ impl EventLoop {
                 if let Some(conn) = self.net.conns.get_mut(&token) {
                     conn.learned.push(key);
                 }
+                if self.limit(token, |l| l.max_services, |c| c.learned.len(), "services") {
+                    return;
+                }
                 self.net.subscribers.remove(&key);
                 self.add_agent(binding, Route::Remote(token));
             }
@@ -930,6 +947,21 @@ impl EventLoop {
                 pattern,
                 on,
             } => {
+                if let Some(conn) = self.net.conns.get_mut(&token) {
+                    conn.subscriptions = if on {
+                        conn.subscriptions + 1
+                    } else {
+                        conn.subscriptions.saturating_sub(1)
+                    };
+                }
+                if self.limit(
+                    token,
+                    |l| l.max_subscriptions,
+                    |c| c.subscriptions,
+                    "subscriptions",
+                ) {
+                    return;
+                }
                 let key = subscriber.key();
                 if self.registry.get(&key).is_none() {
                     self.net.subscribers.insert(key, (subscriber, token));
@@ -943,6 +975,36 @@ impl EventLoop {
                 payload,
             } => self.remote_report(token, publisher, to, subject, payload, raw),
         }
+    }
+
+    /// Closes a server's connection that has passed one of its limits;
+    /// true if it did.
+    fn limit(
+        &mut self,
+        token: usize,
+        max: impl Fn(&Limits) -> usize,
+        used: impl Fn(&Conn) -> usize,
+        what: &str,
+    ) -> bool {
+        let Some(conn) = self.net.conns.get(&token) else {
+            return false;
+        };
+        let Some(Role::Server { limits, .. }) =
+            self.net.exchanges.get(&conn.exchange).map(|e| &e.role)
+        else {
+            return false;
+        };
+        let (max, used) = (max(limits), used(conn));
+        if used <= max {
+            return false;
+        }
+        Counters::bump(&self.link.counters.limits_breached);
+        self.close_conn(
+            token,
+            &format!("limit breached: {used} {what}, at most {max}"),
+            true,
+        );
+        true
     }
 
     fn learned_via(&self, key: &AgentKey, token: usize) -> bool {

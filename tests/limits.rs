@@ -1,0 +1,171 @@
+//! Server limits: each breach closes only the offending connection, is
+//! counted in stats(), and leaves the other clients working.
+
+mod util;
+
+use std::time::{Duration, Instant};
+
+use netsvc::{ConnectionState, Dispatcher, Event, Exchange};
+use util::*;
+
+const RETRY: Duration = Duration::from_millis(100);
+
+/// Waits (bounded) until the counter reaches `n`; stats are written by the
+/// dispatcher thread, so they are read until they show it.
+fn wait_breaches(d: &Dispatcher, n: u64) {
+    let deadline = Instant::now() + WAIT;
+    while d.stats().limits_breached < n {
+        assert!(
+            Instant::now() < deadline,
+            "limits_breached stuck at {:?}",
+            d.stats()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn echo(d: &Dispatcher) -> netsvc::ServiceHandle {
+    d.service("echo")
+        .spawn(|_s, e| {
+            if let Event::Request(r) = e {
+                let _ = r.reply(&"pong");
+            }
+        })
+        .unwrap()
+}
+
+#[test]
+fn connections_beyond_the_maximum_are_refused() {
+    let ds = Dispatcher::new().unwrap();
+    let ex = Exchange::server(&ds)
+        .max_connections(2)
+        .listen("127.0.0.1:0")
+        .unwrap();
+    let echo = echo(&ds);
+    let clients: Vec<(Dispatcher, Exchange)> = (0..2)
+        .map(|_| {
+            let d = Dispatcher::new().unwrap();
+            let x = Exchange::client(&d)
+                .connect(ex.local_addr(), RETRY)
+                .unwrap();
+            assert_eq!(
+                x.connections().recv_timeout(WAIT).unwrap().state(),
+                ConnectionState::Active
+            );
+            (d, x)
+        })
+        .collect();
+    let third = Dispatcher::new().unwrap();
+    let tx = Exchange::client(&third)
+        .connect_once(ex.local_addr())
+        .unwrap();
+    let ann = tx.connections().recv_timeout(WAIT).unwrap();
+    assert_eq!(
+        ann.state(),
+        ConnectionState::Inactive,
+        "the third is refused"
+    );
+    wait_breaches(&ds, 1);
+    // The server saw exactly two clients come.
+    let server_side: Vec<_> = std::iter::from_fn(|| ex.connections().try_recv().ok()).collect();
+    assert_eq!(server_side.len(), 2, "{server_side:?}");
+    // The first two still work.
+    for (d, _) in &clients {
+        let me = d.service("me").open().unwrap();
+        me.monitor_service_name("echo");
+        let a = wait_announcement(&me, "echo", None, netsvc::ServiceStatus::Available);
+        assert_eq!(a.binding(), echo.binding());
+        let pong: String = me.call(a.binding(), "ping", &()).unwrap();
+        assert_eq!(pong, "pong");
+    }
+}
+
+#[test]
+fn a_client_announcing_too_many_services_is_disconnected() {
+    let ds = Dispatcher::new().unwrap();
+    let ex = Exchange::server(&ds)
+        .max_services_per_connection(3)
+        .listen("127.0.0.1:0")
+        .unwrap();
+    let greedy = Dispatcher::new().unwrap();
+    let _services: Vec<_> = (0..5)
+        .map(|i| greedy.service(&format!("s{i}")).open().unwrap())
+        .collect();
+    let gx = Exchange::client(&greedy)
+        .connect_once(ex.local_addr())
+        .unwrap();
+    let conns = ex.connections();
+    assert_eq!(
+        conns.recv_timeout(WAIT).unwrap().state(),
+        ConnectionState::Active
+    );
+    assert_eq!(
+        conns.recv_timeout(WAIT).unwrap().state(),
+        ConnectionState::Inactive
+    );
+    wait_breaches(&ds, 1);
+    for i in 0..5 {
+        assert!(
+            ds.lookup_service_name(&format!("s{i}")).is_empty(),
+            "s{i} withdrawn"
+        );
+    }
+    assert_eq!(
+        gx.connections().recv_timeout(WAIT).unwrap().state(),
+        ConnectionState::Active
+    );
+    assert_eq!(
+        gx.connections().recv_timeout(WAIT).unwrap().state(),
+        ConnectionState::Inactive
+    );
+    // A modest client is welcome.
+    let modest = Dispatcher::new().unwrap();
+    let _one = modest.service("one").open().unwrap();
+    let mx = Exchange::client(&modest)
+        .connect(ex.local_addr(), RETRY)
+        .unwrap();
+    assert_eq!(
+        mx.connections().recv_timeout(WAIT).unwrap().state(),
+        ConnectionState::Active
+    );
+    let watcher = ds.service("watcher").open().unwrap();
+    watcher.monitor_service_name("one");
+    wait_announcement(&watcher, "one", None, netsvc::ServiceStatus::Available);
+    assert_eq!(ds.stats().limits_breached, 1);
+}
+
+#[test]
+fn a_client_holding_too_many_subscriptions_is_disconnected() {
+    let ds = Dispatcher::new().unwrap();
+    let ex = Exchange::server(&ds)
+        .max_subscriptions_per_connection(2)
+        .listen("127.0.0.1:0")
+        .unwrap();
+    let publisher = ds.service("publisher").open().unwrap();
+    let dc = Dispatcher::new().unwrap();
+    let cx = Exchange::client(&dc).connect_once(ex.local_addr()).unwrap();
+    assert_eq!(
+        cx.connections().recv_timeout(WAIT).unwrap().state(),
+        ConnectionState::Active
+    );
+    let sub = dc.service("sub").open().unwrap();
+    sub.subscribe_reports("publisher", "a.*");
+    sub.subscribe_reports("publisher", "b.*");
+    // Two are within the limit: the publisher hears both.
+    assert_eq!(subscription(&publisher).subject(), "a.*");
+    assert_eq!(subscription(&publisher).subject(), "b.*");
+    sub.subscribe_reports("publisher", "c.*");
+    assert_eq!(
+        cx.connections().recv_timeout(WAIT).unwrap().state(),
+        ConnectionState::Inactive
+    );
+    wait_breaches(&ds, 1);
+    // The lost link withdraws the subscriber's subscriptions at the publisher.
+    let gone: Vec<String> = (0..2)
+        .map(|_| subscription(&publisher).subject().to_owned())
+        .collect();
+    assert!(
+        gone.contains(&"a.*".to_owned()) && gone.contains(&"b.*".to_owned()),
+        "{gone:?}"
+    );
+}
