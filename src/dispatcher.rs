@@ -52,6 +52,7 @@ pub(crate) struct Counters {
     pub reconnects: AtomicU64,
     pub slow_consumers: AtomicU64,
     pub limits_breached: AtomicU64,
+    pub auth_failures: AtomicU64,
 }
 
 impl Counters {
@@ -97,6 +98,9 @@ pub struct Stats {
     /// Exchange clients refused or disconnected for passing a server limit
     /// (connections, services or subscriptions per connection).
     pub limits_breached: u64,
+    /// Exchange links refused because authentication failed (wrong key, no
+    /// key, or a replayed handshake).
+    pub auth_failures: u64,
 }
 
 /// What the thread that shuts down needs: the threads to join.
@@ -374,6 +378,7 @@ impl Dispatcher {
             reconnects: get(&c.reconnects),
             slow_consumers: get(&c.slow_consumers),
             limits_breached: get(&c.limits_breached),
+            auth_failures: get(&c.auth_failures),
         }
     }
 

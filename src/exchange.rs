@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::auth::Secret;
 use crate::dispatcher::command::{Authorise, Command, ExchangeRole, Limits};
 use crate::dispatcher::{Dispatcher, Link};
 use crate::error::{Error, Result};
@@ -91,6 +92,7 @@ impl Exchange {
             link: d.link().clone(),
             group: String::new(),
             authorise: None,
+            secret: None,
             limits: Limits {
                 max_connections: 1024,
                 max_services: 10_000,
@@ -105,6 +107,7 @@ impl Exchange {
         ClientBuilder {
             link: d.link().clone(),
             group: String::new(),
+            secret: None,
         }
     }
 
@@ -149,6 +152,7 @@ fn open(
     link: Arc<Link>,
     group: String,
     role: ExchangeRole,
+    secret: Option<Secret>,
     listen_addr: Option<SocketAddr>,
 ) -> Result<Exchange> {
     let (tx, rx): (Sender<ConnectionAnnouncement>, _) =
@@ -158,6 +162,7 @@ fn open(
         id,
         group,
         role,
+        secret,
         announce: tx,
         ack,
     })??;
@@ -177,6 +182,7 @@ pub struct ServerBuilder {
     link: Arc<Link>,
     group: String,
     authorise: Option<Authorise>,
+    secret: Option<Secret>,
     limits: Limits,
 }
 
@@ -185,6 +191,7 @@ impl fmt::Debug for ServerBuilder {
         f.debug_struct("ServerBuilder")
             .field("group", &self.group)
             .field("authorise", &self.authorise.is_some())
+            .field("secret", &self.secret)
             .field("limits", &self.limits)
             .finish()
     }
@@ -206,6 +213,17 @@ impl ServerBuilder {
         F: Fn(&SocketAddr) -> bool + Send + Sync + 'static,
     {
         self.authorise = Some(Arc::new(check));
+        self
+    }
+
+    /// Requires every client to prove it holds this shared secret
+    /// (HMAC-SHA256 challenge-response over fresh nonces from both sides)
+    /// before anything about the services is exchanged. A client without
+    /// it, with another, or replaying a captured handshake is refused,
+    /// logged and counted in [`Stats::auth_failures`](crate::Stats::auth_failures).
+    /// The secret never appears in logs or `Debug` output.
+    pub fn secret(mut self, key: impl AsRef<[u8]>) -> Self {
+        self.secret = Some(Secret::new(key.as_ref()));
         self
     }
 
@@ -243,7 +261,7 @@ impl ServerBuilder {
             authorise: self.authorise,
             limits: self.limits,
         };
-        let ex = open(self.link, self.group, role, Some(local))?;
+        let ex = open(self.link, self.group, role, self.secret, Some(local))?;
         log::debug!("netsvc: exchange server listening on {local}");
         Ok(ex)
     }
@@ -255,6 +273,7 @@ impl ServerBuilder {
 pub struct ClientBuilder {
     link: Arc<Link>,
     group: String,
+    secret: Option<Secret>,
 }
 
 impl fmt::Debug for Link {
@@ -272,6 +291,14 @@ impl ClientBuilder {
         self
     }
 
+    /// The shared secret the server requires (see [`ServerBuilder::secret`]).
+    /// A client with a secret also requires the server to prove it holds
+    /// it, and refuses a server that does not.
+    pub fn secret(mut self, key: impl AsRef<[u8]>) -> Self {
+        self.secret = Some(Secret::new(key.as_ref()));
+        self
+    }
+
     fn start(self, addr: impl ToSocketAddrs, retry: Option<Duration>) -> Result<Exchange> {
         let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
         if addrs.is_empty() {
@@ -284,6 +311,7 @@ impl ClientBuilder {
             self.link,
             self.group,
             ExchangeRole::Client { addrs, retry },
+            self.secret,
             None,
         )
     }

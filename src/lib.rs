@@ -118,6 +118,7 @@
 #![deny(missing_docs, missing_debug_implementations)]
 #![forbid(unsafe_code)]
 
+mod auth;
 mod dispatcher;
 mod error;
 mod event;

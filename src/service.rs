@@ -190,6 +190,17 @@ impl ServiceHandle {
         self.stop.store(true, Ordering::Release);
         self.link.send_quiet(Command::Close {
             agent: self.binding.agent_identity(),
+            drain: false,
+        });
+    }
+
+    /// Withdraws the service but lets it finish: no new requests reach it,
+    /// and the workers answer every request already on its queue (their
+    /// callers keep waiting for those answers) before they end.
+    pub(crate) fn drain(&self) {
+        self.link.send_quiet(Command::Close {
+            agent: self.binding.agent_identity(),
+            drain: true,
         });
     }
 
@@ -225,6 +236,7 @@ impl Drop for Service {
     fn drop(&mut self) {
         self.link.send_quiet(Command::Close {
             agent: self.binding.agent_identity(),
+            drain: false,
         });
     }
 }

@@ -185,8 +185,9 @@ impl From<Failure> for Error {
 pub(crate) enum Message {
     /// A service became visible (with its groups).
     Available { binding: ServiceBinding },
-    /// A service was withdrawn.
-    Withdrawn { agent: AgentKey },
+    /// A service was withdrawn; `draining`: the calls it holds still get
+    /// their answers.
+    Withdrawn { agent: AgentKey, draining: bool },
     /// A service joined or left a group.
     Group {
         agent: AgentKey,
@@ -210,6 +211,12 @@ pub(crate) enum Message {
     Progress { conv: ConversationId },
     /// The link is alive (sent when a link has been quiet for a while).
     Heartbeat,
+    /// Authentication, server to client: prove you hold the key.
+    Challenge { nonce: Vec<u8> },
+    /// Authentication, client to server: the client's nonce and proof.
+    Response { nonce: Vec<u8>, mac: Vec<u8> },
+    /// Authentication, server to client: the server's proof.
+    Proof { mac: Vec<u8> },
     /// The outcome of a call, on its way back to the caller.
     Reply {
         conv: ConversationId,

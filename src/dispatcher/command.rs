@@ -111,6 +111,7 @@ pub(crate) enum Command {
         id: u64,
         group: String,
         role: ExchangeRole,
+        secret: Option<crate::auth::Secret>,
         announce: Sender<ConnectionAnnouncement>,
         ack: Sender<Result<()>>,
     },
@@ -130,6 +131,9 @@ pub(crate) enum Command {
     },
     Close {
         agent: AgentId,
+        /// Let the calls it is handling finish: they stay pending until
+        /// answered instead of failing as unavailable.
+        drain: bool,
     },
     Group {
         agent: AgentId,

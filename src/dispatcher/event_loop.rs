@@ -252,7 +252,7 @@ impl EventLoop {
                 self.open(binding, events, capacity);
                 let _ = ack.send(());
             }
-            Command::Close { agent } => self.withdraw(agent),
+            Command::Close { agent, drain } => self.withdraw(agent, drain),
             Command::Group { agent, group, join } => self.group(agent, &group, join),
             Command::Monitor {
                 agent,
@@ -296,11 +296,7 @@ impl EventLoop {
                 payload,
                 sender,
             } => self.forward(conv, &to, method, payload, sender),
-            Command::Cancel { conv } => {
-                if let Some(p) = self.pending.remove(&conv) {
-                    self.timers.cancel(p.timer);
-                }
-            }
+            Command::Cancel { conv } => self.forget(conv),
             Command::StartTimer { agent, at, tag } => {
                 if self.locals.contains_key(&agent) {
                     let id = self.timers.start(at, TimerKind::Service { agent, tag });
@@ -335,10 +331,11 @@ impl EventLoop {
                 id,
                 group,
                 role,
+                secret,
                 announce,
                 ack,
             } => {
-                let _ = ack.send(self.exchange_open(id, group, role, announce));
+                let _ = ack.send(self.exchange_open(id, group, role, secret, announce));
             }
             Command::ExchangeClose { id, ack } => {
                 self.exchange_close(id);
@@ -354,12 +351,22 @@ impl EventLoop {
 
     fn fire(&mut self, id: TimerId, kind: TimerKind) -> Flow {
         match kind {
-            TimerKind::Call(conv) => {
-                if self.pending.contains_key(&conv) {
-                    Counters::bump(&self.link.counters.calls_timed_out);
-                    self.complete(conv, Err(Error::Timeout));
+            TimerKind::Call(conv) => match self.pending.get(&conv).map(|p| &p.caller) {
+                // A hop on the way (or the callee) forgets the call quietly:
+                // the caller has its own deadline and says so itself.
+                Some(Caller::Remote(_)) => self.forget(conv),
+                Some(Caller::Local(_)) => {
+                    let never_delivered = self.parked.iter().any(|p| p.conv == conv);
+                    let e = if never_delivered {
+                        Error::DeliveryFailure("no server was reachable before the timeout".into())
+                    } else {
+                        Counters::bump(&self.link.counters.calls_timed_out);
+                        Error::Timeout
+                    };
+                    self.complete(conv, Err(e));
                 }
-            }
+                None => {}
+            },
             TimerKind::Service { agent, tag } => {
                 if let Some(local) = self.locals.get_mut(&agent) {
                     // Forget this one timer; others with the same tag stay.
@@ -406,7 +413,7 @@ impl EventLoop {
             self.complete(conv, Err(Error::Closed));
         }
         for agent in self.sorted_locals().into_iter().rev() {
-            self.withdraw(agent);
+            self.withdraw(agent, false);
         }
         if !self.net.is_empty() {
             self.net_stop();
@@ -606,7 +613,7 @@ impl EventLoop {
 
     /// Removes a local service: its timers and monitors, then everything
     /// [`remove_agent`](Self::remove_agent) does.
-    fn withdraw(&mut self, agent: AgentId) {
+    fn withdraw(&mut self, agent: AgentId, drain: bool) {
         // Out of `locals` first: the withdrawn service hears nothing more.
         // Dropping its queue's sender disconnects the queue once drained.
         let Some(local) = self.locals.remove(&agent) else {
@@ -617,13 +624,13 @@ impl EventLoop {
             self.timers.cancel(*id);
         }
         self.registry.drop_monitors(agent);
-        self.remove_agent(local.binding.key(), "withdrawn");
+        self.remove_agent(local.binding.key(), "withdrawn", !drain);
     }
 
     /// Removes an agent, local or remote: its subscriptions, its
     /// publications, its groups (announced first), then the agent itself;
     /// peers hear of it; calls it was handling fail as unavailable.
-    fn remove_agent(&mut self, key: AgentKey, why: &str) {
+    fn remove_agent(&mut self, key: AgentKey, why: &str, fail_pending: bool) {
         let Some(binding) = self.binding_of(&key) else {
             return;
         };
@@ -636,11 +643,14 @@ impl EventLoop {
         }
         if let Some(entry) = self.registry.remove(&key) {
             self.announce_service(&entry.binding, ServiceStatus::Withdrawn);
-            self.broadcast(
-                &entry.binding,
-                entry.route,
-                &crate::wire::Message::Withdrawn { agent: key },
-            );
+            let message = crate::wire::Message::Withdrawn {
+                agent: key,
+                draining: !fail_pending,
+            };
+            self.broadcast(&entry.binding, entry.route, &message);
+        }
+        if !fail_pending {
+            return;
         }
         let failed: Vec<ConversationId> = self
             .pending
@@ -1207,16 +1217,34 @@ impl EventLoop {
         );
     }
 
+    /// Drops a call without answering anyone (its caller gave up, or has
+    /// its own deadline).
+    fn forget(&mut self, conv: ConversationId) {
+        if let Some(p) = self.pending.remove(&conv) {
+            self.cancel_timers(conv, &p);
+        }
+    }
+
+    fn cancel_timers(&mut self, conv: ConversationId, p: &Pending) {
+        self.timers.cancel(p.timer);
+        for (_, t) in p.monitor.iter().chain(p.heartbeat.iter()) {
+            self.timers.cancel(*t);
+        }
+        if !self.parked.is_empty() {
+            if let Some(i) = self.parked.iter().position(|x| x.conv == conv) {
+                let parked = self.parked.swap_remove(i);
+                self.timers.cancel(parked.timer);
+            }
+        }
+    }
+
     /// Hands the outcome of a call to its caller, once.
     fn complete(&mut self, conv: ConversationId, result: Result<Payload>) {
         let Some(p) = self.pending.remove(&conv) else {
             Counters::bump(&self.link.counters.late_replies);
             return;
         };
-        self.timers.cancel(p.timer);
-        for (_, t) in p.monitor.iter().chain(p.heartbeat.iter()) {
-            self.timers.cancel(*t);
-        }
+        self.cancel_timers(conv, &p);
         match p.caller {
             Caller::Local(tx) => {
                 if tx.try_send(result).is_ok() {

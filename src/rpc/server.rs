@@ -114,11 +114,12 @@ pub struct RpcServerHandle {
 }
 
 impl RpcServerHandle {
-    /// Stops taking requests: the server is withdrawn (clients see it go,
-    /// and calls queued but not started fail as unavailable); methods
-    /// running go on to the end. Returns at once; [`wait`](Self::wait) joins.
+    /// Stops taking requests: the server is withdrawn, so clients see it go
+    /// and new calls go to other servers; the calls it already received,
+    /// running or queued, are finished and answered. Returns at once;
+    /// [`wait`](Self::wait) waits for them and joins the threads.
     pub fn stop(&self) {
-        self.handle.withdraw();
+        self.handle.drain();
     }
 
     /// Waits for the running methods to end and joins the threads.

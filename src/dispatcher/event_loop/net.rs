@@ -16,6 +16,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Token};
 
 use super::{Caller, Class, EventLoop, Pending, RouteOpts, TimerKind};
+use crate::auth::{self, Secret, Side};
 use crate::dispatcher::command::{Authorise, ExchangeRole, Limits};
 use crate::dispatcher::Counters;
 use crate::error::{Error, Result};
@@ -38,6 +39,16 @@ enum ConnState {
     Connecting,
     /// Connected; waiting for the peer's hello.
     Handshaking,
+    /// A client with a secret waits for the server's challenge.
+    AwaitChallenge { remote: ProcessId },
+    /// A server sent its challenge and waits for the client's proof.
+    AwaitResponse { remote: ProcessId, nonce: Vec<u8> },
+    /// A client sent its proof and waits for the server's.
+    AwaitProof {
+        remote: ProcessId,
+        theirs: Vec<u8>,
+        mine: Vec<u8>,
+    },
     /// Hello exchanged: frames flow.
     Active { remote: ProcessId },
 }
@@ -77,6 +88,7 @@ enum Role {
 
 struct Exch {
     group: String,
+    secret: Option<Secret>,
     role: Role,
     announce: Sender<ConnectionAnnouncement>,
     conns: Vec<usize>,
@@ -135,6 +147,7 @@ impl EventLoop {
         id: u64,
         group: String,
         role: ExchangeRole,
+        secret: Option<Secret>,
         announce: Sender<ConnectionAnnouncement>,
     ) -> Result<()> {
         if self.net.exchanges.values().any(|e| e.group == group) {
@@ -176,6 +189,7 @@ impl EventLoop {
             id,
             Exch {
                 group,
+                secret,
                 role,
                 announce,
                 conns: Vec::new(),
@@ -575,7 +589,14 @@ impl EventLoop {
             }
             return self.net.conns.contains_key(&token);
         }
+        let authenticating = matches!(
+            conn.state,
+            ConnState::AwaitChallenge { .. }
+                | ConnState::AwaitResponse { .. }
+                | ConnState::AwaitProof { .. }
+        );
         match wire::decode::<Message>(body) {
+            Ok(message) if authenticating => return self.authenticate(token, message),
             Ok(message) => self.on_message(token, message, body),
             Err(e) => {
                 self.close_conn(token, &format!("bad frame: {e}"), true);
@@ -590,7 +611,6 @@ impl EventLoop {
             return;
         };
         let exchange = conn.exchange;
-        let peer = conn.peer;
         let group = self
             .net
             .exchanges
@@ -609,17 +629,148 @@ impl EventLoop {
             self.close_conn(token, "handshake refused: connected to itself", true);
             return;
         }
-        if let Some(conn) = self.net.conns.get_mut(&token) {
-            conn.state = ConnState::Active {
-                remote: hello.process.clone(),
+        let secret = self
+            .net
+            .exchanges
+            .get(&exchange)
+            .and_then(|e| e.secret.clone());
+        let is_server = self
+            .net
+            .exchanges
+            .get(&exchange)
+            .is_some_and(|e| matches!(e.role, Role::Server { .. }));
+        if secret.is_some() {
+            // Nothing about the services crosses before both sides proved
+            // they hold the key.
+            let state = if is_server {
+                let nonce = auth::nonce();
+                self.send(
+                    token,
+                    &Message::Challenge {
+                        nonce: nonce.clone(),
+                    },
+                );
+                ConnState::AwaitResponse {
+                    remote: hello.process,
+                    nonce,
+                }
+            } else {
+                ConnState::AwaitChallenge {
+                    remote: hello.process,
+                }
             };
-            if let Some(t) = conn.handshake_timer.take() {
-                self.timers.cancel(t);
+            if let Some(conn) = self.net.conns.get_mut(&token) {
+                conn.state = state;
             }
+            return;
         }
-        log::debug!("netsvc: exchange link to {} ({peer}) active", hello.process);
+        self.activate(token, hello.process);
+    }
+
+    /// One authentication step; false if the connection was closed.
+    fn authenticate(&mut self, token: usize, message: Message) -> bool {
+        let Some(conn) = self.net.conns.get(&token) else {
+            return false;
+        };
+        let Some(secret) = self
+            .net
+            .exchanges
+            .get(&conn.exchange)
+            .and_then(|e| e.secret.clone())
+        else {
+            return false;
+        };
+        let me = self.link.process.uid();
+        let state = conn.state.clone();
+        // Counted in close_conn: any link lost while authenticating is.
+        let refuse = |this: &mut Self, why: &str| {
+            this.close_conn(token, &format!("authentication failed: {why}"), true);
+            false
+        };
+        match (state, message) {
+            (ConnState::AwaitChallenge { remote }, Message::Challenge { nonce: theirs }) => {
+                let mine = auth::nonce();
+                let mac = auth::prove(&secret, Side::Client, &theirs, &mine, me, remote.uid());
+                self.send(
+                    token,
+                    &Message::Response {
+                        nonce: mine.clone(),
+                        mac,
+                    },
+                );
+                if let Some(conn) = self.net.conns.get_mut(&token) {
+                    conn.state = ConnState::AwaitProof {
+                        remote,
+                        theirs,
+                        mine,
+                    };
+                }
+                true
+            }
+            (
+                ConnState::AwaitResponse { remote, nonce },
+                Message::Response { nonce: theirs, mac },
+            ) => {
+                if !auth::check(
+                    &secret,
+                    Side::Client,
+                    &mac,
+                    &nonce,
+                    &theirs,
+                    remote.uid(),
+                    me,
+                ) {
+                    return refuse(self, "the client's proof is wrong (another key?)");
+                }
+                let proof = auth::prove(&secret, Side::Server, &theirs, &nonce, me, remote.uid());
+                self.send(token, &Message::Proof { mac: proof });
+                self.activate(token, remote);
+                true
+            }
+            (
+                ConnState::AwaitProof {
+                    remote,
+                    theirs,
+                    mine,
+                },
+                Message::Proof { mac },
+            ) => {
+                if !auth::check(
+                    &secret,
+                    Side::Server,
+                    &mac,
+                    &mine,
+                    &theirs,
+                    remote.uid(),
+                    me,
+                ) {
+                    return refuse(self, "the server's proof is wrong (another key?)");
+                }
+                self.activate(token, remote);
+                true
+            }
+            (ConnState::AwaitChallenge { .. }, _) => {
+                refuse(self, "the server did not authenticate itself")
+            }
+            (_, _) => refuse(self, "the peer did not follow the handshake"),
+        }
+    }
+
+    /// The link is up: announced, and our table sent.
+    fn activate(&mut self, token: usize, remote: ProcessId) {
+        let Some(conn) = self.net.conns.get_mut(&token) else {
+            return;
+        };
+        let (exchange, peer) = (conn.exchange, conn.peer);
+        conn.state = ConnState::Active {
+            remote: remote.clone(),
+        };
+        if let Some(t) = conn.handshake_timer.take() {
+            self.timers.cancel(t);
+        }
+        log::debug!("netsvc: exchange link to {remote} ({peer}) active");
         self.arm_liveness();
-        self.announce_connection(exchange, ConnectionState::Active, Some(hello.process), peer);
+        self.announce_connection(exchange, ConnectionState::Active, Some(remote), peer);
         // Our whole table: local services, and on a server those learned
         // from its other clients.
         let bindings: Vec<ServiceBinding> = self
@@ -818,6 +969,14 @@ impl EventLoop {
             ConnState::Active { remote } => Some(remote.clone()),
             _ => None,
         };
+        if matches!(
+            conn.state,
+            ConnState::AwaitChallenge { .. }
+                | ConnState::AwaitResponse { .. }
+                | ConnState::AwaitProof { .. }
+        ) {
+            Counters::bump(&self.link.counters.auth_failures);
+        }
         if unexpected && conn.state != ConnState::Connecting {
             log::warn!("netsvc: closing connection to {}: {reason}", conn.peer);
         } else {
@@ -829,7 +988,7 @@ impl EventLoop {
         for key in conn.learned.iter().rev() {
             if matches!(self.registry.get(key).map(|e| e.route), Some(Route::Remote(t)) if t == token)
             {
-                self.remove_agent(*key, &format!("connection to {} lost", conn.peer));
+                self.remove_agent(*key, &format!("connection to {} lost", conn.peer), true);
             }
         }
         self.net.closing.remove(&token);
@@ -895,12 +1054,12 @@ impl EventLoop {
                 self.net.subscribers.remove(&key);
                 self.add_agent(binding, Route::Remote(token));
             }
-            Message::Withdrawn { agent } => {
+            Message::Withdrawn { agent, draining } => {
                 if self.learned_via(&agent, token) {
                     if let Some(conn) = self.net.conns.get_mut(&token) {
                         conn.learned.retain(|k| *k != agent);
                     }
-                    self.remove_agent(agent, "withdrawn");
+                    self.remove_agent(agent, "withdrawn", !draining);
                 }
             }
             Message::Group {
@@ -938,6 +1097,14 @@ impl EventLoop {
             }
             Message::Progress { conv } => self.progress(conv),
             Message::Heartbeat => {}
+            Message::Challenge { .. } | Message::Response { .. } | Message::Proof { .. } => {
+                Counters::bump(&self.link.counters.auth_failures);
+                self.close_conn(
+                    token,
+                    "the peer requires authentication, and this exchange has no secret",
+                    true,
+                );
+            }
             Message::Reply { conv, result } => {
                 self.complete(conv, result.map_err(Error::from));
             }

@@ -1,0 +1,246 @@
+//! Shared-secret authentication of exchange links.
+
+mod util;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use netsvc::{ConnectionState, Dispatcher, Event, Exchange, ServiceStatus};
+use util::*;
+
+const RETRY: Duration = Duration::from_millis(100);
+
+struct Server {
+    d: Dispatcher,
+    ex: Exchange,
+    _echo: netsvc::ServiceHandle,
+}
+
+fn server(secret: Option<&str>) -> Server {
+    let d = Dispatcher::builder().name("server").build().unwrap();
+    let mut b = Exchange::server(&d);
+    if let Some(s) = secret {
+        b = b.secret(s);
+    }
+    let ex = b.listen("127.0.0.1:0").unwrap();
+    let echo = d
+        .service("echo")
+        .spawn(|_s, e| {
+            if let Event::Request(r) = e {
+                let _ = r.reply(&"pong");
+            }
+        })
+        .unwrap();
+    Server { d, ex, _echo: echo }
+}
+
+fn client(addr: std::net::SocketAddr, secret: Option<&str>) -> (Dispatcher, Exchange) {
+    let d = Dispatcher::builder().name("client").build().unwrap();
+    let mut b = Exchange::client(&d);
+    if let Some(s) = secret {
+        b = b.secret(s);
+    }
+    let ex = b.connect_once(addr).unwrap();
+    (d, ex)
+}
+
+fn wait_auth_failures(d: &Dispatcher, n: u64) {
+    let deadline = Instant::now() + WAIT;
+    while d.stats().auth_failures < n {
+        assert!(
+            Instant::now() < deadline,
+            "auth_failures stuck: {:?}",
+            d.stats()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn the_right_key_connects_and_services_flow() {
+    let s = server(Some("correct horse"));
+    let (dc, cx) = client(s.ex.local_addr(), Some("correct horse"));
+    assert_eq!(
+        cx.connections().recv_timeout(WAIT).unwrap().state(),
+        ConnectionState::Active
+    );
+    assert_eq!(
+        s.ex.connections().recv_timeout(WAIT).unwrap().state(),
+        ConnectionState::Active
+    );
+    let me = dc.service("me").open().unwrap();
+    me.monitor_service_name("echo");
+    let a = wait_announcement(&me, "echo", None, ServiceStatus::Available);
+    let pong: String = me.call(a.binding(), "ping", &()).unwrap();
+    assert_eq!(pong, "pong");
+    assert_eq!(s.d.stats().auth_failures, 0);
+    assert_eq!(dc.stats().auth_failures, 0);
+}
+
+/// The client is refused: Inactive, never Active, and it learned no service.
+fn refused(s: &Server, dc: &Dispatcher, cx: &Exchange) {
+    let ann = cx.connections().recv_timeout(WAIT).unwrap();
+    let ann = if ann.state() == ConnectionState::Active {
+        // A client with no secret believes the link is up until the server
+        // closes it; it must still learn nothing.
+        cx.connections().recv_timeout(WAIT).unwrap()
+    } else {
+        ann
+    };
+    assert_eq!(ann.state(), ConnectionState::Inactive);
+    assert!(
+        dc.lookup_service_name("echo").is_empty(),
+        "the client learned a service"
+    );
+    assert!(
+        s.ex.connections().recv_timeout(QUIET).is_err(),
+        "the server announced a refused client"
+    );
+}
+
+#[test]
+fn a_wrong_key_is_refused() {
+    let s = server(Some("correct horse"));
+    let (dc, cx) = client(s.ex.local_addr(), Some("battery staple"));
+    refused(&s, &dc, &cx);
+    wait_auth_failures(&s.d, 1);
+}
+
+#[test]
+fn no_key_is_refused() {
+    let s = server(Some("correct horse"));
+    let (dc, cx) = client(s.ex.local_addr(), None);
+    refused(&s, &dc, &cx);
+    wait_auth_failures(&s.d, 1);
+}
+
+#[test]
+fn a_client_with_a_key_refuses_a_server_without_one() {
+    let s = server(None);
+    let (dc, cx) = client(s.ex.local_addr(), Some("correct horse"));
+    let ann = cx.connections().recv_timeout(WAIT).unwrap();
+    assert_eq!(ann.state(), ConnectionState::Inactive);
+    wait_auth_failures(&dc, 1);
+    assert!(
+        dc.lookup_service_name("echo").is_empty(),
+        "the client took in the table"
+    );
+}
+
+#[test]
+fn a_replayed_handshake_is_refused() {
+    let s = server(Some("correct horse"));
+    let upstream = s.ex.local_addr();
+    // A recording proxy between a legitimate client and the server.
+    let proxy = TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy_addr = proxy.local_addr().unwrap();
+    let recorded = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let rec = recorded.clone();
+    let relay = std::thread::spawn(move || {
+        let (mut down, _) = proxy.accept().unwrap();
+        let mut up = TcpStream::connect(upstream).unwrap();
+        let (mut down2, mut up2) = (down.try_clone().unwrap(), up.try_clone().unwrap());
+        let back = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = up2.read(&mut buf) {
+                if n == 0 || down2.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = down.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            rec.lock().unwrap().extend_from_slice(&buf[..n]);
+            if up.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = up.shutdown(std::net::Shutdown::Both);
+        let _ = back.join();
+    });
+    let (dc, cx) = client(proxy_addr, Some("correct horse"));
+    assert_eq!(
+        cx.connections().recv_timeout(WAIT).unwrap().state(),
+        ConnectionState::Active
+    );
+    assert_eq!(
+        s.ex.connections().recv_timeout(WAIT).unwrap().state(),
+        ConnectionState::Active
+    );
+    dc.shutdown();
+    relay.join().unwrap();
+    assert_eq!(
+        s.ex.connections().recv_timeout(WAIT).unwrap().state(),
+        ConnectionState::Inactive
+    );
+    let captured = recorded.lock().unwrap().clone();
+    assert!(captured.len() > 40, "the handshake was captured");
+    assert_eq!(s.d.stats().auth_failures, 0);
+
+    // The same bytes, replayed: the server's nonce is new, so the proof fails.
+    let mut replay = TcpStream::connect(upstream).unwrap();
+    replay.set_read_timeout(Some(WAIT)).unwrap();
+    let _ = replay.write_all(&captured);
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match replay.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => assert!(Instant::now() < deadline, "replay not closed"),
+        }
+    }
+    wait_auth_failures(&s.d, 1);
+    assert!(
+        s.ex.connections().recv_timeout(QUIET).is_err(),
+        "the replay became Active"
+    );
+}
+
+#[test]
+fn the_secret_never_shows_in_debug_output() {
+    let d = Dispatcher::new().unwrap();
+    let b = Exchange::server(&d).secret("hunter2");
+    assert!(!format!("{b:?}").contains("hunter2"));
+    let c = Exchange::client(&d).secret("hunter2");
+    assert!(!format!("{c:?}").contains("hunter2"));
+}
+
+#[test]
+fn reconnecting_clients_authenticate_again() {
+    let s = server(Some("k"));
+    let port = s.ex.local_addr();
+    let dc = Dispatcher::new().unwrap();
+    let cx = Exchange::client(&dc)
+        .secret("k")
+        .connect(port, RETRY)
+        .unwrap();
+    assert_eq!(
+        cx.connections().recv_timeout(WAIT).unwrap().state(),
+        ConnectionState::Active
+    );
+    s.d.shutdown();
+    assert_eq!(
+        cx.connections().recv_timeout(WAIT).unwrap().state(),
+        ConnectionState::Inactive
+    );
+    let s2 = Dispatcher::new().unwrap();
+    let ex2 = Exchange::server(&s2).secret("k").listen(port).unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let ann = cx.connections().recv_timeout(WAIT).unwrap();
+        if ann.state() == ConnectionState::Active {
+            break;
+        }
+        assert!(Instant::now() < deadline);
+    }
+    assert_eq!(
+        ex2.connections().recv_timeout(WAIT).unwrap().state(),
+        ConnectionState::Active
+    );
+    assert_eq!(s2.stats().auth_failures, 0);
+}
