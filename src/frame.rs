@@ -32,8 +32,9 @@ pub(crate) struct ReadBuffer {
     start: usize,
 }
 
-/// How much one read asks the socket for.
-const READ_CHUNK: usize = 64 * 1024;
+/// How much one read asks the socket for: the size of the scratch buffer
+/// the dispatcher reads into (one for all connections).
+pub(crate) const READ_CHUNK: usize = 64 * 1024;
 
 /// The outcome of [`ReadBuffer::fill`].
 #[derive(Debug, PartialEq, Eq)]
@@ -47,9 +48,15 @@ pub(crate) enum Fill {
 }
 
 impl ReadBuffer {
-    /// Reads from the socket until it would block, the peer closes, or the
-    /// buffer holds `max` unread bytes.
-    pub(crate) fn fill(&mut self, src: &mut impl Read, max: usize) -> io::Result<(Fill, usize)> {
+    /// Reads from the socket through `scratch` until it would block, the
+    /// peer closes, or the buffer holds `max` unread bytes. The buffer grows
+    /// only by what arrived, so an idle connection holds (almost) nothing.
+    pub(crate) fn fill(
+        &mut self,
+        src: &mut impl Read,
+        max: usize,
+        scratch: &mut [u8],
+    ) -> io::Result<(Fill, usize)> {
         let mut total = 0;
         loop {
             let unread = self.buf.len() - self.start;
@@ -59,27 +66,22 @@ impl ReadBuffer {
             if self.start > 0 && self.start == self.buf.len() {
                 self.buf.clear();
                 self.start = 0;
-            }
-            let want = READ_CHUNK.min(max - unread);
-            let old = self.buf.len();
-            self.buf.resize(old + want, 0);
-            match src.read(&mut self.buf[old..]) {
-                Ok(0) => {
-                    self.buf.truncate(old);
-                    return Ok((Fill::Closed, total));
+                if self.buf.capacity() > READ_CHUNK {
+                    self.buf = Vec::new(); // give back a burst's memory
                 }
+            }
+            let want = scratch.len().min(max - unread);
+            match src.read(&mut scratch[..want]) {
+                Ok(0) => return Ok((Fill::Closed, total)),
                 Ok(n) => {
-                    self.buf.truncate(old + n);
+                    self.buf.extend_from_slice(&scratch[..n]);
                     total += n;
                 }
-                Err(e) => {
-                    self.buf.truncate(old);
-                    match e.kind() {
-                        io::ErrorKind::WouldBlock => return Ok((Fill::WouldBlock, total)),
-                        io::ErrorKind::Interrupted => continue,
-                        _ => return Err(e),
-                    }
-                }
+                Err(e) => match e.kind() {
+                    io::ErrorKind::WouldBlock => return Ok((Fill::WouldBlock, total)),
+                    io::ErrorKind::Interrupted => continue,
+                    _ => return Err(e),
+                },
             }
         }
     }
@@ -214,8 +216,9 @@ mod tests {
         };
         let mut r = ReadBuffer::default();
         let mut frames = Vec::new();
+        let mut scratch = vec![0u8; READ_CHUNK];
         loop {
-            let (fill, _) = r.fill(&mut src, 1 << 20).unwrap();
+            let (fill, _) = r.fill(&mut src, 1 << 20, &mut scratch).unwrap();
             while let Some(f) = r.next_frame(4096).unwrap() {
                 frames.push(f.to_vec());
             }
@@ -235,7 +238,7 @@ mod tests {
             pos: 0,
             step: 100,
         };
-        r.fill(&mut src, 1 << 20).unwrap();
+        r.fill(&mut src, 1 << 20, &mut [0u8; 256]).unwrap();
         assert!(matches!(
             r.next_frame(1024),
             Err(FrameError::TooLarge {

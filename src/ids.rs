@@ -138,6 +138,7 @@ struct BindingData {
     audience: String,
     agent: AgentId,
     process: ProcessId,
+    #[serde(deserialize_with = "crate::wire::bounded::strings")]
     groups: Vec<String>,
 }
 

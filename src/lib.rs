@@ -124,6 +124,8 @@ mod error;
 mod event;
 mod exchange;
 mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 mod ids;
 mod methods;
 mod pattern;

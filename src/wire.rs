@@ -212,11 +212,22 @@ pub(crate) enum Message {
     /// The link is alive (sent when a link has been quiet for a while).
     Heartbeat,
     /// Authentication, server to client: prove you hold the key.
-    Challenge { nonce: Vec<u8> },
+    Challenge {
+        #[serde(with = "bounded::bytes")]
+        nonce: Vec<u8>,
+    },
     /// Authentication, client to server: the client's nonce and proof.
-    Response { nonce: Vec<u8>, mac: Vec<u8> },
+    Response {
+        #[serde(with = "bounded::bytes")]
+        nonce: Vec<u8>,
+        #[serde(with = "bounded::bytes")]
+        mac: Vec<u8>,
+    },
     /// Authentication, server to client: the server's proof.
-    Proof { mac: Vec<u8> },
+    Proof {
+        #[serde(with = "bounded::bytes")]
+        mac: Vec<u8>,
+    },
     /// The outcome of a call, on its way back to the caller.
     Reply {
         conv: ConversationId,
@@ -236,6 +247,60 @@ pub(crate) enum Message {
         subject: String,
         payload: Payload,
     },
+}
+
+/// Serde helpers for fields decoded from the network, so that a claimed
+/// length never allocates ahead of the bytes that back it: serde's `Vec`
+/// would reserve up to 1 MiB from the length alone.
+pub(crate) mod bounded {
+    use serde::de::{Deserializer, SeqAccess, Visitor};
+    use serde::Serializer;
+    use std::fmt;
+
+    /// A `Vec<String>` that grows only as its elements decode.
+    pub(crate) fn strings<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Vec<String>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a sequence of strings")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<String>, A::Error> {
+                let mut v = Vec::new();
+                while let Some(s) = seq.next_element()? {
+                    v.push(s);
+                }
+                Ok(v)
+            }
+        }
+        d.deserialize_seq(V)
+    }
+
+    /// Bytes as one length-checked buffer, not a sequence of numbers.
+    pub(crate) mod bytes {
+        use super::*;
+
+        pub(crate) fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_bytes(v)
+        }
+
+        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Vec<u8>;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("bytes")
+                }
+                fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                    Ok(v.to_vec())
+                }
+                fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+                    Ok(v)
+                }
+            }
+            d.deserialize_byte_buf(V)
+        }
+    }
 }
 
 /// Encodes a message as a frame with its length prefix, ready to be queued

@@ -112,6 +112,8 @@ pub(super) struct Net {
     closing: HashMap<usize, u64>,
     /// Whether the liveness timer runs (it does while any link exists).
     liveness_armed: bool,
+    /// Where every connection's reads land first (one buffer for all).
+    scratch: Vec<u8>,
 }
 
 impl Net {
@@ -536,7 +538,10 @@ impl EventLoop {
             let Some(conn) = self.net.conns.get_mut(&token) else {
                 return;
             };
-            let fill = match rbuf.fill(&mut conn.stream, limit + PREFIX) {
+            if self.net.scratch.is_empty() {
+                self.net.scratch = vec![0u8; crate::frame::READ_CHUNK];
+            }
+            let fill = match rbuf.fill(&mut conn.stream, limit + PREFIX, &mut self.net.scratch) {
                 Ok((fill, _)) => fill,
                 Err(e) => {
                     self.close_conn(token, &format!("read failed: {e}"), true);

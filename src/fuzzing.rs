@@ -1,0 +1,154 @@
+//! An entry point for fuzzers and property tests: the exchange's input path
+//! without a socket. Not part of the API.
+
+use crate::frame::{Fill, ReadBuffer};
+use crate::wire::{self, Message};
+
+/// What [`feed`] saw.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// Frames taken from the input.
+    pub frames: usize,
+    /// Frames that decoded (the first as a hello, the rest as messages).
+    pub decoded: usize,
+    /// Whether the input was refused as a connection would be (oversized
+    /// length, bad hello, undecodable frame).
+    pub refused: bool,
+}
+
+/// Feeds bytes through the frame reader in chunks of `chunk` and decodes
+/// every frame as a connection would: the first as a hello, the others as
+/// messages, stopping where a connection would be closed.
+pub fn feed(bytes: &[u8], max_frame: usize, chunk: usize) -> Outcome {
+    struct Chunks<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+    impl std::io::Read for Chunks<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.data.is_empty() {
+                return Err(std::io::ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(self.step.max(1)).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+    let mut src = Chunks {
+        data: bytes,
+        step: chunk,
+    };
+    let mut rbuf = ReadBuffer::default();
+    let mut out = Outcome::default();
+    let mut scratch = vec![0u8; crate::frame::READ_CHUNK];
+    loop {
+        let fill = match rbuf.fill(&mut src, max_frame + crate::frame::PREFIX, &mut scratch) {
+            Ok((fill, _)) => fill,
+            Err(_) => return out,
+        };
+        loop {
+            match rbuf.next_frame(max_frame) {
+                Ok(Some(body)) => {
+                    out.frames += 1;
+                    let ok = if out.frames == 1 {
+                        wire::decode_hello(body).is_ok()
+                    } else {
+                        wire::decode::<Message>(body).is_ok()
+                    };
+                    if !ok {
+                        out.refused = true;
+                        return out;
+                    }
+                    out.decoded += 1;
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    out.refused = true;
+                    return out;
+                }
+            }
+        }
+        if fill == Fill::WouldBlock || fill == Fill::Closed {
+            return out;
+        }
+    }
+}
+
+/// Encoded frames (with prefixes) of every kind a connection carries: a
+/// hello, then one of each message, for fuzzers to mutate.
+pub fn sample_frames() -> Vec<Vec<u8>> {
+    use crate::ids::{AgentId, ConversationId, ProcessId, ServiceBinding};
+    let process = ProcessId::new("fuzz");
+    let binding = ServiceBinding::new(
+        "svc".into(),
+        "*".into(),
+        AgentId(3),
+        process.clone(),
+        vec!["g".into()],
+    );
+    let key = binding.key();
+    let conv = ConversationId::new(process.uid(), 9);
+    let payload = wire::encode(&(1u32, "payload")).unwrap_or_else(|_| unreachable!());
+    let hello = wire::Hello {
+        process,
+        group: String::new(),
+    };
+    let mut frames = vec![crate::frame::with_prefix(
+        &wire::encode_hello(&hello).unwrap_or_default(),
+    )];
+    let messages = [
+        Message::Available {
+            binding: binding.clone(),
+        },
+        Message::Withdrawn {
+            agent: key,
+            draining: false,
+        },
+        Message::Group {
+            agent: key,
+            group: "g".into(),
+            joined: true,
+        },
+        Message::Request {
+            conv,
+            sender: binding.clone(),
+            to: key,
+            method: "m".into(),
+            payload: payload.clone(),
+            timeout_ms: 1000,
+            oneway: false,
+            heartbeat_ms: Some(100),
+        },
+        Message::Reply {
+            conv,
+            result: Ok(payload.clone()),
+        },
+        Message::Progress { conv },
+        Message::Subscribe {
+            subscriber: binding,
+            publisher: key,
+            pattern: "a.*".into(),
+            on: true,
+        },
+        Message::Report {
+            publisher: key,
+            to: None,
+            subject: "a.b".into(),
+            payload,
+        },
+        Message::Heartbeat,
+        Message::Challenge { nonce: vec![1; 32] },
+        Message::Response {
+            nonce: vec![2; 32],
+            mac: vec![3; 32],
+        },
+        Message::Proof { mac: vec![4; 32] },
+    ];
+    for m in &messages {
+        if let Ok(f) = wire::encode_frame(m) {
+            frames.push(f);
+        }
+    }
+    frames
+}
