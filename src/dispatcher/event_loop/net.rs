@@ -306,26 +306,7 @@ impl EventLoop {
             Ok(stream) => {
                 *conn = Some(token);
                 exch.conns.push(token);
-                let timer = self.timers.start(
-                    Instant::now() + self.link.config.handshake_timeout,
-                    TimerKind::Handshake(token),
-                );
-                self.net.conns.insert(
-                    token,
-                    Conn {
-                        exchange: id,
-                        stream,
-                        peer: addr,
-                        state: ConnState::Connecting,
-                        rbuf: ReadBuffer::default(),
-                        wbuf: WriteBuffer::default(),
-                        learned: Vec::new(),
-                        handshake_timer: Some(timer),
-                        last_in: Instant::now(),
-                        last_out: Instant::now(),
-                        subscriptions: 0,
-                    },
-                );
+                self.add_conn(token, id, stream, addr, ConnState::Connecting);
                 log::debug!("netsvc: connecting to {addr}");
             }
             Err(e) => {
@@ -417,32 +398,43 @@ impl EventLoop {
                 continue;
             }
             let _ = stream.set_nodelay(true);
-            let timer = self.timers.start(
-                Instant::now() + self.link.config.handshake_timeout,
-                TimerKind::Handshake(token),
-            );
-            self.net.conns.insert(
-                token,
-                Conn {
-                    exchange: id,
-                    stream,
-                    peer,
-                    state: ConnState::Handshaking,
-                    rbuf: ReadBuffer::default(),
-                    wbuf: WriteBuffer::default(),
-                    learned: Vec::new(),
-                    handshake_timer: Some(timer),
-                    last_in: Instant::now(),
-                    last_out: Instant::now(),
-                    subscriptions: 0,
-                },
-            );
+            self.add_conn(token, id, stream, peer, ConnState::Handshaking);
             if let Some(exch) = self.net.exchanges.get_mut(&id) {
                 exch.conns.push(token);
             }
             log::debug!("netsvc: accepted connection from {peer}");
             self.send_hello(token);
         }
+    }
+
+    /// Registers a new connection, with its handshake deadline.
+    fn add_conn(
+        &mut self,
+        token: usize,
+        exchange: u64,
+        stream: TcpStream,
+        peer: SocketAddr,
+        state: ConnState,
+    ) {
+        let now = Instant::now();
+        let timer = self.timers.start(
+            now + self.link.config.handshake_timeout,
+            TimerKind::Handshake(token),
+        );
+        let conn = Conn {
+            exchange,
+            stream,
+            peer,
+            state,
+            rbuf: ReadBuffer::default(),
+            wbuf: WriteBuffer::default(),
+            learned: Vec::new(),
+            handshake_timer: Some(timer),
+            last_in: now,
+            last_out: now,
+            subscriptions: 0,
+        };
+        self.net.conns.insert(token, conn);
     }
 
     fn send_hello(&mut self, token: usize) {
