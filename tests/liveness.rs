@@ -122,3 +122,48 @@ fn heartbeats_keep_an_idle_link_up() {
     ds.shutdown();
     dc.shutdown();
 }
+
+/// The kernel's timer type for a TCP socket, from /proc/net/tcp: 0 none,
+/// 1 retransmit, 2 keepalive.
+#[cfg(target_os = "linux")]
+fn timer_of(local: std::net::SocketAddr, remote: std::net::SocketAddr) -> Option<u32> {
+    let text = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let hex = |a: std::net::SocketAddr| format!("0100007F:{:04X}", a.port());
+    text.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        (f.get(1) == Some(&hex(local).as_str()) && f.get(2) == Some(&hex(remote).as_str()))
+            .then(|| f.get(5).and_then(|t| t.split(':').next()))
+            .flatten()
+            .and_then(|t| u32::from_str_radix(t, 16).ok())
+    })
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn exchange_connections_have_tcp_keepalive() {
+    let ds = fast("server");
+    let ex = Exchange::server(&ds).listen("127.0.0.1:0").unwrap();
+    let raw = raw::handshake(ex.local_addr(), 12);
+    assert_eq!(
+        ex.connections().recv_timeout(WAIT).unwrap().state(),
+        ConnectionState::Active
+    );
+    // The server's end of this link: local = the listening port, remote = ours.
+    let (server_end, client_end) = (ex.local_addr(), raw.local_addr().unwrap());
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match timer_of(server_end, client_end) {
+            Some(2) => break,
+            // 1 while the hello is unacknowledged; the keepalive timer
+            // follows once the link is idle.
+            other => assert!(
+                Instant::now() < deadline,
+                "server socket timer {other:?}, not keepalive"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The raw client set no keepalive: the check can tell the difference.
+    assert_ne!(timer_of(client_end, server_end), Some(2));
+    ds.shutdown();
+}

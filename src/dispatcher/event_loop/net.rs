@@ -407,7 +407,8 @@ impl EventLoop {
         }
     }
 
-    /// Registers a new connection, with its handshake deadline.
+    /// Registers a new connection, with its handshake deadline. Keepalive
+    /// lets the kernel notice a dead peer too, beside our heartbeats.
     fn add_conn(
         &mut self,
         token: usize,
@@ -416,6 +417,13 @@ impl EventLoop {
         peer: SocketAddr,
         state: ConnState,
     ) {
+        let idle = self.link.config.dead_peer_timeout;
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(idle)
+            .with_interval((idle / 3).max(Duration::from_secs(1)));
+        if let Err(e) = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive) {
+            log::debug!("netsvc: keepalive not set on the connection to {peer}: {e}");
+        }
         let now = Instant::now();
         let timer = self.timers.start(
             now + self.link.config.handshake_timeout,
