@@ -35,9 +35,8 @@
 mod util;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -47,6 +46,7 @@ use netsvc::{
     ConnectionAnnouncement, ConnectionState, Dispatcher, Event, Exchange, ServiceBinding,
     ServiceStatus,
 };
+use util::child::{example, read_lines, Out};
 use util::WAIT;
 
 const ROLE_VAR: &str = "NETSVC_CHAOS_ROLE";
@@ -214,12 +214,6 @@ fn run_caller(port: u16) {
 
 // ----- child processes (the wrapper of tests/processes.rs) -----
 
-enum Out {
-    /// A line, with the moment the reader thread read it.
-    Line(Instant, String),
-    Eof,
-}
-
 /// A running child with its stdout read line by line on a thread of its
 /// own; killed (SIGKILL) and reaped when dropped, also on panic.
 struct Proc {
@@ -230,26 +224,6 @@ struct Proc {
     /// Every line read so far, for failure messages.
     seen: Vec<String>,
     eof: bool,
-}
-
-/// The path of an example binary, next to this test's own executable:
-/// target/debug/deps/<test> -> target/debug/examples/<name>.
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("the test executable is in target/<profile>/deps");
-    let path = dir
-        .join("examples")
-        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        path.is_file(),
-        "example binary {} is missing: run `cargo build --examples` first \
-         (`cargo test` without --test builds them)",
-        path.display()
-    );
-    path
 }
 
 impl Proc {
@@ -264,25 +238,8 @@ impl Proc {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        let stdout = child.stdout.take().expect("piped stdout");
         let stdin = child.stdin.take();
-        let (tx, rx) = crossbeam_channel::unbounded();
-        thread::Builder::new()
-            .name(format!("read-{name}"))
-            .spawn(move || {
-                for line in BufReader::new(stdout).lines() {
-                    match line {
-                        Ok(line) => {
-                            if tx.send(Out::Line(Instant::now(), line)).is_err() {
-                                return;
-                            }
-                        }
-                        Err(_) => break,
-                    }
-                }
-                let _ = tx.send(Out::Eof);
-            })
-            .expect("spawn a reader thread");
+        let rx = read_lines(name, &mut child);
         Proc {
             name: format!("{name}[{}]", child.id()),
             child,

@@ -17,9 +17,7 @@
 mod util;
 
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::thread;
@@ -30,17 +28,13 @@ use netsvc::{
     codes, ConnectionAnnouncement, ConnectionState, Dispatcher, Error, Exchange, ProcessId,
     ServiceStatus,
 };
+use util::child::{example, read_lines, Out};
 use util::*;
 
 /// The reconnect delay of the test process's own exchange clients.
 const RETRY: Duration = Duration::from_millis(200);
 
 // ----- child processes -----
-
-enum Out {
-    Line(String),
-    Eof,
-}
 
 /// Which of a child's two output streams.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -72,26 +66,6 @@ struct Proc {
     eof: bool,
 }
 
-/// The path of an example binary, next to this test's own executable:
-/// target/debug/deps/<test> -> target/debug/examples/<name>.
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("the test executable is in target/<profile>/deps");
-    let path = dir
-        .join("examples")
-        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        path.is_file(),
-        "example binary {} is missing: run `cargo build --examples` first \
-         (`cargo test` without --test builds them)",
-        path.display()
-    );
-    path
-}
-
 impl Proc {
     fn spawn(name: &str, args: &[String]) -> Proc {
         let mut child = Command::new(example(name))
@@ -101,24 +75,7 @@ impl Proc {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start example {name}: {e}"));
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = crossbeam_channel::unbounded();
-        thread::Builder::new()
-            .name(format!("read-{name}"))
-            .spawn(move || {
-                for line in BufReader::new(stdout).lines() {
-                    match line {
-                        Ok(line) => {
-                            if tx.send(Out::Line(line)).is_err() {
-                                return;
-                            }
-                        }
-                        Err(_) => break,
-                    }
-                }
-                let _ = tx.send(Out::Eof);
-            })
-            .expect("spawn a reader thread");
+        let rx = read_lines(name, &mut child);
         Proc {
             name: format!("{name}[{}]", child.id()),
             child,
@@ -201,7 +158,7 @@ impl Proc {
         }
         let left = deadline.saturating_duration_since(Instant::now());
         match self.out.recv_timeout(left) {
-            Ok(Out::Line(line)) => {
+            Ok(Out::Line(_, line)) => {
                 self.seen.push(line.clone());
                 let stream = stream_of(&line);
                 self.queue(stream).push_back(line);

@@ -22,9 +22,7 @@
 mod util;
 
 use std::collections::{BTreeMap, VecDeque};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Barrier};
 use std::thread;
@@ -35,6 +33,7 @@ use netsvc::{
     ConnectionState, Context, Dispatcher, Error, Exchange, RpcClient, Service, ServiceStatus,
     Target, Value,
 };
+use util::child::{example, read_lines, Out};
 use util::*;
 
 /// The reconnect delay of the test process's exchange client.
@@ -44,11 +43,6 @@ const RETRY: Duration = Duration::from_millis(200);
 const GROUP: &str = "rpc:openstack:calculator";
 
 // ----- child processes -----
-
-enum Out {
-    Line(String),
-    Eof,
-}
 
 /// A running example binary with its stdout read line by line by a thread
 /// of its own.
@@ -67,26 +61,6 @@ struct Proc {
     eof: bool,
 }
 
-/// The path of an example binary, next to this test's own executable:
-/// target/debug/deps/<test> -> target/debug/examples/<name>.
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("the test executable is in target/<profile>/deps");
-    let path = dir
-        .join("examples")
-        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        path.is_file(),
-        "example binary {} is missing: run `cargo build --examples` first \
-         (`cargo test` without --test builds them)",
-        path.display()
-    );
-    path
-}
-
 fn is_link_line(line: &str) -> bool {
     line.starts_with("ACTIVE ") || line.starts_with("INACTIVE ")
 }
@@ -100,24 +74,7 @@ impl Proc {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start example {name}: {e}"));
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = crossbeam_channel::unbounded();
-        thread::Builder::new()
-            .name(format!("read-{name}"))
-            .spawn(move || {
-                for line in BufReader::new(stdout).lines() {
-                    match line {
-                        Ok(line) => {
-                            if tx.send(Out::Line(line)).is_err() {
-                                return;
-                            }
-                        }
-                        Err(_) => break,
-                    }
-                }
-                let _ = tx.send(Out::Eof);
-            })
-            .expect("spawn a reader thread");
+        let rx = read_lines(name, &mut child);
         Proc {
             name: format!("{name}[{}]", child.id()),
             child,
@@ -192,7 +149,7 @@ impl Proc {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             match self.out.recv_timeout(left) {
-                Ok(Out::Line(line)) => {
+                Ok(Out::Line(_, line)) => {
                     self.seen.push(line.clone());
                     if !is_link_line(&line) {
                         self.main.push_back(line);
