@@ -19,8 +19,9 @@ use crate::service::ServiceBuilder;
 use command::Command;
 
 /// How many commands may wait for the dispatcher before senders block. A
-/// sender blocked here is pushed back on, never dropped.
-const COMMAND_CAPACITY: usize = 65_536;
+/// sender blocked here is pushed back on, never dropped. (crossbeam makes
+/// every slot up front: 65,536 slots cost each dispatcher 11 MiB.)
+const COMMAND_CAPACITY: usize = 4096;
 
 /// Configuration shared by the dispatcher thread and every handle.
 #[derive(Debug, Clone)]
@@ -53,6 +54,7 @@ pub(crate) struct Counters {
     pub slow_consumers: AtomicU64,
     pub limits_breached: AtomicU64,
     pub auth_failures: AtomicU64,
+    pub casts_dropped: AtomicU64,
 }
 
 impl Counters {
@@ -101,6 +103,10 @@ pub struct Stats {
     /// Exchange links refused because authentication failed (wrong key, no
     /// key, or a replayed handshake).
     pub auth_failures: u64,
+    /// Casts (one-way requests, including notifications) that reached a
+    /// full queue after their sender was already told they were sent, and
+    /// were dropped: counted and logged here, at the receiving dispatcher.
+    pub casts_dropped: u64,
 }
 
 /// What the thread that shuts down needs: the threads to join.
@@ -379,6 +385,7 @@ impl Dispatcher {
             slow_consumers: get(&c.slow_consumers),
             limits_breached: get(&c.limits_breached),
             auth_failures: get(&c.auth_failures),
+            casts_dropped: get(&c.casts_dropped),
         }
     }
 

@@ -66,9 +66,6 @@ impl ReadBuffer {
             if self.start > 0 && self.start == self.buf.len() {
                 self.buf.clear();
                 self.start = 0;
-                if self.buf.capacity() > READ_CHUNK {
-                    self.buf = Vec::new(); // give back a burst's memory
-                }
             }
             let want = scratch.len().min(max - unread);
             match src.read(&mut scratch[..want]) {
@@ -113,6 +110,9 @@ impl ReadBuffer {
         if self.start > 0 {
             self.buf.drain(..self.start);
             self.start = 0;
+        }
+        if self.buf.is_empty() && self.buf.capacity() > READ_CHUNK {
+            self.buf = Vec::new(); // give back a burst's memory
         }
     }
 

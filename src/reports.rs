@@ -208,14 +208,15 @@ impl Reports {
         self.cache.remove(&publisher);
     }
 
-    /// Applies a report's lifetime to the cache.
+    /// Applies a report's lifetime to the cache. The clock is read only for
+    /// a timed lifetime (read per report, it showed in profiles); expired
+    /// entries are swept then, and are never delivered in any case.
     pub(crate) fn store(
         &mut self,
         publisher: AgentKey,
         subject: &Arc<str>,
         payload: &Payload,
         lifetime: Lifetime,
-        now: Instant,
     ) {
         let expires = match lifetime {
             Lifetime::None => {
@@ -225,10 +226,15 @@ impl Reports {
                 return;
             }
             Lifetime::Forever => None,
-            Lifetime::For(d) => Some(now + d),
+            Lifetime::For(d) => {
+                let now = Instant::now();
+                if let Some(c) = self.cache.get_mut(&publisher) {
+                    c.retain(|_, c| c.live(now));
+                }
+                Some(now + d)
+            }
         };
         let cache = self.cache.entry(publisher).or_default();
-        cache.retain(|_, c| c.live(now));
         cache.insert(
             subject.clone(),
             Cached {

@@ -1061,3 +1061,66 @@ fn slow_consumer_is_disconnected_and_others_keep_working() {
     assert_no_connection(&bulk);
     assert_eq!(ds.stats().slow_consumers, 1);
 }
+
+#[test]
+fn casts_dropped_at_a_full_queue_are_counted_where_they_are_dropped() {
+    use netsvc::{Context, NotificationListener, Notifier};
+    let ds = Dispatcher::builder().name("server").build().unwrap();
+    let ex = Exchange::server(&ds).listen("127.0.0.1:0").unwrap();
+    // A listener whose handler blocks on the first notification: one in hand,
+    // 1024 (the default queue) waiting, the rest refused.
+    let (release_tx, release_rx) = crossbeam_channel::bounded::<()>(0);
+    let (seen_tx, seen_rx) = crossbeam_channel::unbounded::<u32>();
+    let listener = NotificationListener::new(&ds, &["load"])
+        .on("info", move |_ctx: &Context, n: &netsvc::Notification| {
+            let i: u32 = n.decode_payload().unwrap();
+            if i == 0 {
+                let _ = release_rx.recv_timeout(WAIT);
+            }
+            let _ = seen_tx.send(i);
+        })
+        .start()
+        .unwrap();
+    let dc = Dispatcher::builder().name("client").build().unwrap();
+    let cx = Exchange::client(&dc)
+        .connect(ex.local_addr(), Duration::from_millis(100))
+        .unwrap();
+    assert_eq!(
+        cx.connections().recv_timeout(WAIT).unwrap().state(),
+        ConnectionState::Active
+    );
+    let watcher = dc.service("watcher").open().unwrap();
+    watcher.monitor_service_name("notify:openstack:load");
+    wait_announcement(
+        &watcher,
+        "notify:openstack:load",
+        None,
+        ServiceStatus::Available,
+    );
+    let notifier = Notifier::new(&dc, "client", &["load"]);
+    for i in 0..1100u32 {
+        // Handed to the link: the sender cannot know the far queue is full.
+        notifier.info(&Context::new(), "tick", &i).unwrap();
+    }
+    let deadline = Instant::now() + WAIT;
+    while ds.stats().casts_dropped < 75 {
+        assert!(Instant::now() < deadline, "{:?}", ds.stats());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    release_tx.send(()).unwrap();
+    let got: Vec<u32> = (0..1025)
+        .map(|_| seen_rx.recv_timeout(WAIT).unwrap())
+        .collect();
+    assert_eq!(
+        got,
+        (0..1025).collect::<Vec<_>>(),
+        "the first 1025, in order"
+    );
+    assert!(
+        seen_rx.recv_timeout(QUIET).is_err(),
+        "the dropped ones never arrive"
+    );
+    assert_eq!(ds.stats().casts_dropped, 75);
+    listener.stop();
+    listener.wait();
+}

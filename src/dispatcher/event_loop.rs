@@ -857,8 +857,7 @@ impl EventLoop {
         let key = publisher.key();
         let subject: Arc<str> = subject.into();
         Counters::bump(&self.link.counters.reports_published);
-        self.reports
-            .store(key, &subject, &payload, lifetime, Instant::now());
+        self.reports.store(key, &subject, &payload, lifetime);
         let mut subscribers = std::mem::take(&mut self.scratch);
         subscribers.clear();
         self.reports
@@ -1173,6 +1172,17 @@ impl EventLoop {
             }
             Err(refused) => {
                 let (event, error) = match refused {
+                    Refused::Full(Event::Request(mut r))
+                        if opts.oneway && !self.pending.contains_key(&conv) =>
+                    {
+                        // A cast whose sender was already told it was sent
+                        // (it came from a peer): nobody to answer, so it is
+                        // counted and said here.
+                        r.disarm();
+                        Counters::bump(&self.link.counters.casts_dropped);
+                        log::warn!("netsvc: a cast to {receiver} was dropped: its queue is full");
+                        return;
+                    }
                     Refused::Full(event) => {
                         Counters::bump(&self.link.counters.busy_replies);
                         let failure = ServiceFailure::new(codes::SERVICE_BUSY, "service busy")
