@@ -82,6 +82,9 @@ pub struct Request {
     pub(crate) answered: bool,
     /// A cast: nobody waits for an answer.
     pub(crate) oneway: bool,
+    /// For a caller in this process: its reply channel, so that the answer
+    /// goes straight to it, not through the dispatcher thread.
+    pub(crate) direct: Option<crossbeam_channel::Sender<Result<Payload>>>,
 }
 
 /// A request dropped by a panicking handler: where to send its failure, and
@@ -171,10 +174,20 @@ impl Request {
             return Ok(());
         }
         match wire::encode(value) {
-            Ok(payload) => self.link.send(Command::Reply {
-                conv: self.conv,
-                result: Ok(payload),
-            }),
+            Ok(payload) => match self.direct.take() {
+                // First answer wins on the caller's one-slot channel (a
+                // timeout or failure the dispatcher sent first keeps it);
+                // the dispatcher then forgets the call, or counts a late
+                // reply if it had already ended.
+                Some(tx) => {
+                    let _ = tx.try_send(Ok(payload));
+                    self.link.send(Command::Done { conv: self.conv })
+                }
+                None => self.link.send(Command::Reply {
+                    conv: self.conv,
+                    result: Ok(payload),
+                }),
+            },
             Err(e) => {
                 let failure = self
                     .failure(codes::APPLICATION_ERROR, "reply could not be encoded")

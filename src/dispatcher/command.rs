@@ -174,6 +174,10 @@ pub(crate) enum Command {
         conv: ConversationId,
         result: std::result::Result<Payload, ServiceFailure>,
     },
+    /// A local caller was answered directly: forget the call.
+    Done {
+        conv: ConversationId,
+    },
     Forward {
         conv: ConversationId,
         to: ServiceBinding,

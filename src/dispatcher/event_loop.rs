@@ -286,6 +286,13 @@ impl EventLoop {
                 }
             }
             Command::Call(call) => self.call(call),
+            Command::Done { conv } => match self.pending.remove(&conv) {
+                Some(p) => {
+                    self.cancel_timers(conv, &p);
+                    Counters::bump(&self.link.counters.replies_delivered);
+                }
+                None => Counters::bump(&self.link.counters.late_replies),
+            },
             Command::Reply { conv, result } => {
                 self.complete(conv, result.map_err(Error::Service));
             }
@@ -1157,6 +1164,10 @@ impl EventLoop {
             link: self.link.clone(),
             answered: false,
             oneway: opts.oneway,
+            direct: match self.pending.get(&conv).map(|p| &p.caller) {
+                Some(Caller::Local(tx)) if !opts.oneway => Some(tx.clone()),
+                _ => None,
+            },
         };
         match self.try_deliver(agent, Event::Request(request), Class::Data) {
             Ok(()) => {
