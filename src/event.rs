@@ -168,36 +168,47 @@ impl Request {
     /// If the value cannot be encoded the caller is failed with code 57 and
     /// the encoding error is returned. Returns [`Error::Closed`](crate::Error::Closed)
     /// if the dispatcher is gone.
-    pub fn reply<T: Serialize + ?Sized>(mut self, value: &T) -> Result<()> {
-        self.answered = true;
-        if self.oneway {
-            return Ok(());
-        }
+    pub fn reply<T: Serialize + ?Sized>(self, value: &T) -> Result<()> {
         match wire::encode(value) {
-            Ok(payload) => match self.direct.take() {
-                // First answer wins on the caller's one-slot channel (a
-                // timeout or failure the dispatcher sent first keeps it);
-                // the dispatcher then forgets the call, or counts a late
-                // reply if it had already ended.
-                Some(tx) => {
-                    let _ = tx.try_send(Ok(payload));
-                    self.link.send(Command::Done { conv: self.conv })
-                }
-                None => self.link.send(Command::Reply {
-                    conv: self.conv,
-                    result: Ok(payload),
-                }),
-            },
+            Ok(payload) => self.respond(Ok(payload)),
             Err(e) => {
                 let failure = self
                     .failure(codes::APPLICATION_ERROR, "reply could not be encoded")
                     .with_details(e.to_string());
-                self.link.send_quiet(Command::Reply {
-                    conv: self.conv,
-                    result: Err(failure),
-                });
+                let _ = self.respond(Err(failure));
                 Err(e)
             }
+        }
+    }
+
+    /// Sends the outcome, once: nowhere for a cast; a value straight to a
+    /// caller in this process (first answer wins on its one-slot channel,
+    /// then the dispatcher only forgets the call, or counts a late reply);
+    /// anything else through the dispatcher.
+    pub(crate) fn respond(
+        mut self,
+        result: std::result::Result<Payload, ServiceFailure>,
+    ) -> Result<()> {
+        self.answered = true;
+        if self.oneway {
+            return Ok(());
+        }
+        let conv = self.conv;
+        match (result, self.direct.take()) {
+            (Ok(payload), Some(tx)) => {
+                let _ = tx.try_send(Ok(payload));
+                self.link.send(Command::Done { conv })
+            }
+            (Err(mut failure), _) => {
+                if failure.origin.is_empty() {
+                    failure.origin = self.receiver.service_name().to_owned();
+                }
+                self.link.send(Command::Reply {
+                    conv,
+                    result: Err(failure),
+                })
+            }
+            (ok, None) => self.link.send(Command::Reply { conv, result: ok }),
         }
     }
 
@@ -209,18 +220,8 @@ impl Request {
 
     /// Fails the request with a complete [`ServiceFailure`]. An empty origin
     /// is filled with this service's name.
-    pub fn fail_with(mut self, mut failure: ServiceFailure) -> Result<()> {
-        self.answered = true;
-        if self.oneway {
-            return Ok(());
-        }
-        if failure.origin.is_empty() {
-            failure.origin = self.receiver.service_name().to_owned();
-        }
-        self.link.send(Command::Reply {
-            conv: self.conv,
-            result: Err(failure),
-        })
+    pub fn fail_with(self, failure: ServiceFailure) -> Result<()> {
+        self.respond(Err(failure))
     }
 
     /// Passes the request on to another service (OSE's bounceRequest), keeping

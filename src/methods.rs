@@ -94,7 +94,7 @@ impl Methods {
     }
 
     /// Answers the request from the table (see the type's documentation).
-    pub fn handle(&mut self, mut request: Request) {
+    pub fn handle(&mut self, request: Request) {
         let outcome = match self.table.get_mut(request.method()) {
             None => Err(
                 ServiceFailure::new(codes::METHOD_UNAVAILABLE, "method unavailable")
@@ -116,18 +116,6 @@ impl Methods {
                 }
             }
         };
-        request.disarm();
-        if request.oneway {
-            return;
-        }
-        let link = request.link.clone();
-        let conv = request.conv;
-        let result = outcome.map_err(|mut f| {
-            if f.origin.is_empty() {
-                f.origin = request.receiver().service_name().to_owned();
-            }
-            f
-        });
-        link.send_quiet(crate::dispatcher::command::Command::Reply { conv, result });
+        let _ = request.respond(outcome);
     }
 }
