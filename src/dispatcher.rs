@@ -448,6 +448,15 @@ impl DispatcherBuilder {
     /// How many bytes may wait to be written to one exchange peer before it
     /// is disconnected as a slow consumer (default 64 MiB); counted in
     /// [`Stats::slow_consumers`].
+    ///
+    /// Before that, above an eighth of it, the peer is *congested*: the
+    /// dispatcher takes no commands and reads from no other peer until the
+    /// backlog is down to a quarter of that mark. The pressure so reaches
+    /// the senders (through TCP, and on the bounded command queue, where a
+    /// fast publisher blocks) instead of piling up here. A peer congested
+    /// for the dead-peer timeout (see [`heartbeat`](Self::heartbeat)) is
+    /// disconnected as a slow consumer, so congestion always ends; commands
+    /// (also [`Dispatcher::shutdown`]) wait for it at most that long.
     pub fn max_outbound_buffer(mut self, bytes: usize) -> Self {
         self.config.max_outbound_buffer = bytes;
         self

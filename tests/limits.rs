@@ -169,3 +169,59 @@ fn a_client_holding_too_many_subscriptions_is_disconnected() {
         "{gone:?}"
     );
 }
+
+#[test]
+fn a_congested_peer_holds_commands_back_until_it_is_dropped() {
+    // 32 MiB limit: congested above 4 MiB of unsent output. A peer that
+    // never reads is sent a table of ~12 MB: the kernel takes a few MB, the
+    // rest waits, and the dispatcher pushes back instead of buffering on.
+    let ds = Dispatcher::builder()
+        .max_outbound_buffer(32 << 20)
+        .heartbeat(Duration::from_millis(50), Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let ex = Exchange::server(&ds).listen("127.0.0.1:0").unwrap();
+    let name = "x".repeat(4000);
+    let _bulk: Vec<_> = (0..3000)
+        .map(|i| ds.service(&format!("{name}{i}")).open().unwrap())
+        .collect();
+    let echo = echo(&ds);
+    let me = ds.service("me").open().unwrap();
+    let mut raw = util::raw::handshake(ex.local_addr(), 21);
+    let conns = ex.connections();
+    assert_eq!(
+        conns.recv_timeout(WAIT).unwrap().state(),
+        ConnectionState::Active
+    );
+    // Alive (it sends heartbeats: Message::Heartbeat is variant 5) but not
+    // reading: congested, not silent.
+    let mut beat = raw.try_clone().unwrap();
+    let beating = std::thread::spawn(move || {
+        use std::io::Write;
+        while beat.write_all(&[0, 0, 0, 1, 5]).is_ok() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    // A local call waits behind the congestion, then completes once the
+    // stuck peer is dropped (after the dead-peer timeout): late, not lost.
+    let pong: String = me.call(echo.binding(), "ping", &()).unwrap();
+    assert_eq!(pong, "pong");
+    assert_eq!(
+        conns.recv_timeout(WAIT).unwrap().state(),
+        ConnectionState::Inactive
+    );
+    assert_eq!(ds.stats().slow_consumers, 1);
+    // The peer received part of the table, then end of stream.
+    use std::io::Read;
+    let mut total = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match raw.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => total += n,
+        }
+    }
+    assert!(total < 12_000_000, "the whole table was sent: {total}");
+    drop(raw);
+    beating.join().unwrap();
+}

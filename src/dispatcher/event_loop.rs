@@ -214,7 +214,14 @@ impl EventLoop {
                 .wake_pending()
                 .store(false, std::sync::atomic::Ordering::SeqCst);
             more_commands = false;
-            for _ in 0..COMMANDS_PER_TURN {
+            // A congested peer holds commands back: senders block on the
+            // bounded queue, which is the pressure a fast publisher feels.
+            let turn = if self.net.congested() {
+                0
+            } else {
+                COMMANDS_PER_TURN
+            };
+            for _ in 0..turn {
                 match self.commands.try_recv() {
                     Ok(cmd) => {
                         if self.handle(cmd) == Flow::Stop {
@@ -238,6 +245,9 @@ impl EventLoop {
             }
             // Everything queued for peers this turn goes out now, batched.
             self.flush_dirty();
+            if !self.net.congested() && !self.commands.is_empty() {
+                more_commands = true;
+            }
         }
     }
 

@@ -27,6 +27,13 @@ use crate::ids::{AgentKey, ConversationId, ProcessId, ServiceBinding};
 use crate::registry::Route;
 use crate::wire::{self, Hello, Message, Payload};
 
+/// Above this much unsent output a connection is congested: its dispatcher
+/// pushes back (takes no commands, reads from no other peer) until it is
+/// down to a quarter of it.
+pub(super) fn high_water(max_outbound: usize) -> usize {
+    (max_outbound / 8).max(64 * 1024)
+}
+
 /// Whether a binding of that audience is visible through an exchange of
 /// that group: `"*"` everywhere, `""` nowhere, a group name in that group.
 pub(super) fn visible(audience: &str, group: &str) -> bool {
@@ -114,6 +121,12 @@ pub(super) struct Net {
     liveness_armed: bool,
     /// Where every connection's reads land first (one buffer for all).
     scratch: Vec<u8>,
+    /// Connections whose unsent output is above the high-water mark, with
+    /// when they got there. While any is, the dispatcher takes no commands
+    /// and reads from no other peer: the pressure goes back to the senders.
+    congested: HashMap<usize, Instant>,
+    /// Connections with input left unread while congested.
+    stalled: Vec<usize>,
 }
 
 impl Net {
@@ -138,6 +151,11 @@ impl Net {
 
     pub(super) fn is_empty(&self) -> bool {
         self.exchanges.is_empty()
+    }
+
+    /// Whether a peer's backlog holds everything back.
+    pub(super) fn congested(&self) -> bool {
+        !self.congested.is_empty()
     }
 }
 
@@ -521,7 +539,14 @@ impl EventLoop {
             }
         }
         if event.is_readable() || event.is_read_closed() || event.is_error() {
-            self.read_conn(token);
+            if self.net.congested() && !self.net.congested.contains_key(&token) {
+                // Leave it in the socket: TCP pushes back on that sender.
+                if !self.net.stalled.contains(&token) {
+                    self.net.stalled.push(token);
+                }
+            } else {
+                self.read_conn(token);
+            }
         }
         if event.is_writable() && self.net.conns.contains_key(&token) {
             self.net.dirty.push(token);
@@ -874,6 +899,7 @@ impl EventLoop {
         dirty.sort_unstable();
         dirty.dedup();
         let limit = self.link.config.max_outbound_buffer;
+        let high = high_water(limit);
         for token in dirty.drain(..) {
             let Some(conn) = self.net.conns.get_mut(&token) else {
                 continue;
@@ -886,7 +912,13 @@ impl EventLoop {
             }
             match conn.wbuf.flush(&mut conn.stream) {
                 Ok(_) => {
-                    if conn.wbuf.pending() > limit {
+                    let pending = conn.wbuf.pending();
+                    if pending > high {
+                        self.net.congested.entry(token).or_insert_with(Instant::now);
+                    } else if pending <= high / 4 {
+                        self.net.congested.remove(&token);
+                    }
+                    if pending > limit {
                         Counters::bump(&self.link.counters.slow_consumers);
                         let reason = format!(
                             "slow consumer: {} bytes waiting, limit {limit}",
@@ -900,6 +932,12 @@ impl EventLoop {
         }
         if self.net.dirty.is_empty() {
             self.net.dirty = dirty;
+        }
+        // Congestion over: read what was left waiting.
+        if !self.net.congested() && !self.net.stalled.is_empty() {
+            for token in std::mem::take(&mut self.net.stalled) {
+                self.read_conn(token);
+            }
         }
     }
 
@@ -933,9 +971,26 @@ impl EventLoop {
         );
         let mut quiet = Vec::new();
         let mut silent = Vec::new();
+        // A peer that has held everything back for a dead-peer timeout is
+        // dropped as a slow consumer, so that congestion always ends.
+        let stuck: Vec<usize> = self
+            .net
+            .congested
+            .iter()
+            .filter(|(_, since)| now.saturating_duration_since(**since) >= dead)
+            .map(|(t, _)| *t)
+            .collect();
+        for token in stuck {
+            Counters::bump(&self.link.counters.slow_consumers);
+            self.close_conn(
+                token,
+                &format!("slow consumer: backlog not drained for {dead:?}"),
+                true,
+            );
+        }
         for (token, conn) in &self.net.conns {
-            if !matches!(conn.state, ConnState::Active { .. }) {
-                continue;
+            if !matches!(conn.state, ConnState::Active { .. }) || self.net.stalled.contains(token) {
+                continue; // (a stalled peer's input is ours to read, not its silence)
             }
             if now.saturating_duration_since(conn.last_in) >= dead {
                 silent.push(*token);
@@ -966,6 +1021,8 @@ impl EventLoop {
         let Some(mut conn) = self.net.conns.remove(&token) else {
             return;
         };
+        self.net.congested.remove(&token);
+        self.net.stalled.retain(|t| *t != token);
         let _ = self.poll.registry().deregister(&mut conn.stream);
         if let Some(t) = conn.handshake_timer.take() {
             self.timers.cancel(t);
