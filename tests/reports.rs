@@ -98,6 +98,19 @@ fn reports_until(svc: &Service, sentinel: &str) -> Vec<(String, u32)> {
     got
 }
 
+/// What a subscriber that comes now gets from the publisher's cache: it
+/// subscribes to everything, and receives the reports up to a marker the
+/// publisher sends after; nothing may follow the marker.
+fn cached_for_late_subscriber(d: &Dispatcher, publ: &Service) -> Vec<(String, u32)> {
+    let sub = d.service("subscriber").open().unwrap();
+    sub.subscribe_reports("publisher", "*");
+    expect_publisher(&sub, publ.binding(), ServiceStatus::Available);
+    publ.publish_report("end", &0u32, Lifetime::None).unwrap();
+    let got = reports_until(&sub, "end");
+    assert_quiet(&sub);
+    got
+}
+
 fn pairs(items: &[(&str, u32)]) -> Vec<(String, u32)> {
     let mut v: Vec<(String, u32)> = items.iter().map(|(s, n)| (s.to_string(), *n)).collect();
     v.sort();
@@ -252,15 +265,10 @@ fn only_latest_report_per_subject_is_cached() {
     publ.publish_report("other", &7u32, Lifetime::Forever)
         .unwrap();
 
-    let sub = d.service("subscriber").open().unwrap();
-    sub.subscribe_reports("publisher", "*");
-    expect_publisher(&sub, publ.binding(), ServiceStatus::Available);
-    publ.publish_report("end", &0u32, Lifetime::None).unwrap();
     assert_eq!(
-        reports_until(&sub, "end"),
+        cached_for_late_subscriber(&d, &publ),
         pairs(&[("state", 2), ("other", 7)])
     );
-    assert_quiet(&sub);
 }
 
 #[test]
@@ -295,15 +303,10 @@ fn lifetime_none_removes_cached_report_of_that_exact_subject_only() {
     // nothing but itself.
     publ.publish_report("a.*", &5u32, Lifetime::None).unwrap();
 
-    let sub = d.service("subscriber").open().unwrap();
-    sub.subscribe_reports("publisher", "*");
-    expect_publisher(&sub, publ.binding(), ServiceStatus::Available);
-    publ.publish_report("end", &0u32, Lifetime::None).unwrap();
     assert_eq!(
-        reports_until(&sub, "end"),
+        cached_for_late_subscriber(&d, &publ),
         pairs(&[("a.c", 2), ("a.bb", 3)])
     );
-    assert_quiet(&sub);
 }
 
 #[test]
@@ -342,15 +345,10 @@ fn timed_report_is_not_replayed_after_its_lifetime() {
         std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
     }
 
-    let sub = d.service("subscriber").open().unwrap();
-    sub.subscribe_reports("publisher", "*");
-    expect_publisher(&sub, publ.binding(), ServiceStatus::Available);
-    publ.publish_report("end", &0u32, Lifetime::None).unwrap();
     assert_eq!(
-        reports_until(&sub, "end"),
+        cached_for_late_subscriber(&d, &publ),
         pairs(&[("long", 2), ("forever", 3)])
     );
-    assert_quiet(&sub);
 }
 
 #[test]
@@ -367,15 +365,10 @@ fn expire_reports_removes_only_matching_cached_subjects() {
         .unwrap();
     publ.expire_reports("system.*");
 
-    let sub = d.service("subscriber").open().unwrap();
-    sub.subscribe_reports("publisher", "*");
-    expect_publisher(&sub, publ.binding(), ServiceStatus::Available);
-    publ.publish_report("end", &0u32, Lifetime::None).unwrap();
     assert_eq!(
-        reports_until(&sub, "end"),
+        cached_for_late_subscriber(&d, &publ),
         pairs(&[("system", 3), ("user.count", 4)])
     );
-    assert_quiet(&sub);
 }
 
 #[test]
