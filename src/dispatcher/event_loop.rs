@@ -161,7 +161,7 @@ pub(crate) struct EventLoop {
     /// Calls waiting for a destination.
     parked: Vec<Parked>,
     /// Round-robin position per name or group.
-    turns: HashMap<String, usize>,
+    turns: Turns,
 }
 
 impl EventLoop {
@@ -178,7 +178,7 @@ impl EventLoop {
             scratch: Vec::new(),
             net: net::Net::default(),
             parked: Vec::new(),
-            turns: HashMap::new(),
+            turns: Turns::default(),
         }
     }
 
@@ -1013,25 +1013,22 @@ impl EventLoop {
     }
 
     /// The next agent, in turn, for a name or group destination.
+    /// Runs on every call to a topic: no allocation once a name or group
+    /// has had its first turn.
     fn pick(&mut self, to: &Destination) -> Option<AgentKey> {
-        let (turn_key, members): (String, Vec<AgentKey>) = match to {
-            Destination::Name(n) => (
-                format!("n:{n}"),
-                self.registry.by_name(n).map(|b| b.key()).collect(),
-            ),
-            Destination::Group(g) => (
-                format!("g:{g}"),
-                self.registry.group_members(g).map(|b| b.key()).collect(),
-            ),
-            _ => return None,
-        };
-        if members.is_empty() {
-            return None;
+        match to {
+            Destination::Name(n) => {
+                let count = self.registry.by_name(n).count();
+                let i = next_turn(&mut self.turns.names, n, count)?;
+                self.registry.by_name(n).nth(i).map(|b| b.key())
+            }
+            Destination::Group(g) => {
+                let count = self.registry.group_members(g).count();
+                let i = next_turn(&mut self.turns.groups, g, count)?;
+                self.registry.group_members(g).nth(i).map(|b| b.key())
+            }
+            _ => None,
         }
-        let turn = self.turns.entry(turn_key).or_insert(0);
-        let key = members[*turn % members.len()];
-        *turn = turn.wrapping_add(1);
-        Some(key)
     }
 
     /// One agent of the name per pool, each pool in turn.
@@ -1049,11 +1046,8 @@ impl EventLoop {
         }
         pools
             .into_iter()
-            .map(|(pool, members)| {
-                let turn = self.turns.entry(format!("p:{pool}")).or_insert(0);
-                let key = members[*turn % members.len()];
-                *turn = turn.wrapping_add(1);
-                key
+            .filter_map(|(pool, members)| {
+                next_turn(&mut self.turns.pools, &pool, members.len()).map(|i| members[i])
             })
             .collect()
     }
@@ -1292,6 +1286,29 @@ impl EventLoop {
             }
         }
     }
+}
+
+/// Round-robin positions: per service name, group, and notification pool.
+#[derive(Default)]
+struct Turns {
+    names: HashMap<String, usize>,
+    groups: HashMap<String, usize>,
+    pools: HashMap<String, usize>,
+}
+
+/// The index whose turn it is among `count` candidates under `key`, and
+/// the turn moves on; `None` if there are none.
+fn next_turn(turns: &mut HashMap<String, usize>, key: &str, count: usize) -> Option<usize> {
+    if count == 0 {
+        return None;
+    }
+    let turn = match turns.get_mut(key) {
+        Some(t) => t,
+        None => turns.entry(key.to_owned()).or_insert(0),
+    };
+    let i = *turn % count;
+    *turn = turn.wrapping_add(1);
+    Some(i)
 }
 
 /// A destination as text, for errors.
