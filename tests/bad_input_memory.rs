@@ -8,9 +8,8 @@ mod util;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use netsvc::*;
 use util::*;
 
 /// A field of /proc/self/status, in bytes.
@@ -41,34 +40,13 @@ const MIB: u64 = 1 << 20;
 
 #[test]
 fn huge_length_prefixes_allocate_nothing() {
-    // Server with the default limit (16 MiB) and an echo service.
-    let ds = Dispatcher::builder().name("server").build().unwrap();
-    let ex = Exchange::server(&ds).listen("127.0.0.1:0").unwrap();
-    let addr = ex.local_addr();
-    let _echo = ds
-        .service("echo")
-        .spawn(|_s, ev| {
-            if let Event::Request(r) = ev {
-                let x: u64 = r.decode().unwrap();
-                let _ = r.reply(&(x * 2));
-            }
-        })
-        .unwrap();
-    // A real client whose calls serve as the barrier: a reply means the
+    // Server with the default limit (16 MiB) and an echo service, and a
+    // real client whose calls serve as the barrier: a reply means the
     // server's dispatcher has handled everything that arrived before.
-    let dc = Dispatcher::builder().name("client").build().unwrap();
-    let cx = Exchange::client(&dc)
-        .connect(addr, Duration::from_millis(200))
-        .unwrap();
-    let a = cx.connections().recv_timeout(WAIT).unwrap();
-    assert_eq!(a.state(), ConnectionState::Active);
-    let me = dc.service("me").open().unwrap();
-    me.monitor_service_name("echo");
-    let echo = wait_announcement(&me, "echo", None, ServiceStatus::Available)
-        .binding()
-        .clone();
+    let s = util::link::setup(None);
+    let (ds, addr, me, echo) = (&s.ds, s.addr, &s.me, &s.echo);
     let call = |x: u64| {
-        let r: u64 = me.call_timeout(&echo, "double", &x, WAIT).unwrap();
+        let r: u64 = me.call_timeout(echo, "double", &x, WAIT).unwrap();
         assert_eq!(r, 2 * x);
     };
     call(1);
@@ -142,6 +120,6 @@ fn huge_length_prefixes_allocate_nothing() {
     let st = ds.stats();
     assert_eq!(st.slow_consumers, 0);
     drop(big);
-    dc.shutdown();
+    s.dc.shutdown();
     ds.shutdown();
 }

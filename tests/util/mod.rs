@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod child;
+pub mod link;
 pub mod raw;
 
 use std::time::{Duration, Instant};
