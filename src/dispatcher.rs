@@ -247,6 +247,11 @@ impl Link {
         }
     }
 
+    /// Whether the dispatcher thread has left its loop.
+    pub(crate) fn has_exited(&self) -> bool {
+        self.lifecycle().exited
+    }
+
     /// Blocks until the dispatcher thread has left its loop.
     fn wait_exited(&self) {
         let mut l = self.lifecycle();

@@ -149,6 +149,13 @@ pub struct ServiceFailure {
     pub details: String,
 }
 
+/// The failure of a request refused because its service's queue is full.
+pub(crate) fn busy(service: &str) -> ServiceFailure {
+    ServiceFailure::new(codes::SERVICE_BUSY, "service busy")
+        .with_origin(service)
+        .with_details("the service's queue is full")
+}
+
 impl ServiceFailure {
     /// A failure with the given code and description, no origin or details.
     pub fn new(code: i32, description: impl Into<String>) -> Self {

@@ -8,9 +8,10 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::direct::DirectCalls;
 use crate::dispatcher::command::Command;
-use crate::dispatcher::Link;
-use crate::error::{codes, Result, ServiceFailure};
+use crate::dispatcher::{Counters, Link};
+use crate::error::{codes, Error, Result, ServiceFailure};
 use crate::ids::{ConversationId, ServiceBinding};
 use crate::wire::{self, Payload};
 
@@ -82,14 +83,59 @@ pub struct Request {
     pub(crate) answered: bool,
     /// A cast: nobody waits for an answer.
     pub(crate) oneway: bool,
-    /// For a caller in this process: its reply channel, so that the answer
-    /// goes straight to it, not through the dispatcher thread.
-    pub(crate) direct: Option<crossbeam_channel::Sender<Result<Payload>>>,
+    /// The way back to the caller.
+    pub(crate) answer: Answer,
 }
 
-/// A request dropped by a panicking handler: where to send its failure, and
-/// the name of the service that held it.
-type Stashed = (ConversationId, Arc<Link>, String);
+/// How the outcome of a request travels back to its caller.
+pub(crate) enum Answer {
+    /// Through the dispatcher, which holds the call (remote callers, and
+    /// anything it must still track).
+    Dispatcher,
+    /// A caller in this process whose call the dispatcher tracks: a value
+    /// goes straight to the caller, then the dispatcher forgets the call;
+    /// a failure goes through the dispatcher.
+    Tracked(crossbeam_channel::Sender<Result<Payload>>),
+    /// A caller in this process whose call never went through the
+    /// dispatcher (see `direct.rs`): every outcome goes straight to it.
+    Direct(Arc<DirectCalls>),
+}
+
+/// A request dropped by a panicking handler: its conversation, the way
+/// back, the link, and the name of the service that held it.
+type Stashed = (ConversationId, Answer, Arc<Link>, String);
+
+/// Sends a failure back to a caller, whichever way it waits.
+fn send_failure(conv: ConversationId, answer: Answer, link: &Link, failure: ServiceFailure) {
+    match answer {
+        Answer::Direct(calls) => {
+            let _ = settle(link, &calls, conv, Err(Error::Service(failure)));
+        }
+        Answer::Dispatcher | Answer::Tracked(_) => link.send_quiet(Command::Reply {
+            conv,
+            result: Err(failure),
+        }),
+    }
+}
+
+/// Hands an outcome to a direct caller, counting it as the dispatcher would
+/// and, like a reply through it, [`Error::Closed`] once it has stopped.
+fn settle(
+    link: &Link,
+    calls: &DirectCalls,
+    conv: ConversationId,
+    result: Result<Payload>,
+) -> Result<()> {
+    if calls.answer(&conv, result) {
+        Counters::bump(&link.counters.replies_delivered);
+        return Ok(());
+    }
+    if link.has_exited() {
+        return Err(Error::Closed);
+    }
+    Counters::bump(&link.counters.late_replies);
+    Ok(())
+}
 
 thread_local! {
     /// Requests dropped while a spawned handler panics, answered by the
@@ -107,14 +153,11 @@ pub(crate) fn run_handler<F: FnOnce()>(f: F) -> std::thread::Result<()> {
         .unwrap_or_default();
     if let Err(panic) = &result {
         let message = panic_message(panic.as_ref());
-        for (conv, link, origin) in stashed {
+        for (conv, answer, link, origin) in stashed {
             let failure = ServiceFailure::new(codes::APPLICATION_ERROR, "application error")
                 .with_origin(origin)
                 .with_details(format!("handler panicked: {message}"));
-            link.send_quiet(Command::Reply {
-                conv,
-                result: Err(failure),
-            });
+            send_failure(conv, answer, &link, failure);
         }
     }
     result
@@ -194,22 +237,30 @@ impl Request {
             return Ok(());
         }
         let conv = self.conv;
-        match (result, self.direct.take()) {
-            (Ok(payload), Some(tx)) => {
+        let answer = std::mem::replace(&mut self.answer, Answer::Dispatcher);
+        match (result, answer) {
+            (result, Answer::Direct(calls)) => {
+                let result = result.map_err(|f| Error::Service(self.with_origin(f)));
+                settle(&self.link, &calls, conv, result)
+            }
+            (Ok(payload), Answer::Tracked(tx)) => {
                 let _ = tx.try_send(Ok(payload));
                 self.link.send(Command::Done { conv })
             }
-            (Err(mut failure), _) => {
-                if failure.origin.is_empty() {
-                    failure.origin = self.receiver.service_name().to_owned();
-                }
-                self.link.send(Command::Reply {
-                    conv,
-                    result: Err(failure),
-                })
-            }
-            (ok, None) => self.link.send(Command::Reply { conv, result: ok }),
+            (Err(failure), _) => self.link.send(Command::Reply {
+                conv,
+                result: Err(self.with_origin(failure)),
+            }),
+            (ok, Answer::Dispatcher) => self.link.send(Command::Reply { conv, result: ok }),
         }
+    }
+
+    /// The failure with this service as its origin, unless it has one.
+    fn with_origin(&self, mut failure: ServiceFailure) -> ServiceFailure {
+        if failure.origin.is_empty() {
+            failure.origin = self.receiver.service_name().to_owned();
+        }
+        failure
     }
 
     /// Fails the request with a code (see [`codes`](crate::codes)) and description.
@@ -233,12 +284,26 @@ impl Request {
             Some(m) => m.to_owned(),
             None => std::mem::take(&mut self.method),
         };
+        // A direct caller is handed to the dispatcher, which routes the
+        // request on and tracks the call from here.
+        let caller = match std::mem::replace(&mut self.answer, Answer::Dispatcher) {
+            Answer::Direct(calls) => match calls.take(&self.conv) {
+                Some(waiting) => Some(waiting),
+                None => {
+                    // Timed out or failed meanwhile: nobody to forward for.
+                    Counters::bump(&self.link.counters.late_replies);
+                    return Ok(());
+                }
+            },
+            _ => None,
+        };
         self.link.send(Command::Forward {
             conv: self.conv,
             to: to.clone(),
             method,
             payload: self.payload.clone(),
             sender: self.sender.clone(),
+            caller,
         })
     }
 
@@ -258,31 +323,29 @@ impl Drop for Request {
         if self.answered || self.oneway {
             return;
         }
+        let answer = std::mem::replace(&mut self.answer, Answer::Dispatcher);
         if std::thread::panicking() {
             let origin = self.receiver.service_name().to_owned();
-            let stashed = PANIC_STASH.with(|s| match s.borrow_mut().as_mut() {
-                Some(v) => {
-                    v.push((self.conv, self.link.clone(), origin.clone()));
-                    true
+            let mut answer = Some(answer);
+            PANIC_STASH.with(|s| {
+                if let Some(v) = s.borrow_mut().as_mut() {
+                    if let Some(a) = answer.take() {
+                        v.push((self.conv, a, self.link.clone(), origin.clone()));
+                    }
                 }
-                None => false,
             });
-            if !stashed {
+            if let Some(answer) = answer {
                 let failure = ServiceFailure::new(codes::APPLICATION_ERROR, "application error")
                     .with_origin(origin)
                     .with_details("dropped by a panicking thread");
-                self.link.send_quiet(Command::Reply {
-                    conv: self.conv,
-                    result: Err(failure),
-                });
+                send_failure(self.conv, answer, &self.link, failure);
             }
             return;
         }
-        let failure = self.failure(codes::RESPONSE_ABORTED, "response aborted");
-        self.link.send_quiet(Command::Reply {
-            conv: self.conv,
-            result: Err(failure.with_details("request dropped without an answer")),
-        });
+        let failure = self
+            .failure(codes::RESPONSE_ABORTED, "response aborted")
+            .with_details("request dropped without an answer");
+        send_failure(self.conv, answer, &self.link, failure);
     }
 }
 

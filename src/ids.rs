@@ -4,10 +4,12 @@ use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+
+use crate::direct::Inbox;
 
 /// The identity of one [`Dispatcher`](crate::Dispatcher): unique per
 /// dispatcher, also between dispatchers of one OS process, and between
@@ -140,6 +142,10 @@ struct BindingData {
     process: ProcessId,
     #[serde(deserialize_with = "crate::wire::bounded::strings")]
     groups: Vec<String>,
+    /// For an agent of this process: its queue, while it is open (see
+    /// `direct.rs`). Never sent: a binding from a peer has none.
+    #[serde(skip)]
+    inbox: Option<Weak<Inbox>>,
 }
 
 impl ServiceBinding {
@@ -156,19 +162,47 @@ impl ServiceBinding {
             agent,
             process,
             groups,
+            inbox: None,
         }))
+    }
+
+    /// A binding of a service of this process, which callers of the same
+    /// dispatcher reach through `inbox` while the service is open.
+    pub(crate) fn local(
+        name: String,
+        audience: String,
+        agent: AgentId,
+        process: ProcessId,
+        groups: Vec<String>,
+        inbox: Weak<Inbox>,
+    ) -> Self {
+        ServiceBinding(Arc::new(BindingData {
+            name,
+            audience,
+            agent,
+            process,
+            groups,
+            inbox: Some(inbox),
+        }))
+    }
+
+    /// The queue of the agent if it is a service of this process and still
+    /// open.
+    pub(crate) fn inbox(&self) -> Option<Arc<Inbox>> {
+        self.0.inbox.as_ref().and_then(Weak::upgrade)
     }
 
     /// The same agent with another group list.
     pub(crate) fn with_groups(&self, groups: Vec<String>) -> Self {
         let d = &self.0;
-        Self::new(
-            d.name.clone(),
-            d.audience.clone(),
-            d.agent,
-            d.process.clone(),
+        ServiceBinding(Arc::new(BindingData {
+            name: d.name.clone(),
+            audience: d.audience.clone(),
+            agent: d.agent,
+            process: d.process.clone(),
             groups,
-        )
+            inbox: d.inbox.clone(),
+        }))
     }
 
     pub(crate) fn key(&self) -> AgentKey {

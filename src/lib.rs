@@ -17,6 +17,12 @@
 //! `select!` over [`Service::receiver`]) or *spawned* with a handler on a
 //! worker thread of its own ([`ServiceBuilder::spawn`]).
 //!
+//! One shortcut: a call to a service of the same dispatcher, made with its
+//! binding, goes from the caller's thread straight onto that service's
+//! queue, and its answer straight back, with the same rules (capacity,
+//! timeout, failure when the service is withdrawn). The dispatcher thread
+//! is not woken for it, which on a small machine is most of a call's cost.
+//!
 //! ```
 //! use netsvc::{Dispatcher, Event, Lifetime, ServiceStatus};
 //! use std::time::Duration;
@@ -119,6 +125,7 @@
 #![forbid(unsafe_code)]
 
 mod auth;
+mod direct;
 mod dispatcher;
 mod error;
 mod event;

@@ -4,13 +4,14 @@ use std::cell::Cell;
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 use serde::de::DeserializeOwned;
 
+use crate::direct::DirectCalls;
 use crate::dispatcher::command::Command;
-use crate::dispatcher::Link;
+use crate::dispatcher::{Counters, Link};
 use crate::error::{Error, Result};
 use crate::ids::ConversationId;
 use crate::wire::{self, Payload};
@@ -25,6 +26,10 @@ pub struct PendingReply<T> {
     link: Arc<Link>,
     conv: ConversationId,
     rx: Receiver<Result<Payload>>,
+    /// For a call that went straight to a service of this dispatcher (see
+    /// `direct.rs`): who holds the call, and its deadline, which the caller
+    /// keeps itself.
+    direct: Option<(Arc<DirectCalls>, Instant)>,
     /// Set once the result was handed over (or the call was cancelled).
     done: Cell<bool>,
     _type: PhantomData<fn() -> T>,
@@ -44,11 +49,13 @@ impl<T: DeserializeOwned> PendingReply<T> {
         link: Arc<Link>,
         conv: ConversationId,
         rx: Receiver<Result<Payload>>,
+        direct: Option<(Arc<DirectCalls>, Instant)>,
     ) -> Self {
         PendingReply {
             link,
             conv,
             rx,
+            direct,
             done: Cell::new(false),
             _type: PhantomData,
         }
@@ -66,7 +73,10 @@ impl<T: DeserializeOwned> PendingReply<T> {
 
     /// Waits for the outcome of the call.
     pub fn wait(self) -> Result<T> {
-        let result = self.rx.recv().unwrap_or(Err(Error::Closed));
+        let result = match &self.direct {
+            None => self.rx.recv().unwrap_or(Err(Error::Closed)),
+            Some((calls, deadline)) => self.recv_until(calls, *deadline),
+        };
         self.finish(result)
     }
 
@@ -76,6 +86,11 @@ impl<T: DeserializeOwned> PendingReply<T> {
     pub fn wait_timeout(&self, timeout: Duration) -> Result<T> {
         if self.done.get() {
             return Err(Error::Closed);
+        }
+        if let Some((calls, deadline)) = &self.direct {
+            if Instant::now() + timeout >= *deadline {
+                return self.finish(self.recv_until(calls, *deadline));
+            }
         }
         match self.rx.recv_timeout(timeout) {
             Ok(result) => self.finish(result),
@@ -92,8 +107,31 @@ impl<T: DeserializeOwned> PendingReply<T> {
         }
         match self.rx.try_recv() {
             Ok(result) => Some(self.finish(result)),
-            Err(TryRecvError::Empty) => None,
+            Err(TryRecvError::Empty) => match &self.direct {
+                Some((calls, deadline)) if Instant::now() >= *deadline => {
+                    Some(self.finish(self.recv_until(calls, *deadline)))
+                }
+                _ => None,
+            },
             Err(TryRecvError::Disconnected) => Some(self.finish(Err(Error::Closed))),
+        }
+    }
+
+    /// A direct call's outcome, or [`Error::Timeout`] at its deadline. The
+    /// caller withdraws from the call at the deadline unless an answer was
+    /// taken for it meanwhile (then it is on its way), or the call was
+    /// forwarded (then the dispatcher holds it, with the same deadline).
+    fn recv_until(&self, calls: &DirectCalls, deadline: Instant) -> Result<Payload> {
+        match self.rx.recv_deadline(deadline) {
+            Ok(result) => result,
+            Err(RecvTimeoutError::Disconnected) => Err(Error::Closed),
+            Err(RecvTimeoutError::Timeout) => match calls.take(&self.conv) {
+                Some(_) => {
+                    Counters::bump(&self.link.counters.calls_timed_out);
+                    Err(Error::Timeout)
+                }
+                None => self.rx.recv().unwrap_or(Err(Error::Closed)),
+            },
         }
     }
 }
@@ -101,7 +139,12 @@ impl<T: DeserializeOwned> PendingReply<T> {
 impl<T> Drop for PendingReply<T> {
     fn drop(&mut self) {
         if !self.done.get() && self.rx.is_empty() {
-            self.link.send_quiet(Command::Cancel { conv: self.conv });
+            match &self.direct {
+                // Still with the callee: its answer will find nobody.
+                Some((calls, _)) if calls.take(&self.conv).is_some() => {}
+                // Otherwise the dispatcher holds the call (or held it).
+                _ => self.link.send_quiet(Command::Cancel { conv: self.conv }),
+            }
         }
     }
 }

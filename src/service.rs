@@ -4,17 +4,18 @@
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::direct::{Inbox, Waiting};
 use crate::dispatcher::command::{Command, Destination, MonitorKind, OutgoingCall, PublisherSpec};
-use crate::dispatcher::{join_unless_current, Link};
+use crate::dispatcher::{join_unless_current, Counters, Link};
 use crate::error::{Error, Result};
-use crate::event::{run_handler, Event, Lifetime};
-use crate::ids::ServiceBinding;
+use crate::event::{run_handler, Answer, Event, Lifetime, Request};
+use crate::ids::{ConversationId, ServiceBinding};
 use crate::methods::Methods;
 use crate::reply::PendingReply;
 use crate::wire;
@@ -89,20 +90,26 @@ impl ServiceBuilder {
     /// Monitors see it as Available before this returns.
     pub fn open(self) -> Result<Service> {
         let agent = self.link.next_agent();
-        let binding = ServiceBinding::new(
+        // Data events are limited to `capacity`; the same again is kept in
+        // reserve for announcements, timers and shutdown.
+        let (tx, rx) = crossbeam_channel::bounded(self.capacity.saturating_mul(2).max(64));
+        let inbox = Arc::new(Inbox {
+            process: self.link.process.uid(),
+            events: tx,
+            capacity: self.capacity,
+            calls: Arc::default(),
+        });
+        let binding = ServiceBinding::local(
             self.name,
             self.audience,
             agent,
             self.link.process.clone(),
             self.groups,
+            Arc::downgrade(&inbox),
         );
-        // Data events are limited to `capacity`; the same again is kept in
-        // reserve for announcements, timers and shutdown.
-        let (tx, rx) = crossbeam_channel::bounded(self.capacity.saturating_mul(2).max(64));
         self.link.ask(|ack| Command::Open {
             binding: binding.clone(),
-            events: tx,
-            capacity: self.capacity,
+            inbox,
             ack,
         })?;
         Ok(Service {
@@ -561,6 +568,25 @@ impl Service {
     {
         let conv = self.link.next_conversation();
         let (tx, rx) = crossbeam_channel::bounded(1);
+        let (tx, payload) = match self.direct_inbox(&spec) {
+            Some((inbox, to)) => {
+                let deadline = Instant::now() + spec.timeout;
+                let waiting = Waiting {
+                    reply: tx,
+                    deadline,
+                };
+                match inbox.calls.admit(conv, waiting) {
+                    Ok(()) => {
+                        self.call_direct(&inbox, to, conv, method, payload);
+                        let direct = Some((inbox.calls.clone(), deadline));
+                        return Ok(PendingReply::new(self.link.clone(), conv, rx, direct));
+                    }
+                    // Withdrawn meanwhile: the dispatcher says why.
+                    Err(waiting) => (waiting.reply, payload),
+                }
+            }
+            None => (tx, payload),
+        };
         self.link.send(Command::Call(OutgoingCall {
             conv,
             from: self.agent(),
@@ -573,7 +599,70 @@ impl Service {
             wait: spec.wait,
             monitor: spec.monitor,
         }))?;
-        Ok(PendingReply::new(self.link.clone(), conv, rx))
+        Ok(PendingReply::new(self.link.clone(), conv, rx, None))
+    }
+
+    /// The queue of the destination, if the call can go straight there: a
+    /// two-way call without a monitor to an open service of this dispatcher.
+    fn direct_inbox(&self, spec: &CallSpec) -> Option<(Arc<Inbox>, ServiceBinding)> {
+        let Destination::Agent(to) = &spec.to else {
+            return None;
+        };
+        if spec.oneway || spec.monitor.is_some() {
+            return None;
+        }
+        let inbox = to.inbox()?;
+        (inbox.process == self.link.process.uid()).then(|| (inbox, to.clone()))
+    }
+
+    /// Puts a request on a local service's queue, as the dispatcher would:
+    /// refused as busy beyond its capacity, as unavailable if it is closing.
+    /// The caller was admitted to `inbox.calls`; every outcome reaches it
+    /// through there.
+    fn call_direct(
+        &self,
+        inbox: &Inbox,
+        to: ServiceBinding,
+        conv: ConversationId,
+        method: &str,
+        payload: wire::Payload,
+    ) {
+        let counters = &self.link.counters;
+        let refusal = if inbox.events.len() >= inbox.capacity {
+            None
+        } else {
+            let request = Request {
+                conv,
+                method: method.to_owned(),
+                sender: self.binding.clone(),
+                receiver: to.clone(),
+                payload,
+                link: self.link.clone(),
+                answered: false,
+                oneway: false,
+                answer: Answer::Direct(inbox.calls.clone()),
+            };
+            match inbox.events.try_send(Event::Request(request)) {
+                Ok(()) => {
+                    Counters::bump(&counters.requests_delivered);
+                    return;
+                }
+                Err(e) => {
+                    let disconnected = e.is_disconnected();
+                    if let Event::Request(mut r) = e.into_inner() {
+                        r.disarm();
+                    }
+                    disconnected.then(|| Error::ServiceUnavailable(format!("{to} is closing")))
+                }
+            }
+        };
+        let error = refusal.unwrap_or_else(|| {
+            Counters::bump(&counters.busy_replies);
+            Error::Service(crate::error::busy(to.service_name()))
+        });
+        if inbox.calls.answer(&conv, Err(error)) {
+            Counters::bump(&counters.replies_delivered);
+        }
     }
 
     /// Delivers [`Event::Timer(tag)`](Event::Timer) to this service after

@@ -627,3 +627,86 @@ fn pipelined_requests_from_one_thread_are_answered_in_order() {
     }
     d.shutdown();
 }
+
+#[test]
+fn forwarded_call_keeps_the_callers_deadline() {
+    let d = Dispatcher::new().unwrap();
+    let a = d.service("front").open().unwrap();
+    let b = d.service("back").open().unwrap();
+    let me = d.service("caller").open().unwrap();
+    let before = d.stats();
+
+    let timeout = Duration::from_millis(300);
+    let p = me
+        .request_timeout::<u64, _>(a.binding(), "hold", &1u8, timeout)
+        .unwrap();
+    request(&a).forward(b.binding(), None).unwrap();
+    let held = request(&b);
+
+    // The back service holds the call past the caller's deadline.
+    let started = Instant::now();
+    let err = p.wait_timeout(WAIT).unwrap_err();
+    assert!(matches!(err, Error::Timeout), "got {err:?}");
+    assert!(started.elapsed() < PROMPT);
+    assert_eq!(d.stats().calls_timed_out, before.calls_timed_out + 1);
+
+    // Its answer then reaches nobody.
+    held.reply(&2u64).unwrap();
+    wait_stat(
+        &d,
+        "late_replies",
+        |s| s.late_replies,
+        before.late_replies + 1,
+    );
+    d.shutdown();
+}
+
+#[test]
+fn try_get_after_the_deadline_is_a_timeout_once() {
+    let d = Dispatcher::new().unwrap();
+    let holder = d.service("holder").open().unwrap();
+    let me = d.service("caller").open().unwrap();
+    let before = d.stats();
+
+    let deadline = Instant::now() + Duration::from_millis(200);
+    let p = me
+        .request_timeout::<u64, _>(holder.binding(), "hold", &(), Duration::from_millis(200))
+        .unwrap();
+    let held = request(&holder);
+    // Time passing is what this test is about: nothing else to wait on.
+    thread::sleep(deadline.saturating_duration_since(Instant::now()));
+
+    assert!(matches!(p.try_get(), Some(Err(Error::Timeout))));
+    assert!(p.try_get().is_none());
+    assert_eq!(d.stats().calls_timed_out, before.calls_timed_out + 1);
+    held.reply(&1u64).unwrap();
+    wait_stat(
+        &d,
+        "late_replies",
+        |s| s.late_replies,
+        before.late_replies + 1,
+    );
+    d.shutdown();
+}
+
+#[test]
+fn dropping_a_pending_reply_makes_its_answer_late() {
+    let d = Dispatcher::new().unwrap();
+    let holder = d.service("holder").open().unwrap();
+    let me = d.service("caller").open().unwrap();
+    let before = d.stats();
+
+    let p = me.request::<u64, _>(holder.binding(), "hold", &()).unwrap();
+    let held = request(&holder);
+    drop(p);
+    held.reply(&1u64).unwrap();
+    let after = wait_stat(
+        &d,
+        "late_replies",
+        |s| s.late_replies,
+        before.late_replies + 1,
+    );
+    assert_eq!(after.replies_delivered, before.replies_delivered);
+    assert_eq!(after.requests_delivered, before.requests_delivered + 1);
+    d.shutdown();
+}

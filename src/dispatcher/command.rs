@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
+use crate::direct::{Inbox, Waiting};
 use crate::error::{Result, ServiceFailure};
-use crate::event::{Event, Lifetime};
+use crate::event::Lifetime;
 use crate::exchange::ConnectionAnnouncement;
 use crate::ids::{AgentId, ConversationId, ServiceBinding};
 use crate::wire::Payload;
@@ -125,8 +126,7 @@ pub(crate) enum Command {
     },
     Open {
         binding: ServiceBinding,
-        events: Sender<Event>,
-        capacity: usize,
+        inbox: Arc<Inbox>,
         ack: Sender<()>,
     },
     Close {
@@ -184,6 +184,9 @@ pub(crate) enum Command {
         method: String,
         payload: Payload,
         sender: ServiceBinding,
+        /// A caller that called the forwarding service directly: from now
+        /// on the dispatcher tracks its call.
+        caller: Option<Waiting>,
     },
     Cancel {
         conv: ConversationId,

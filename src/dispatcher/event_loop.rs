@@ -14,10 +14,11 @@ use mio::{Events, Poll, Token};
 use super::command::{Command, Destination, MonitorKind, OutgoingCall, PublisherSpec};
 use super::timers::{TimerId, Timers};
 use super::{Counters, Link};
-use crate::error::{codes, Error, Result, ServiceFailure};
+use crate::direct::{Inbox, Waiting};
+use crate::error::{Error, Result};
 use crate::event::{
-    Event, Lifetime, PublisherAnnouncement, Report, Request, ServiceAnnouncement, ServiceStatus,
-    SubscriptionAnnouncement, SubscriptionStatus,
+    Answer, Event, Lifetime, PublisherAnnouncement, Report, Request, ServiceAnnouncement,
+    ServiceStatus, SubscriptionAnnouncement, SubscriptionStatus,
 };
 use crate::ids::{AgentId, AgentKey, ConversationId, ServiceBinding};
 use crate::pattern::Pattern;
@@ -44,10 +45,10 @@ pub(crate) fn on_dispatcher_thread() -> bool {
 /// A service of this dispatcher, as the dispatcher sees it.
 struct Local {
     binding: ServiceBinding,
-    events: Sender<Event>,
-    /// Requests and reports are refused beyond this many queued events;
-    /// control events may use the channel's reserve beyond it.
-    capacity: usize,
+    /// Its queue. Requests and reports are refused beyond `inbox.capacity`
+    /// queued events; control events may use the channel's reserve beyond
+    /// it. The only strong reference: dropping it ends direct calls.
+    inbox: Arc<Inbox>,
     timers: Vec<(u64, TimerId)>,
 }
 
@@ -162,6 +163,8 @@ pub(crate) struct EventLoop {
     parked: Vec<Parked>,
     /// Round-robin position per name or group.
     turns: Turns,
+    /// Set as the dispatcher stops: calls still waiting fail as Closed.
+    stopping: bool,
 }
 
 impl EventLoop {
@@ -179,6 +182,7 @@ impl EventLoop {
             net: net::Net::default(),
             parked: Vec::new(),
             turns: Turns::default(),
+            stopping: false,
         }
     }
 
@@ -255,11 +259,10 @@ impl EventLoop {
         match cmd {
             Command::Open {
                 binding,
-                events,
-                capacity,
+                inbox,
                 ack,
             } => {
-                self.open(binding, events, capacity);
+                self.open(binding, inbox);
                 let _ = ack.send(());
             }
             Command::Close { agent, drain } => self.withdraw(agent, drain),
@@ -312,7 +315,8 @@ impl EventLoop {
                 method,
                 payload,
                 sender,
-            } => self.forward(conv, &to, method, payload, sender),
+                caller,
+            } => self.forward(conv, &to, method, payload, sender, caller),
             Command::Cancel { conv } => self.forget(conv),
             Command::StartTimer { agent, at, tag } => {
                 if self.locals.contains_key(&agent) {
@@ -425,6 +429,7 @@ impl EventLoop {
     /// every service, newest first, so that services opened early, such as
     /// monitors, see the others go.
     fn stop(&mut self) {
+        self.stopping = true;
         let convs: Vec<ConversationId> = self.pending.keys().copied().collect();
         for conv in convs {
             self.complete(conv, Err(Error::Closed));
@@ -451,10 +456,10 @@ impl EventLoop {
         let Some(local) = self.locals.get(&agent) else {
             return Err(Refused::Gone(event));
         };
-        if class == Class::Data && local.events.len() >= local.capacity {
+        if class == Class::Data && local.inbox.events.len() >= local.inbox.capacity {
             return Err(Refused::Full(event));
         }
-        match local.events.try_send(event) {
+        match local.inbox.events.try_send(event) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(e)) => Err(Refused::Full(e)),
             // The service was dropped; its Close command is on its way.
@@ -496,15 +501,14 @@ impl EventLoop {
 
     // ----- registry and announcements -----
 
-    fn open(&mut self, binding: ServiceBinding, events: Sender<Event>, capacity: usize) {
+    fn open(&mut self, binding: ServiceBinding, inbox: Arc<Inbox>) {
         let agent = binding.agent_identity();
         log::debug!("netsvc: service {binding} available");
         self.locals.insert(
             agent,
             Local {
                 binding: binding.clone(),
-                events,
-                capacity,
+                inbox,
                 timers: Vec::new(),
             },
         );
@@ -639,6 +643,20 @@ impl EventLoop {
         log::debug!("netsvc: service {} withdrawn", local.binding);
         for (_, id) in &local.timers {
             self.timers.cancel(*id);
+        }
+        // Callers that came straight to its queue are failed as the
+        // dispatcher's own would be (unless it drains), and no more come.
+        let binding = &local.binding;
+        let stopping = self.stopping;
+        let why = move || match stopping {
+            true => Error::Closed,
+            false => {
+                Error::ServiceUnavailable(format!("{binding} withdrawn while the call was pending"))
+            }
+        };
+        let failed = local.inbox.calls.close((!drain).then_some(&why));
+        for _ in 0..failed {
+            Counters::bump(&self.link.counters.replies_delivered);
         }
         self.registry.drop_monitors(agent);
         self.remove_agent(local.binding.key(), "withdrawn", !drain);
@@ -1168,9 +1186,9 @@ impl EventLoop {
             link: self.link.clone(),
             answered: false,
             oneway: opts.oneway,
-            direct: match self.pending.get(&conv).map(|p| &p.caller) {
-                Some(Caller::Local(tx)) if !opts.oneway => Some(tx.clone()),
-                _ => None,
+            answer: match self.pending.get(&conv).map(|p| &p.caller) {
+                Some(Caller::Local(tx)) if !opts.oneway => Answer::Tracked(tx.clone()),
+                _ => Answer::Dispatcher,
             },
         };
         match self.try_deliver(agent, Event::Request(request), Class::Data) {
@@ -1200,9 +1218,7 @@ impl EventLoop {
                     }
                     Refused::Full(event) => {
                         Counters::bump(&self.link.counters.busy_replies);
-                        let failure = ServiceFailure::new(codes::SERVICE_BUSY, "service busy")
-                            .with_origin(receiver.service_name())
-                            .with_details("the service's queue is full");
+                        let failure = crate::error::busy(receiver.service_name());
                         (event, Error::Service(failure))
                     }
                     Refused::Gone(event) => (
@@ -1225,7 +1241,14 @@ impl EventLoop {
         method: String,
         payload: Payload,
         sender: ServiceBinding,
+        caller: Option<Waiting>,
     ) {
+        if let Some(w) = caller {
+            // Until now the call went straight from caller to callee.
+            let timer = self.timers.start(w.deadline, TimerKind::Call(conv));
+            let p = Pending::new(Caller::Local(w.reply), None, timer, w.deadline);
+            self.pending.insert(conv, p);
+        }
         let Some(p) = self.pending.get_mut(&conv) else {
             Counters::bump(&self.link.counters.late_replies);
             return; // the caller is gone: nothing to forward for
