@@ -52,7 +52,7 @@ struct CallsState {
 
 /// A caller waiting for an answer.
 pub(crate) struct Waiting {
-    pub reply: Sender<Result<Payload>>,
+    pub reply: crate::oneshot::Sender<Result<Payload>>,
     pub deadline: Instant,
 }
 
@@ -86,7 +86,7 @@ impl DirectCalls {
     /// timed out, gave up, or was failed when the service was withdrawn).
     pub fn answer(&self, conv: &ConversationId, result: Result<Payload>) -> bool {
         match self.take(conv) {
-            Some(w) => w.reply.try_send(result).is_ok(),
+            Some(w) => w.reply.send(result).is_ok(),
             None => false,
         }
     }
@@ -106,7 +106,7 @@ impl DirectCalls {
         };
         if let Some(why) = fail {
             for w in &waiting {
-                let _ = w.reply.try_send(Err(why()));
+                let _ = w.reply.send(Err(why()));
             }
         }
         waiting.len()

@@ -95,7 +95,7 @@ pub(crate) enum Answer {
     /// A caller in this process whose call the dispatcher tracks: a value
     /// goes straight to the caller, then the dispatcher forgets the call;
     /// a failure goes through the dispatcher.
-    Tracked(crossbeam_channel::Sender<Result<Payload>>),
+    Tracked(crate::oneshot::Sender<Result<Payload>>),
     /// A caller in this process whose call never went through the
     /// dispatcher (see `direct.rs`): every outcome goes straight to it.
     Direct(Arc<DirectCalls>),
@@ -244,7 +244,7 @@ impl Request {
                 settle(&self.link, &calls, conv, result)
             }
             (Ok(payload), Answer::Tracked(tx)) => {
-                let _ = tx.try_send(Ok(payload));
+                let _ = tx.send(Ok(payload));
                 self.link.send(Command::Done { conv })
             }
             (Err(failure), _) => self.link.send(Command::Reply {

@@ -135,6 +135,7 @@ mod frame;
 pub mod fuzzing;
 mod ids;
 mod methods;
+mod oneshot;
 mod pattern;
 mod registry;
 mod reply;

@@ -6,7 +6,6 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 use serde::de::DeserializeOwned;
 
 use crate::direct::DirectCalls;
@@ -14,6 +13,7 @@ use crate::dispatcher::command::Command;
 use crate::dispatcher::{Counters, Link};
 use crate::error::{Error, Result};
 use crate::ids::ConversationId;
+use crate::oneshot::{Empty, Receiver};
 use crate::wire::{self, Payload};
 
 /// A reply that will come: from [`Service::request`](crate::Service::request).
@@ -74,7 +74,10 @@ impl<T: DeserializeOwned> PendingReply<T> {
     /// Waits for the outcome of the call.
     pub fn wait(self) -> Result<T> {
         let result = match &self.direct {
-            None => self.rx.recv().unwrap_or(Err(Error::Closed)),
+            None => self
+                .rx
+                .recv_deadline(None, false)
+                .unwrap_or(Err(Error::Closed)),
             Some((calls, deadline)) => self.recv_until(calls, *deadline),
         };
         self.finish(result)
@@ -92,10 +95,11 @@ impl<T: DeserializeOwned> PendingReply<T> {
                 return self.finish(self.recv_until(calls, *deadline));
             }
         }
-        match self.rx.recv_timeout(timeout) {
+        let spin = self.direct.is_some();
+        match self.rx.recv_deadline(Some(Instant::now() + timeout), spin) {
             Ok(result) => self.finish(result),
-            Err(RecvTimeoutError::Timeout) => Err(Error::Timeout),
-            Err(RecvTimeoutError::Disconnected) => self.finish(Err(Error::Closed)),
+            Err(Empty::Timeout) => Err(Error::Timeout),
+            Err(Empty::Disconnected) => self.finish(Err(Error::Closed)),
         }
     }
 
@@ -107,13 +111,13 @@ impl<T: DeserializeOwned> PendingReply<T> {
         }
         match self.rx.try_recv() {
             Ok(result) => Some(self.finish(result)),
-            Err(TryRecvError::Empty) => match &self.direct {
+            Err(Empty::Timeout) => match &self.direct {
                 Some((calls, deadline)) if Instant::now() >= *deadline => {
                     Some(self.finish(self.recv_until(calls, *deadline)))
                 }
                 _ => None,
             },
-            Err(TryRecvError::Disconnected) => Some(self.finish(Err(Error::Closed))),
+            Err(Empty::Disconnected) => Some(self.finish(Err(Error::Closed))),
         }
     }
 
@@ -122,15 +126,18 @@ impl<T: DeserializeOwned> PendingReply<T> {
     /// taken for it meanwhile (then it is on its way), or the call was
     /// forwarded (then the dispatcher holds it, with the same deadline).
     fn recv_until(&self, calls: &DirectCalls, deadline: Instant) -> Result<Payload> {
-        match self.rx.recv_deadline(deadline) {
+        match self.rx.recv_deadline(Some(deadline), true) {
             Ok(result) => result,
-            Err(RecvTimeoutError::Disconnected) => Err(Error::Closed),
-            Err(RecvTimeoutError::Timeout) => match calls.take(&self.conv) {
+            Err(Empty::Disconnected) => Err(Error::Closed),
+            Err(Empty::Timeout) => match calls.take(&self.conv) {
                 Some(_) => {
                     Counters::bump(&self.link.counters.calls_timed_out);
                     Err(Error::Timeout)
                 }
-                None => self.rx.recv().unwrap_or(Err(Error::Closed)),
+                None => self
+                    .rx
+                    .recv_deadline(None, false)
+                    .unwrap_or(Err(Error::Closed)),
             },
         }
     }

@@ -567,7 +567,7 @@ impl Service {
         R: DeserializeOwned,
     {
         let conv = self.link.next_conversation();
-        let (tx, rx) = crossbeam_channel::bounded(1);
+        let (tx, rx) = crate::oneshot::slot();
         let (tx, payload) = match self.direct_inbox(&spec) {
             Some((inbox, to)) => {
                 let deadline = Instant::now() + spec.timeout;

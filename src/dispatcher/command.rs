@@ -54,7 +54,7 @@ pub(crate) struct OutgoingCall {
     pub to: Destination,
     pub method: String,
     pub payload: Payload,
-    pub reply: Sender<Result<Payload>>,
+    pub reply: crate::oneshot::Sender<Result<Payload>>,
     pub timeout: Duration,
     /// A cast: completed once delivered; the receiver sends no answer.
     pub oneway: bool,

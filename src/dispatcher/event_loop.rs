@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, TrySendError};
 use mio::{Events, Poll, Token};
 
 use super::command::{Command, Destination, MonitorKind, OutgoingCall, PublisherSpec};
@@ -70,7 +70,7 @@ enum Refused {
 /// Who waits for a reply.
 enum Caller {
     /// A thread of this process.
-    Local(Sender<Result<Payload>>),
+    Local(crate::oneshot::Sender<Result<Payload>>),
     /// A peer, through the exchange connection with this token.
     Remote(usize),
 }
@@ -1295,7 +1295,7 @@ impl EventLoop {
         self.cancel_timers(conv, &p);
         match p.caller {
             Caller::Local(tx) => {
-                if tx.try_send(result).is_ok() {
+                if tx.send(result).is_ok() {
                     Counters::bump(&self.link.counters.replies_delivered);
                 }
             }
