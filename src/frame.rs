@@ -105,6 +105,20 @@ impl ReadBuffer {
         Ok(Some(&self.buf[begin..begin + len]))
     }
 
+    /// How many unread bytes the frame at the front needs in all, prefix
+    /// included, as far as its prefix says (at most `limit` plus the
+    /// prefix: a larger claim is refused by `next_frame`).
+    pub(crate) fn wanted(&self, limit: usize) -> usize {
+        let unread = &self.buf[self.start..];
+        match unread.get(..PREFIX) {
+            Some(p) => {
+                let claimed = u32::from_be_bytes([p[0], p[1], p[2], p[3]]) as usize;
+                PREFIX + claimed.min(limit)
+            }
+            None => PREFIX,
+        }
+    }
+
     /// Moves unread bytes to the front so the buffer does not creep.
     fn compact(&mut self) {
         if self.start > 0 {
@@ -156,7 +170,16 @@ impl WriteBuffer {
             match dst.write(&self.buf[self.start..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => self.start += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // Written bytes are dropped from the front once they
+                    // are the larger part, so that a connection that never
+                    // quite catches up does not grow its buffer without end.
+                    if self.start > self.buf.len() / 2 {
+                        self.buf.drain(..self.start);
+                        self.start = 0;
+                    }
+                    return Ok(false);
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
@@ -249,26 +272,58 @@ mod tests {
         assert!(r.unread() < 16);
     }
 
+    /// A socket that takes `budget` more bytes, then would block.
+    struct Slow {
+        out: Vec<u8>,
+        budget: usize,
+    }
+
+    impl Write for Slow {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.budget == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(self.budget);
+            self.out.extend_from_slice(&buf[..n]);
+            self.budget -= n;
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn write_buffer_that_never_empties_stays_bounded() {
+        // A peer that always takes a little less than is queued: the
+        // buffer is never flushed completely, yet its written part must
+        // not pile up in front of the unwritten one.
+        let mut w = WriteBuffer::default();
+        let mut dst = Slow {
+            out: Vec::new(),
+            budget: 0,
+        };
+        let frame = [9u8; 1000];
+        let mut expected = Vec::new();
+        for _ in 0..10_000 {
+            w.push_frame(&frame);
+            expected.extend_from_slice(&with_prefix(&frame));
+            dst.budget = 1004 - 1;
+            assert!(!w.flush(&mut dst).unwrap());
+            assert!(
+                w.buf.len() <= 2 * w.pending() + 2008,
+                "{} bytes held",
+                w.buf.len()
+            );
+        }
+        assert_eq!(w.pending(), 10_000);
+        dst.budget = usize::MAX;
+        assert!(w.flush(&mut dst).unwrap());
+        assert_eq!(dst.out, expected);
+    }
+
     #[test]
     fn write_buffer_resumes_after_would_block() {
-        struct Slow {
-            out: Vec<u8>,
-            budget: usize,
-        }
-        impl Write for Slow {
-            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-                if self.budget == 0 {
-                    return Err(io::ErrorKind::WouldBlock.into());
-                }
-                let n = buf.len().min(self.budget);
-                self.out.extend_from_slice(&buf[..n]);
-                self.budget -= n;
-                Ok(n)
-            }
-            fn flush(&mut self) -> io::Result<()> {
-                Ok(())
-            }
-        }
         let mut w = WriteBuffer::default();
         w.push_frame(b"abcdef");
         let mut dst = Slow {

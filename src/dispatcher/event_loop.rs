@@ -191,7 +191,7 @@ impl EventLoop {
         let mut events = Events::with_capacity(256);
         let mut more_commands = false;
         loop {
-            let timeout = if more_commands {
+            let timeout = if more_commands || self.net.has_work() {
                 Some(Duration::ZERO)
             } else {
                 self.timers

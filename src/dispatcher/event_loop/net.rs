@@ -22,7 +22,7 @@ use crate::dispatcher::Counters;
 use crate::error::{Error, Result};
 use crate::event::{Event, Report};
 use crate::exchange::{ConnectionAnnouncement, ConnectionState};
-use crate::frame::{Fill, ReadBuffer, WriteBuffer, PREFIX};
+use crate::frame::{Fill, ReadBuffer, WriteBuffer};
 use crate::ids::{AgentKey, ConversationId, ProcessId, ServiceBinding};
 use crate::registry::Route;
 use crate::wire::{self, Hello, Message, Payload};
@@ -31,7 +31,7 @@ use crate::wire::{self, Hello, Message, Payload};
 /// pushes back (takes no commands, reads from no other peer) until it is
 /// down to a quarter of it.
 pub(super) fn high_water(max_outbound: usize) -> usize {
-    (max_outbound / 8).max(64 * 1024)
+    (max_outbound / 8).clamp(64 * 1024, 1 << 20)
 }
 
 /// Whether a binding of that audience is visible through an exchange of
@@ -156,6 +156,13 @@ impl Net {
     /// Whether a peer's backlog holds everything back.
     pub(super) fn congested(&self) -> bool {
         !self.congested.is_empty()
+    }
+
+    /// Whether there is output to flush or input to read that no socket
+    /// event will announce: frames queued after this turn's flush (by the
+    /// reading of stalled peers), or stalled peers no longer held back.
+    pub(super) fn has_work(&self) -> bool {
+        !self.dirty.is_empty() || (!self.congested() && !self.stalled.is_empty())
     }
 }
 
@@ -566,7 +573,12 @@ impl EventLoop {
             if self.net.scratch.is_empty() {
                 self.net.scratch = vec![0u8; crate::frame::READ_CHUNK];
             }
-            let fill = match rbuf.fill(&mut conn.stream, limit + PREFIX, &mut self.net.scratch) {
+            // A chunk at a time (or the whole of a larger frame), each
+            // handled before the next is read: what is read is relayed
+            // before more comes in, and a relay that congests an output
+            // stops the reading below.
+            let max = crate::frame::READ_CHUNK.max(rbuf.wanted(limit));
+            let fill = match rbuf.fill(&mut conn.stream, max, &mut self.net.scratch) {
                 Ok((fill, _)) => fill,
                 Err(e) => {
                     self.close_conn(token, &format!("read failed: {e}"), true);
@@ -592,6 +604,13 @@ impl EventLoop {
             }
             match fill {
                 Fill::WouldBlock => break,
+                Fill::Full if self.net.congested() && !self.net.congested.contains_key(&token) => {
+                    // Leave the rest in the socket until the backlog drains.
+                    if !self.net.stalled.contains(&token) {
+                        self.net.stalled.push(token);
+                    }
+                    break;
+                }
                 Fill::Full => continue,
                 Fill::Closed => {
                     self.close_conn(token, "peer closed the connection", true);
@@ -861,6 +880,11 @@ impl EventLoop {
             conn.wbuf.push_encoded(frame);
             Counters::bump(&self.link.counters.frames_out);
             self.net.dirty.push(token);
+            // Congested as soon as it is, not only at the next flush: the
+            // reading of the frames that fill it stops in time.
+            if conn.wbuf.pending() > high_water(self.link.config.max_outbound_buffer) {
+                self.net.congested.entry(token).or_insert_with(Instant::now);
+            }
         }
     }
 
