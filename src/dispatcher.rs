@@ -454,11 +454,12 @@ impl DispatcherBuilder {
     /// is disconnected as a slow consumer (default 64 MiB); counted in
     /// [`Stats::slow_consumers`].
     ///
-    /// Before that, above an eighth of it, the peer is *congested*: the
-    /// dispatcher takes no commands and reads from no other peer until the
-    /// backlog is down to a quarter of that mark. The pressure so reaches
-    /// the senders (through TCP, and on the bounded command queue, where a
-    /// fast publisher blocks) instead of piling up here. A peer congested
+    /// Before that, above an eighth of it (at most 1 MiB), the peer is
+    /// *congested*: the dispatcher takes no commands and reads from no
+    /// other peer until the backlog is down to a quarter of that mark. The
+    /// pressure so reaches the senders (through TCP, and on the bounded
+    /// command queue, where a fast publisher blocks) instead of piling up
+    /// here. A peer congested
     /// for the dead-peer timeout (see [`heartbeat`](Self::heartbeat)) is
     /// disconnected as a slow consumer, so congestion always ends; commands
     /// (also [`Dispatcher::shutdown`]) wait for it at most that long.
