@@ -54,6 +54,18 @@ fn wait_stat(d: &Dispatcher, what: &str, pick: impl Fn(&Stats) -> u64, expected:
     }
 }
 
+/// Answers a request whose caller no longer waits; returns the stats once
+/// the answer was counted as late.
+fn answer_late(d: &Dispatcher, held: netsvc::Request, before: &Stats) -> Stats {
+    held.reply(&0u64).unwrap();
+    wait_stat(
+        d,
+        "late_replies",
+        |s| s.late_replies,
+        before.late_replies + 1,
+    )
+}
+
 fn service_failure(e: Error) -> ServiceFailure {
     match e {
         Error::Service(f) => f,
@@ -434,13 +446,7 @@ fn unanswered_call_times_out_with_47_and_late_reply_is_counted() {
     let request = request(&sink);
     assert_eq!(request.decode::<u64>().unwrap(), 5);
     assert_eq!(d.stats().late_replies, before.late_replies);
-    request.reply(&50u64).unwrap();
-    wait_stat(
-        &d,
-        "late_replies",
-        |s| s.late_replies,
-        before.late_replies + 1,
-    );
+    answer_late(&d, request, &before);
     sync_with_dispatcher(&d);
     assert_eq!(d.stats().late_replies, before.late_replies + 1);
     d.shutdown();
@@ -651,13 +657,7 @@ fn forwarded_call_keeps_the_callers_deadline() {
     assert_eq!(d.stats().calls_timed_out, before.calls_timed_out + 1);
 
     // Its answer then reaches nobody.
-    held.reply(&2u64).unwrap();
-    wait_stat(
-        &d,
-        "late_replies",
-        |s| s.late_replies,
-        before.late_replies + 1,
-    );
+    answer_late(&d, held, &before);
     d.shutdown();
 }
 
@@ -679,13 +679,7 @@ fn try_get_after_the_deadline_is_a_timeout_once() {
     assert!(matches!(p.try_get(), Some(Err(Error::Timeout))));
     assert!(p.try_get().is_none());
     assert_eq!(d.stats().calls_timed_out, before.calls_timed_out + 1);
-    held.reply(&1u64).unwrap();
-    wait_stat(
-        &d,
-        "late_replies",
-        |s| s.late_replies,
-        before.late_replies + 1,
-    );
+    answer_late(&d, held, &before);
     d.shutdown();
 }
 
@@ -699,13 +693,7 @@ fn dropping_a_pending_reply_makes_its_answer_late() {
     let p = me.request::<u64, _>(holder.binding(), "hold", &()).unwrap();
     let held = request(&holder);
     drop(p);
-    held.reply(&1u64).unwrap();
-    let after = wait_stat(
-        &d,
-        "late_replies",
-        |s| s.late_replies,
-        before.late_replies + 1,
-    );
+    let after = answer_late(&d, held, &before);
     assert_eq!(after.replies_delivered, before.replies_delivered);
     assert_eq!(after.requests_delivered, before.requests_delivered + 1);
     d.shutdown();
