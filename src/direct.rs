@@ -21,6 +21,7 @@ use std::time::Instant;
 
 use crossbeam_channel::Sender;
 
+use crate::dispatcher::Counters;
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::ids::ConversationId;
@@ -82,11 +83,17 @@ impl DirectCalls {
         self.state().waiting.remove(conv)
     }
 
-    /// Hands an outcome to the caller; false if it no longer waits (it
-    /// timed out, gave up, or was failed when the service was withdrawn).
-    pub fn answer(&self, conv: &ConversationId, result: Result<Payload>) -> bool {
+    /// Hands an outcome to the caller, counted as delivered; false if it
+    /// no longer waits (it timed out, gave up, or was failed when the
+    /// service was withdrawn).
+    pub fn answer(
+        &self,
+        conv: &ConversationId,
+        result: Result<Payload>,
+        counters: &Counters,
+    ) -> bool {
         match self.take(conv) {
-            Some(w) => w.reply.send(result).is_ok(),
+            Some(w) => counters.hand_over(&w.reply, result),
             None => false,
         }
     }
@@ -94,8 +101,7 @@ impl DirectCalls {
     /// The service is withdrawn: no more calls are admitted, and with
     /// `fail` the callers still waiting get the error made by `why` (with
     /// a drain they keep waiting for the answers the service still gives).
-    /// Returns how many callers were failed.
-    pub fn close(&self, fail: Option<&dyn Fn() -> Error>) -> usize {
+    pub fn close(&self, fail: Option<&dyn Fn() -> Error>, counters: &Counters) {
         let waiting: Vec<Waiting> = {
             let mut s = self.state();
             s.closed = true;
@@ -106,10 +112,9 @@ impl DirectCalls {
         };
         if let Some(why) = fail {
             for w in &waiting {
-                let _ = w.reply.send(Err(why()));
+                counters.hand_over(&w.reply, Err(why()));
             }
         }
-        waiting.len()
     }
 }
 

@@ -61,6 +61,23 @@ impl Counters {
     pub(crate) fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
+
+    /// Hands an outcome to a waiting caller, counted in `replies_delivered`
+    /// before the caller can see it (a caller that reads the stats after
+    /// its reply finds it counted); false, and not counted, if the caller
+    /// no longer waits.
+    pub(crate) fn hand_over(
+        &self,
+        to: &crate::oneshot::Sender<Result<crate::wire::Payload>>,
+        result: Result<crate::wire::Payload>,
+    ) -> bool {
+        self.replies_delivered.fetch_add(1, Ordering::Relaxed);
+        let delivered = to.send(result).is_ok();
+        if !delivered {
+            self.replies_delivered.fetch_sub(1, Ordering::Relaxed);
+        }
+        delivered
+    }
 }
 
 /// A snapshot of the dispatcher's counters, from [`Dispatcher::stats`].

@@ -126,8 +126,7 @@ fn settle(
     conv: ConversationId,
     result: Result<Payload>,
 ) -> Result<()> {
-    if calls.answer(&conv, result) {
-        Counters::bump(&link.counters.replies_delivered);
+    if calls.answer(&conv, result, &link.counters) {
         return Ok(());
     }
     if link.has_exited() {
@@ -244,8 +243,8 @@ impl Request {
                 settle(&self.link, &calls, conv, result)
             }
             (Ok(payload), Answer::Tracked(tx)) => {
-                let _ = tx.send(Ok(payload));
-                self.link.send(Command::Done { conv })
+                let delivered = self.link.counters.hand_over(&tx, Ok(payload));
+                self.link.send(Command::Done { conv, delivered })
             }
             (Err(failure), _) => self.link.send(Command::Reply {
                 conv,

@@ -660,9 +660,7 @@ impl Service {
             Counters::bump(&counters.busy_replies);
             Error::Service(crate::error::busy(to.service_name()))
         });
-        if inbox.calls.answer(&conv, Err(error)) {
-            Counters::bump(&counters.replies_delivered);
-        }
+        inbox.calls.answer(&conv, Err(error), counters);
     }
 
     /// Delivers [`Event::Timer(tag)`](Event::Timer) to this service after

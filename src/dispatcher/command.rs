@@ -174,9 +174,11 @@ pub(crate) enum Command {
         conv: ConversationId,
         result: std::result::Result<Payload, ServiceFailure>,
     },
-    /// A local caller was answered directly: forget the call.
+    /// A local caller was answered directly (and counted, if it still
+    /// waited): forget the call.
     Done {
         conv: ConversationId,
+        delivered: bool,
     },
     Forward {
         conv: ConversationId,

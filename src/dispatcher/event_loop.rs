@@ -299,13 +299,14 @@ impl EventLoop {
                 }
             }
             Command::Call(call) => self.call(call),
-            Command::Done { conv } => match self.pending.remove(&conv) {
-                Some(p) => {
+            Command::Done { conv, delivered } => {
+                if let Some(p) = self.pending.remove(&conv) {
                     self.cancel_timers(conv, &p);
-                    Counters::bump(&self.link.counters.replies_delivered);
                 }
-                None => Counters::bump(&self.link.counters.late_replies),
-            },
+                if !delivered {
+                    Counters::bump(&self.link.counters.late_replies);
+                }
+            }
             Command::Reply { conv, result } => {
                 self.complete(conv, result.map_err(Error::Service));
             }
@@ -654,10 +655,8 @@ impl EventLoop {
                 Error::ServiceUnavailable(format!("{binding} withdrawn while the call was pending"))
             }
         };
-        let failed = local.inbox.calls.close((!drain).then_some(&why));
-        for _ in 0..failed {
-            Counters::bump(&self.link.counters.replies_delivered);
-        }
+        let counters = &self.link.counters;
+        local.inbox.calls.close((!drain).then_some(&why), counters);
         self.registry.drop_monitors(agent);
         self.remove_agent(local.binding.key(), "withdrawn", !drain);
     }
@@ -1295,9 +1294,7 @@ impl EventLoop {
         self.cancel_timers(conv, &p);
         match p.caller {
             Caller::Local(tx) => {
-                if tx.send(result).is_ok() {
-                    Counters::bump(&self.link.counters.replies_delivered);
-                }
+                self.link.counters.hand_over(&tx, result);
             }
             Caller::Remote(token) => {
                 let message = crate::wire::Message::Reply {
