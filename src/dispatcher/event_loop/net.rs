@@ -75,6 +75,9 @@ struct Conn {
     last_out: Instant,
     /// Subscriptions the peer holds here.
     subscriptions: usize,
+    /// The socket refused part of a write: no early write until it is
+    /// writable again or the end-of-turn flush emptied the buffer.
+    write_blocked: bool,
 }
 
 enum Role {
@@ -461,6 +464,7 @@ impl EventLoop {
             last_in: now,
             last_out: now,
             subscriptions: 0,
+            write_blocked: false,
         };
         self.net.conns.insert(token, conn);
     }
@@ -550,8 +554,11 @@ impl EventLoop {
                 self.read_conn(token);
             }
         }
-        if event.is_writable() && self.net.conns.contains_key(&token) {
-            self.net.dirty.push(token);
+        if event.is_writable() {
+            if let Some(conn) = self.net.conns.get_mut(&token) {
+                conn.write_blocked = false;
+                self.net.dirty.push(token);
+            }
         }
     }
 
@@ -875,8 +882,7 @@ impl EventLoop {
     fn push_body(&mut self, token: usize, body: &[u8]) {
         if let Some(conn) = self.net.conns.get_mut(&token) {
             conn.wbuf.push_frame(body);
-            Counters::bump(&self.link.counters.frames_out);
-            self.net.dirty.push(token);
+            self.queued(token);
         }
     }
 
@@ -884,8 +890,32 @@ impl EventLoop {
     fn push(&mut self, token: usize, frame: &[u8]) {
         if let Some(conn) = self.net.conns.get_mut(&token) {
             conn.wbuf.push_encoded(frame);
-            Counters::bump(&self.link.counters.frames_out);
-            self.net.dirty.push(token);
+            self.queued(token);
+        }
+    }
+
+    /// A frame was queued on a connection: it is written at the end of the
+    /// turn, or at once when a chunk's worth is waiting, so that a stream of
+    /// small frames (a publisher's turn of 4,096 reports, an exchange relaying
+    /// a chunk it read) goes out a chunk per write while the bytes are still in
+    /// cache, and the buffer stays about a chunk long rather than growing to a
+    /// turn's output and being shrunk again (that showed as page faults in the
+    /// profiles). Errors and backlogs are the end-of-turn flush's to handle.
+    fn queued(&mut self, token: usize) {
+        Counters::bump(&self.link.counters.frames_out);
+        self.net.dirty.push(token);
+        let Some(conn) = self.net.conns.get_mut(&token) else {
+            return;
+        };
+        if conn.wbuf.pending() < crate::frame::READ_CHUNK
+            || conn.write_blocked
+            || conn.state == ConnState::Connecting
+        {
+            return;
+        }
+        conn.last_out = Instant::now();
+        if !matches!(conn.wbuf.flush(&mut conn.stream), Ok(true)) {
+            conn.write_blocked = true;
         }
     }
 
@@ -936,7 +966,8 @@ impl EventLoop {
                 conn.last_out = Instant::now();
             }
             match conn.wbuf.flush(&mut conn.stream) {
-                Ok(_) => {
+                Ok(all) => {
+                    conn.write_blocked = !all;
                     let pending = conn.wbuf.pending();
                     if pending > high {
                         self.net.congested.entry(token).or_insert_with(Instant::now);
