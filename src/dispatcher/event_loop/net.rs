@@ -117,6 +117,8 @@ pub(super) struct Net {
     /// Remote agents known only as subscribers (their audience hides them
     /// from the registry): where to send their reports.
     subscribers: HashMap<AgentKey, (ServiceBinding, usize)>,
+    /// Changes whenever `subscribers` does.
+    subscribers_generation: u64,
     /// Connections being closed, with their exchange, while what they
     /// carried is withdrawn (so that the withdrawals are still relayed).
     closing: HashMap<usize, u64>,
@@ -130,8 +132,6 @@ pub(super) struct Net {
     congested: HashMap<usize, Instant>,
     /// Connections with input left unread while congested.
     stalled: Vec<usize>,
-    /// Reused list of the connections a relayed report goes on to.
-    onward: Vec<usize>,
 }
 
 impl Net {
@@ -156,6 +156,12 @@ impl Net {
 
     pub(super) fn is_empty(&self) -> bool {
         self.exchanges.is_empty()
+    }
+
+    /// A number that changes whenever the subscribers known only through
+    /// their subscriptions do.
+    pub(super) fn subscribers_generation(&self) -> u64 {
+        self.subscribers_generation
     }
 
     /// Whether a peer's backlog holds everything back.
@@ -1119,6 +1125,7 @@ impl EventLoop {
             .collect();
         for (key, binding) in hidden {
             self.net.subscribers.remove(&key);
+            self.net.subscribers_generation += 1;
             self.subscriber_vanished(key, &binding);
         }
         // Calls that came through it have nobody to answer to.
@@ -1170,6 +1177,7 @@ impl EventLoop {
                     return;
                 }
                 self.net.subscribers.remove(&key);
+                self.net.subscribers_generation += 1;
                 self.add_agent(binding, Route::Remote(token));
             }
             Message::Withdrawn { agent, draining } => {
@@ -1250,6 +1258,7 @@ impl EventLoop {
                 let key = subscriber.key();
                 if self.registry.get(&key).is_none() {
                     self.net.subscribers.insert(key, (subscriber, token));
+                    self.net.subscribers_generation += 1;
                 }
                 self.subscribe_agent(key, publisher, &pattern, on);
             }
@@ -1418,48 +1427,50 @@ impl EventLoop {
     /// to other peers as the frame it came in (with its prefix, copied
     /// straight into their write buffers).
     fn remote_report(&mut self, token: usize, report: ReportRef<'_>, raw: &[u8]) {
-        let Some(pub_binding) = self
+        if let Some(to) = report.to {
+            return self.remote_report_to(token, to, report, raw);
+        }
+        self.with_fanout(report.publisher, None, report.subject, |this, fanout| {
+            if !fanout.locals.is_empty() {
+                let payload = Payload::from(report.payload);
+                for &agent in &fanout.locals {
+                    let r = Report {
+                        publisher: fanout.binding.clone(),
+                        subject: fanout.subject.clone(),
+                        payload: payload.clone(),
+                    };
+                    this.deliver(agent, Event::Report(r), Class::Data);
+                }
+            }
+            for &t in &fanout.remotes {
+                if t != token {
+                    this.push_body(t, raw);
+                }
+            }
+        });
+        // (A publisher withdrawn meanwhile: nobody to deliver for.)
+    }
+
+    /// A report for one subscriber (`send_report` on the far side).
+    fn remote_report_to(&mut self, token: usize, to: AgentKey, report: ReportRef<'_>, raw: &[u8]) {
+        let Some(publisher) = self
             .registry
             .get(&report.publisher)
             .map(|e| e.binding.clone())
         else {
             return; // withdrawn meanwhile
         };
-        let mut targets = std::mem::take(&mut self.scratch);
-        targets.clear();
-        match report.to {
-            Some(key) => targets.push(key),
-            None => self.reports.matching(
-                report.publisher,
-                pub_binding.service_name(),
-                report.subject,
-                &mut targets,
-            ),
-        }
-        let mut onward = std::mem::take(&mut self.net.onward);
-        onward.clear();
-        // Made once, and only if a local subscriber needs them.
-        let mut shared: Option<(std::sync::Arc<str>, Payload)> = None;
-        for key in targets.iter() {
-            match self.route_of(key) {
-                Some(Route::Local(agent)) => {
-                    let (subject, payload) = shared
-                        .get_or_insert_with(|| (report.subject.into(), report.payload.into()));
-                    let report = Report {
-                        publisher: pub_binding.clone(),
-                        subject: subject.clone(),
-                        payload: payload.clone(),
-                    };
-                    self.deliver(agent, Event::Report(report), Class::Data);
-                }
-                Some(Route::Remote(t)) if t != token && !onward.contains(&t) => onward.push(t),
-                _ => {}
+        match self.route_of(&to) {
+            Some(Route::Local(agent)) => {
+                let r = Report {
+                    publisher,
+                    subject: report.subject.into(),
+                    payload: report.payload.into(),
+                };
+                self.deliver(agent, Event::Report(r), Class::Data);
             }
+            Some(Route::Remote(t)) if t != token => self.push_body(t, raw),
+            _ => {}
         }
-        self.scratch = targets;
-        for t in onward.drain(..) {
-            self.push_body(t, raw);
-        }
-        self.net.onward = onward;
     }
 }
