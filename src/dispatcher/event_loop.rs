@@ -13,6 +13,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::{Events, Poll, Token};
 
 use super::command::{Command, Destination, MonitorKind, OutgoingCall, PublisherSpec};
+use super::idmap::IdMap;
 use super::timers::{TimerId, Timers};
 use super::{Counters, Link};
 use crate::error::{codes, Error, Result, ServiceFailure};
@@ -153,7 +154,7 @@ pub(crate) struct EventLoop {
     commands: Receiver<Command>,
     registry: Registry,
     reports: Reports,
-    locals: HashMap<AgentId, Local>,
+    locals: IdMap<AgentId, Local>,
     pending: HashMap<ConversationId, Pending>,
     timers: Timers<TimerKind>,
     /// Reused buffer for report fan-out.
@@ -175,7 +176,7 @@ impl EventLoop {
             commands,
             registry: Registry::default(),
             reports: Reports::default(),
-            locals: HashMap::new(),
+            locals: IdMap::default(),
             pending: HashMap::new(),
             timers: Timers::new(),
             scratch: Vec::new(),

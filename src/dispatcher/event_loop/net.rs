@@ -18,6 +18,7 @@ use mio::{Interest, Token};
 use super::{Caller, Class, EventLoop, Pending, RouteOpts, TimerKind};
 use crate::auth::{self, Secret, Side};
 use crate::dispatcher::command::{Authorise, ExchangeRole, Limits};
+use crate::dispatcher::idmap::IdMap;
 use crate::dispatcher::Counters;
 use crate::error::{Error, Result};
 use crate::event::{Event, Report};
@@ -107,9 +108,9 @@ struct Exch {
 /// The dispatcher's network state.
 #[derive(Default)]
 pub(super) struct Net {
-    exchanges: HashMap<u64, Exch>,
-    conns: HashMap<usize, Conn>,
-    listeners: HashMap<usize, u64>,
+    exchanges: IdMap<u64, Exch>,
+    conns: IdMap<usize, Conn>,
+    listeners: IdMap<usize, u64>,
     next_token: usize,
     /// Connections with output to write at the end of this turn.
     dirty: Vec<usize>,
@@ -121,7 +122,7 @@ pub(super) struct Net {
     subscribers_generation: u64,
     /// Connections being closed, with their exchange, while what they
     /// carried is withdrawn (so that the withdrawals are still relayed).
-    closing: HashMap<usize, u64>,
+    closing: IdMap<usize, u64>,
     /// Whether the liveness timer runs (it does while any link exists).
     liveness_armed: bool,
     /// Where every connection's reads land first (one buffer for all).
@@ -129,7 +130,7 @@ pub(super) struct Net {
     /// Connections whose unsent output is above the high-water mark, with
     /// when they got there. While any is, the dispatcher takes no commands
     /// and reads from no other peer: the pressure goes back to the senders.
-    congested: HashMap<usize, Instant>,
+    congested: IdMap<usize, Instant>,
     /// Connections with input left unread while congested.
     stalled: Vec<usize>,
 }
