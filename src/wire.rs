@@ -397,6 +397,37 @@ pub(crate) fn encode_frame(message: &Message) -> Result<Vec<u8>> {
     })
 }
 
+/// Appends to `out` the frame (prefix and body) of a
+/// [`Message::Report`] with these fields, byte for byte what
+/// [`encode_frame`] makes of one, without building the message (its subject
+/// `String`) or a buffer of its own. On error `out` is left as it was.
+pub(crate) fn encode_report_frame(
+    out: &mut Vec<u8>,
+    publisher: AgentKey,
+    to: Option<AgentKey>,
+    subject: &str,
+    payload: &Payload,
+) -> Result<()> {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    let fields = (REPORT_TAG, publisher, to, subject, payload);
+    let encoded = bincode::serde::encode_into_std_write(fields, &mut *out, config())
+        .map_err(|e| Error::Encode(e.to_string()))
+        .and_then(|n| {
+            u32::try_from(n).map_err(|_| Error::Encode("message larger than 4 GiB".into()))
+        });
+    match encoded {
+        Ok(len) => {
+            out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+            Ok(())
+        }
+        Err(e) => {
+            out.truncate(start);
+            Err(e)
+        }
+    }
+}
+
 impl Serialize for Payload {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         s.serialize_bytes(&self.0)
@@ -494,6 +525,17 @@ mod tests {
                 assert!(decode::<Message>(bad).is_err());
                 assert!(decode_message(bad).is_err());
             }
+        }
+        for to in [None, Some(key)] {
+            let message = Message::Report {
+                publisher: key,
+                to,
+                subject: "a.b.c".into(),
+                payload: payload.clone(),
+            };
+            let mut out = vec![9u8];
+            encode_report_frame(&mut out, key, to, "a.b.c", &payload).unwrap();
+            assert_eq!(out[1..], encode_frame(&message).unwrap()[..]);
         }
         let other = encode_frame(&Message::Heartbeat).unwrap();
         assert!(matches!(

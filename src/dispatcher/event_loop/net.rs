@@ -133,6 +133,8 @@ pub(super) struct Net {
     congested: IdMap<usize, Instant>,
     /// Connections with input left unread while congested.
     stalled: Vec<usize>,
+    /// Where a report's frame is encoded before it is queued.
+    frame: Vec<u8>,
 }
 
 impl Net {
@@ -1347,13 +1349,8 @@ impl EventLoop {
                 self.send(token, &message);
             }
             Event::Report(r) => {
-                let message = Message::Report {
-                    publisher: r.publisher.key(),
-                    to: Some(key),
-                    subject: r.subject.to_string(),
-                    payload: r.payload,
-                };
-                self.send(token, &message);
+                let publisher = r.publisher.key();
+                self.send_report_frame(&[token], publisher, Some(key), &r.subject, &r.payload);
             }
             // The subscriber's own dispatcher announces publishers to it.
             _ => {}
@@ -1399,8 +1396,9 @@ impl EventLoop {
         Counters::bump(&self.link.counters.requests_delivered);
     }
 
-    /// Publishes a report to remote subscribers: one frame, encoded once,
-    /// for every connection that leads to at least one of them.
+    /// Publishes a report to remote subscribers: one frame, encoded once
+    /// (into a buffer kept for it), for every connection that leads to at
+    /// least one of them.
     pub(super) fn publish_remote(
         &mut self,
         tokens: &[usize],
@@ -1408,19 +1406,29 @@ impl EventLoop {
         subject: &str,
         payload: &Payload,
     ) {
-        let message = Message::Report {
-            publisher,
-            to: None,
-            subject: subject.to_owned(),
-            payload: payload.clone(),
-        };
-        match wire::encode_frame(&message) {
-            Ok(frame) => {
+        self.send_report_frame(tokens, publisher, None, subject, payload);
+    }
+
+    fn send_report_frame(
+        &mut self,
+        tokens: &[usize],
+        publisher: AgentKey,
+        to: Option<AgentKey>,
+        subject: &str,
+        payload: &Payload,
+    ) {
+        let mut frame = std::mem::take(&mut self.net.frame);
+        frame.clear();
+        match wire::encode_report_frame(&mut frame, publisher, to, subject, payload) {
+            Ok(()) => {
                 for t in tokens {
                     self.push(*t, &frame);
                 }
             }
             Err(e) => log::error!("netsvc: cannot encode a report: {e}"),
+        }
+        if frame.capacity() <= crate::frame::READ_CHUNK {
+            self.net.frame = frame; // (a large one is not kept)
         }
     }
 
