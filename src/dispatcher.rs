@@ -2,6 +2,7 @@
 
 pub(crate) mod command;
 mod event_loop;
+mod idmap;
 mod timers;
 
 use std::collections::HashMap;

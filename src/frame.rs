@@ -49,8 +49,12 @@ pub(crate) enum Fill {
 
 impl ReadBuffer {
     /// Reads from the socket through `scratch` until it would block, the
-    /// peer closes, or the buffer holds `max` unread bytes. The buffer grows
-    /// only by what arrived, so an idle connection holds (almost) nothing.
+    /// peer closes, the buffer holds `max` unread bytes, or this call has
+    /// read a whole `scratch` (then [`Fill::Full`]: frames are taken a chunk
+    /// at a time, so a busy connection's buffer stays about one chunk long
+    /// instead of growing with everything the socket holds and being freed
+    /// again). The buffer grows only by what arrived, so an idle connection
+    /// holds (almost) nothing.
     pub(crate) fn fill(
         &mut self,
         src: &mut impl Read,
@@ -60,14 +64,14 @@ impl ReadBuffer {
         let mut total = 0;
         loop {
             let unread = self.buf.len() - self.start;
-            if unread >= max {
+            if unread >= max || total >= scratch.len() {
                 return Ok((Fill::Full, total));
             }
             if self.start > 0 && self.start == self.buf.len() {
                 self.buf.clear();
                 self.start = 0;
             }
-            let want = scratch.len().min(max - unread);
+            let want = (scratch.len() - total).min(max - unread);
             match src.read(&mut scratch[..want]) {
                 Ok(0) => return Ok((Fill::Closed, total)),
                 Ok(n) => {
@@ -125,8 +129,10 @@ impl ReadBuffer {
             self.buf.drain(..self.start);
             self.start = 0;
         }
-        if self.buf.is_empty() && self.buf.capacity() > READ_CHUNK {
-            self.buf = Vec::new(); // give back a burst's memory
+        // A chunk plus the start of a frame is the steady state of a busy
+        // connection: kept. More is a burst's memory: given back.
+        if self.buf.is_empty() && self.buf.capacity() > 2 * READ_CHUNK {
+            self.buf = Vec::new();
         }
     }
 
@@ -251,6 +257,38 @@ mod tests {
         }
         assert_eq!(frames, vec![b"hello".to_vec(), vec![], vec![7u8; 1000]]);
         assert_eq!(r.unread(), 0);
+    }
+
+    #[test]
+    fn fill_takes_one_chunk_at_a_time() {
+        let mut w = WriteBuffer::default();
+        for _ in 0..100 {
+            w.push_frame(&[1u8; 100]);
+        }
+        let mut src = Trickle {
+            data: w.buf.clone(),
+            pos: 0,
+            step: 1000,
+        };
+        let mut r = ReadBuffer::default();
+        let mut scratch = vec![0u8; 2500];
+        let (fill, n) = r.fill(&mut src, 1 << 20, &mut scratch).unwrap();
+        assert_eq!((fill, n), (Fill::Full, 2500));
+        let mut frames = 0;
+        while r.next_frame(4096).unwrap().is_some() {
+            frames += 1;
+        }
+        assert_eq!(frames, 24);
+        loop {
+            let (fill, _) = r.fill(&mut src, 1 << 20, &mut scratch).unwrap();
+            while r.next_frame(4096).unwrap().is_some() {
+                frames += 1;
+            }
+            if fill == Fill::WouldBlock {
+                break;
+            }
+        }
+        assert_eq!(frames, 100);
     }
 
     #[test]

@@ -32,6 +32,9 @@ pub(crate) struct Registry {
     groups: HashMap<String, Vec<AgentKey>>,
     name_monitors: HashMap<String, Vec<AgentId>>,
     group_monitors: HashMap<String, Vec<AgentId>>,
+    /// Changes with every agent added, removed or regrouped (what remembered
+    /// report routes are checked against).
+    generation: u64,
 }
 
 /// Adds `item` to the list under `key` unless it is there; true if added.
@@ -64,6 +67,7 @@ fn remove_item<T: PartialEq>(map: &mut HashMap<String, Vec<T>>, key: &str, item:
 
 impl Registry {
     pub(crate) fn insert(&mut self, binding: ServiceBinding, route: Route) {
+        self.generation += 1;
         let key = binding.key();
         self.names
             .entry(binding.service_name().to_owned())
@@ -78,11 +82,18 @@ impl Registry {
     /// Removes an agent from names and groups; the caller announces.
     pub(crate) fn remove(&mut self, key: &AgentKey) -> Option<Entry> {
         let entry = self.agents.remove(key)?;
+        self.generation += 1;
         remove_item(&mut self.names, entry.binding.service_name(), key);
         for g in entry.binding.groups() {
             remove_item(&mut self.groups, g, key);
         }
         Some(entry)
+    }
+
+    /// A number that changes whenever an agent is added, removed or changes
+    /// its groups.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
     }
 
     pub(crate) fn get(&self, key: &AgentKey) -> Option<&Entry> {
@@ -116,6 +127,7 @@ impl Registry {
         if entry.binding.groups().iter().any(|g| g == group) {
             return None;
         }
+        self.generation += 1;
         let mut groups = entry.binding.groups().to_vec();
         groups.push(group.to_owned());
         entry.binding = entry.binding.with_groups(groups);
@@ -129,6 +141,7 @@ impl Registry {
         if !entry.binding.groups().iter().any(|g| g == group) {
             return None;
         }
+        self.generation += 1;
         let groups = entry
             .binding
             .groups()

@@ -38,6 +38,9 @@ pub(crate) struct Reports {
     by_agent: HashMap<AgentKey, Vec<Sub>>,
     /// The latest cached report per subject, per publisher agent.
     cache: HashMap<AgentKey, HashMap<Arc<str>, Cached>>,
+    /// Changes with every subscription added or removed (what remembered
+    /// report routes are checked against).
+    generation: u64,
 }
 
 /// Adds a subscription unless the same one is there; true if added.
@@ -63,12 +66,19 @@ fn remove(list: &mut Vec<Sub>, subscriber: AgentKey, pattern: &str) -> bool {
 }
 
 impl Reports {
+    /// A number that changes whenever a subscription may have been added or
+    /// removed.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
+    }
+
     pub(crate) fn subscribe_name(
         &mut self,
         subscriber: AgentKey,
         name: &str,
         pattern: &str,
     ) -> bool {
+        self.generation += 1;
         add(
             self.by_name.entry(name.to_owned()).or_default(),
             subscriber,
@@ -82,6 +92,7 @@ impl Reports {
         name: &str,
         pattern: &str,
     ) -> bool {
+        self.generation += 1;
         let Some(list) = self.by_name.get_mut(name) else {
             return false;
         };
@@ -98,6 +109,7 @@ impl Reports {
         publisher: AgentKey,
         pattern: &str,
     ) -> bool {
+        self.generation += 1;
         add(
             self.by_agent.entry(publisher).or_default(),
             subscriber,
@@ -111,6 +123,7 @@ impl Reports {
         publisher: AgentKey,
         pattern: &str,
     ) -> bool {
+        self.generation += 1;
         let Some(list) = self.by_agent.get_mut(&publisher) else {
             return false;
         };
@@ -177,6 +190,7 @@ impl Reports {
     /// Removes every subscription a subscriber holds, returning what each was
     /// against: `(Some(name), pattern)` or `(None, pattern)` with the agent.
     pub(crate) fn remove_subscriber(&mut self, subscriber: AgentKey) -> Vec<(Target, String)> {
+        self.generation += 1;
         let mut removed = Vec::new();
         self.by_name.retain(|name, list| {
             list.retain(|s| {
@@ -204,6 +218,7 @@ impl Reports {
     /// Forgets a withdrawn publisher agent: its subscriptions by binding and
     /// its cache. Subscriptions by name stay.
     pub(crate) fn remove_publisher(&mut self, publisher: AgentKey) {
+        self.generation += 1;
         self.by_agent.remove(&publisher);
         self.cache.remove(&publisher);
     }

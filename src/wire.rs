@@ -29,6 +29,12 @@ impl From<Vec<u8>> for Payload {
     }
 }
 
+impl From<&[u8]> for Payload {
+    fn from(v: &[u8]) -> Self {
+        Payload(v.into())
+    }
+}
+
 /// The bincode configuration for encoding.
 fn config() -> bincode::config::Configuration {
     bincode::config::standard()
@@ -273,6 +279,57 @@ pub(crate) enum Message {
     },
 }
 
+/// The variant index of [`Message::Report`] in its encoding (bincode writes
+/// a struct variant as its index, a `u32`, then its fields; a test checks it).
+const REPORT_TAG: u32 = 11;
+
+/// A report's fields, borrowed from the frame that carries it: what a
+/// relay or a subscriber needs, read without allocating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ReportRef<'a> {
+    pub publisher: AgentKey,
+    pub to: Option<AgentKey>,
+    pub subject: &'a str,
+    pub payload: &'a [u8],
+}
+
+/// A message as received: reports borrowed from the frame, everything else
+/// decoded into a [`Message`].
+#[derive(Debug)]
+pub(crate) enum Incoming<'a> {
+    Report(ReportRef<'a>),
+    Other(Message),
+}
+
+/// Decodes a message frame's body. Reports, the bulk of the traffic, are
+/// only read in place (the subject and payload are borrowed, so nothing is
+/// allocated whatever the lengths claim); any other message is decoded as by
+/// [`decode`], bounded by the input's size. Accepts and refuses exactly what
+/// `decode::<Message>` does.
+pub(crate) fn decode_message(body: &[u8]) -> Result<Incoming<'_>> {
+    let tag = bincode::decode_from_slice::<u32, _>(body, config());
+    if let Ok((REPORT_TAG, used)) = tag {
+        type Fields<'a> = (AgentKey, Option<AgentKey>, &'a str, &'a [u8]);
+        let rest = &body[used..];
+        let ((publisher, to, subject, payload), n) =
+            bincode::serde::borrow_decode_from_slice::<Fields<'_>, _>(rest, config())
+                .map_err(|e| Error::Decode(format!("{e} (decoding a report)")))?;
+        if n != rest.len() {
+            return Err(Error::Decode(format!(
+                "{} trailing bytes after a report",
+                rest.len() - n
+            )));
+        }
+        return Ok(Incoming::Report(ReportRef {
+            publisher,
+            to,
+            subject,
+            payload,
+        }));
+    }
+    decode::<Message>(body).map(Incoming::Other)
+}
+
 /// Serde helpers for fields decoded from the network, so that a claimed
 /// length never allocates ahead of the bytes that back it: serde's `Vec`
 /// would reserve up to 1 MiB from the length alone.
@@ -338,6 +395,37 @@ pub(crate) fn encode_frame(message: &Message) -> Result<Vec<u8>> {
         frame[..4].copy_from_slice(&len.to_be_bytes());
         Ok(frame.to_vec())
     })
+}
+
+/// Appends to `out` the frame (prefix and body) of a
+/// [`Message::Report`] with these fields, byte for byte what
+/// [`encode_frame`] makes of one, without building the message (its subject
+/// `String`) or a buffer of its own. On error `out` is left as it was.
+pub(crate) fn encode_report_frame(
+    out: &mut Vec<u8>,
+    publisher: AgentKey,
+    to: Option<AgentKey>,
+    subject: &str,
+    payload: &Payload,
+) -> Result<()> {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    let fields = (REPORT_TAG, publisher, to, subject, payload);
+    let encoded = bincode::serde::encode_into_std_write(fields, &mut *out, config())
+        .map_err(|e| Error::Encode(e.to_string()))
+        .and_then(|n| {
+            u32::try_from(n).map_err(|_| Error::Encode("message larger than 4 GiB".into()))
+        });
+    match encoded {
+        Ok(len) => {
+            out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+            Ok(())
+        }
+        Err(e) => {
+            out.truncate(start);
+            Err(e)
+        }
+    }
 }
 
 impl Serialize for Payload {
@@ -407,6 +495,53 @@ mod tests {
         bytes.extend_from_slice(&(1u32 << 20).to_le_bytes());
         bytes.extend_from_slice(b"abcde");
         assert!(matches!(decode::<String>(&bytes), Err(Error::Decode(_))));
+    }
+
+    #[test]
+    fn reports_read_in_place_match_the_full_decoding() {
+        let key = AgentKey {
+            process: 0xdead_beef_0123_4567,
+            agent: crate::ids::AgentId(300),
+        };
+        let payload = encode(&vec![7u8; 64]).unwrap();
+        for to in [None, Some(key)] {
+            let message = Message::Report {
+                publisher: key,
+                to,
+                subject: "a.b.c".into(),
+                payload: payload.clone(),
+            };
+            let frame = encode_frame(&message).unwrap();
+            let body = &frame[4..];
+            let Ok(Incoming::Report(r)) = decode_message(body) else {
+                panic!("not read as a report");
+            };
+            assert_eq!(r.publisher, key);
+            assert_eq!(r.to, to);
+            assert_eq!(r.subject, "a.b.c");
+            assert_eq!(r.payload, payload.as_bytes());
+            // Truncated or extended, it is refused like the full decoding.
+            for bad in [&body[..body.len() - 1], &[body, &[0u8][..]].concat()[..]] {
+                assert!(decode::<Message>(bad).is_err());
+                assert!(decode_message(bad).is_err());
+            }
+        }
+        for to in [None, Some(key)] {
+            let message = Message::Report {
+                publisher: key,
+                to,
+                subject: "a.b.c".into(),
+                payload: payload.clone(),
+            };
+            let mut out = vec![9u8];
+            encode_report_frame(&mut out, key, to, "a.b.c", &payload).unwrap();
+            assert_eq!(out[1..], encode_frame(&message).unwrap()[..]);
+        }
+        let other = encode_frame(&Message::Heartbeat).unwrap();
+        assert!(matches!(
+            decode_message(&other[4..]),
+            Ok(Incoming::Other(Message::Heartbeat))
+        ));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The dispatcher thread: a `mio::Poll` loop that owns every piece of routing
 //! state and never blocks on a service or a socket.
 
+mod fanout;
 mod net;
 
 use std::cell::Cell;
@@ -12,6 +13,7 @@ use crossbeam_channel::{Receiver, TrySendError};
 use mio::{Events, Poll, Token};
 
 use super::command::{Command, Destination, MonitorKind, OutgoingCall, PublisherSpec};
+use super::idmap::IdMap;
 use super::timers::{TimerId, Timers};
 use super::{Counters, Link};
 use crate::direct::{Inbox, Waiting};
@@ -153,11 +155,13 @@ pub(crate) struct EventLoop {
     commands: Receiver<Command>,
     registry: Registry,
     reports: Reports,
-    locals: HashMap<AgentId, Local>,
+    locals: IdMap<AgentId, Local>,
     pending: HashMap<ConversationId, Pending>,
     timers: Timers<TimerKind>,
     /// Reused buffer for report fan-out.
     scratch: Vec<AgentKey>,
+    /// Where recent reports went, by publisher and subject.
+    fanouts: fanout::FanoutCache,
     net: net::Net,
     /// Calls waiting for a destination.
     parked: Vec<Parked>,
@@ -175,10 +179,11 @@ impl EventLoop {
             commands,
             registry: Registry::default(),
             reports: Reports::default(),
-            locals: HashMap::new(),
+            locals: IdMap::default(),
             pending: HashMap::new(),
             timers: Timers::new(),
             scratch: Vec::new(),
+            fanouts: fanout::FanoutCache::default(),
             net: net::Net::default(),
             parked: Vec::new(),
             turns: Turns::default(),
@@ -889,34 +894,23 @@ impl EventLoop {
         };
         let publisher = local.binding.clone();
         let key = publisher.key();
-        let subject: Arc<str> = subject.into();
         Counters::bump(&self.link.counters.reports_published);
-        self.reports.store(key, &subject, &payload, lifetime);
-        let mut subscribers = std::mem::take(&mut self.scratch);
-        subscribers.clear();
-        self.reports
-            .matching(key, publisher.service_name(), &subject, &mut subscribers);
         // Local subscribers get the report on their queues; each connection
         // leading to remote subscribers gets one frame, encoded once.
-        let mut remote: Vec<usize> = Vec::new();
-        for s in subscribers.iter() {
-            match self.route_of(s) {
-                Some(Route::Local(agent)) => {
-                    let report = Report {
-                        publisher: publisher.clone(),
-                        subject: subject.clone(),
-                        payload: payload.clone(),
-                    };
-                    self.deliver(agent, Event::Report(report), Class::Data);
-                }
-                Some(Route::Remote(token)) if !remote.contains(&token) => remote.push(token),
-                _ => {}
+        self.with_fanout(key, Some(&publisher), &subject, |this, fanout| {
+            this.reports.store(key, &fanout.subject, &payload, lifetime);
+            for &agent in &fanout.locals {
+                let report = Report {
+                    publisher: publisher.clone(),
+                    subject: fanout.subject.clone(),
+                    payload: payload.clone(),
+                };
+                this.deliver(agent, Event::Report(report), Class::Data);
             }
-        }
-        self.scratch = subscribers;
-        if !remote.is_empty() {
-            self.publish_remote(&remote, key, &subject, &payload);
-        }
+            if !fanout.remotes.is_empty() {
+                this.publish_remote(&fanout.remotes, key, &fanout.subject, &payload);
+            }
+        });
     }
 
     fn send_report(

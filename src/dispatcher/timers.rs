@@ -5,8 +5,10 @@
 //! heap stays within a small multiple of the live timers.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::time::Instant;
+
+use super::idmap::IdMap;
 
 /// Names one started timer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -14,7 +16,7 @@ pub(crate) struct TimerId(u64);
 
 pub(crate) struct Timers<K> {
     heap: BinaryHeap<Reverse<(Instant, u64)>>,
-    live: HashMap<u64, K>,
+    live: IdMap<u64, K>,
     next: u64,
 }
 
@@ -22,7 +24,7 @@ impl<K> Timers<K> {
     pub(crate) fn new() -> Self {
         Timers {
             heap: BinaryHeap::new(),
-            live: HashMap::new(),
+            live: IdMap::default(),
             next: 0,
         }
     }
