@@ -10,6 +10,13 @@
 //! closes (so none outlives the parent), and the parent kills them all at the
 //! end, on panic, and when its overall time limit passes.
 //!
+//! The floors: B1 a blocking ping-pong, B2 the same through a blocking
+//! relay, B3 frames streamed through the relay, and B4 B2 again with
+//! threads that hand each message over as netsvc's do (a caller thread and
+//! an I/O thread at the client; reader, worker and writer threads at the
+//! server): what the dispatcher-and-worker shape costs before any of
+//! netsvc's code runs.
+//!
 //! Latencies are percentiles of recorded samples (nearest rank); rates are
 //! counted from the first to the last message seen by the receiver. Payloads
 //! are 64 bytes. Targets are printed beside the figures; nothing is asserted.
@@ -208,7 +215,39 @@ fn serve_raw(s: &mut TcpStream) -> io::Result<()> {
             }
         }
         b'S' => sink(s),
+        b'T' => echo_in_threads(s),
         _ => Ok(()),
+    }
+}
+
+/// B4's server side: netsvc's thread shape without netsvc. A reader
+/// thread hands each message over a channel to a worker thread, which
+/// hands its answer to a writer thread: the hand-offs a request makes
+/// through a dispatcher and a service worker.
+fn echo_in_threads(s: &mut TcpStream) -> io::Result<()> {
+    let (work_tx, work_rx) = crossbeam_channel::bounded::<[u8; PAYLOAD]>(1024);
+    let (out_tx, out_rx) = crossbeam_channel::bounded::<[u8; PAYLOAD]>(1024);
+    let mut w = s.try_clone()?;
+    thread::spawn(move || {
+        while let Ok(m) = work_rx.recv() {
+            if out_tx.send(m).is_err() {
+                break;
+            }
+        }
+    });
+    thread::spawn(move || {
+        while let Ok(m) = out_rx.recv() {
+            if w.write_all(&m).is_err() {
+                break;
+            }
+        }
+    });
+    let mut buf = [0u8; PAYLOAD];
+    loop {
+        s.read_exact(&mut buf)?;
+        if work_tx.send(buf).is_err() {
+            return Ok(());
+        }
     }
 }
 
@@ -306,6 +345,40 @@ fn role_rawclient(a: &Args) {
                 || {
                     s2.write_all(&msg).map_err(|e| e.to_string())?;
                     s.read_exact(&mut buf).map_err(|e| e.to_string())
+                },
+                "",
+            );
+        }
+        "threads" => {
+            // B4's client side: the caller hands each message to a writer
+            // thread and a reader thread hands the answer back, as a caller
+            // and its dispatcher do.
+            s.write_all(b"T").unwrap_or_else(|e| fail(&e.to_string()));
+            let (req_tx, req_rx) = crossbeam_channel::bounded::<[u8; PAYLOAD]>(16);
+            let (resp_tx, resp_rx) = crossbeam_channel::bounded::<[u8; PAYLOAD]>(16);
+            let mut w = s.try_clone().unwrap_or_else(|e| fail(&e.to_string()));
+            thread::spawn(move || {
+                while let Ok(m) = req_rx.recv() {
+                    if w.write_all(&m).is_err() {
+                        break;
+                    }
+                }
+            });
+            thread::spawn(move || {
+                let mut buf = [0u8; PAYLOAD];
+                while s.read_exact(&mut buf).is_ok() {
+                    if resp_tx.send(buf).is_err() {
+                        break;
+                    }
+                }
+            });
+            let msg = [7u8; PAYLOAD];
+            measure_calls(
+                a.num("--warmup", 1000),
+                n,
+                || {
+                    req_tx.send(msg).map_err(|e| e.to_string())?;
+                    resp_rx.recv().map(drop).map_err(|e| e.to_string())
                 },
                 "",
             );
@@ -988,8 +1061,9 @@ fn port_of(p: &Proc) -> Result<String, String> {
     p.expect("READY", SETUP)?.s("port")
 }
 
-/// B1 and B2: raw ping-pong, directly or through the relay.
-fn raw_ping(s: &Sizes, relayed: bool) -> Result<Latency, String> {
+/// B1, B2 and B4: raw ping-pong, directly or through the relay; `mode`
+/// `ping` (one thread at each end) or `threads` (B4: netsvc's hand-offs).
+fn raw_ping(s: &Sizes, relayed: bool, mode: &str) -> Result<Latency, String> {
     let echo = spawn("echo", &["echo"])?;
     let mut port = port_of(&echo)?;
     let _relay = if relayed {
@@ -1009,7 +1083,7 @@ fn raw_ping(s: &Sizes, relayed: bool) -> Result<Latency, String> {
             "--addr",
             &addr,
             "--mode",
-            "ping",
+            mode,
             "--warmup",
             &w,
             "--n",
@@ -1271,9 +1345,11 @@ fn parent(a: &Args) {
     let mut notes: Vec<String> = Vec::new();
 
     progress("B1 raw ping-pong");
-    let b1 = raw_ping(&s, false);
+    let b1 = raw_ping(&s, false, "ping");
     progress("B2 raw ping-pong via relay");
-    let b2 = raw_ping(&s, true);
+    let b2 = raw_ping(&s, true, "ping");
+    progress("B4 raw ping-pong via relay, threads handing over as netsvc's do");
+    let b4 = raw_ping(&s, true, "threads");
     progress("B3 raw stream via relay");
     let b3 = raw_stream(&s);
 
@@ -1306,6 +1382,16 @@ fn parent(a: &Args) {
         )),
         Err(e) => rows.push(failed("B2", "raw TCP ping-pong via relay", e, floor)),
     }
+    match &b4 {
+        Ok(l) => rows.push(row(
+            "B4",
+            "B2 with netsvc's thread hand-offs",
+            lat_text(l, "rt"),
+            floor,
+            "-".into(),
+        )),
+        Err(e) => rows.push(failed("B4", "B2 with netsvc's thread hand-offs", e, floor)),
+    }
     match &b3 {
         Ok((r, n)) => rows.push(row(
             "B3",
@@ -1317,6 +1403,7 @@ fn parent(a: &Args) {
         Err(e) => rows.push(failed("B3", "raw TCP stream via relay", e, floor)),
     }
     let b2_p50 = b2.as_ref().ok().map(|l| l.p50);
+    let b4_p50 = b4.as_ref().ok().map(|l| l.p50);
     let b3_rate = b3.as_ref().ok().map(|(r, _)| *r);
 
     // W1, W4, W5 share one exchange and one server process.
@@ -1343,7 +1430,13 @@ fn parent(a: &Args) {
             rows.push(row(
                 "W1",
                 "svc.call via exchange",
-                format!("{}; p50/B2 = {ratio:.2}", lat_text(l, "calls")),
+                format!(
+                    "{}; p50/B2 = {ratio:.2}{}",
+                    lat_text(l, "calls"),
+                    b4_p50
+                        .map(|b4| format!(", p50/B4 = {:.2}", l.p50 as f64 / b4 as f64))
+                        .unwrap_or_default()
+                ),
                 w1_target,
                 met(ratio <= 1.3),
             ));
