@@ -79,6 +79,10 @@ struct Conn {
     /// The socket refused part of a write: no early write until it is
     /// writable again or the end-of-turn flush emptied the buffer.
     write_blocked: bool,
+    /// On the list of connections to flush: a frame queued after the first
+    /// does not add it again (a long turn of reports would grow that list
+    /// by one entry per frame).
+    listed: bool,
 }
 
 enum Role {
@@ -481,6 +485,7 @@ impl EventLoop {
             last_out: now,
             subscriptions: 0,
             write_blocked: false,
+            listed: false,
         };
         self.net.conns.insert(token, conn);
     }
@@ -933,11 +938,14 @@ impl EventLoop {
     /// flush, so that the reading of the frames that fill it stops in time.
     fn queued(&mut self, token: usize) {
         Counters::bump(&self.link.counters.frames_out);
-        self.net.dirty.push(token);
         let high = high_water(self.link.config.max_outbound_buffer);
         let Some(conn) = self.net.conns.get_mut(&token) else {
             return;
         };
+        if !conn.listed {
+            conn.listed = true;
+            self.net.dirty.push(token);
+        }
         if conn.wbuf.pending() >= crate::frame::READ_CHUNK
             && !conn.write_blocked
             && conn.state != ConnState::Connecting
@@ -992,6 +1000,7 @@ impl EventLoop {
             let Some(conn) = self.net.conns.get_mut(&token) else {
                 continue;
             };
+            conn.listed = false;
             if conn.state == ConnState::Connecting {
                 continue;
             }
