@@ -152,13 +152,16 @@ pub(crate) struct RpcRequest {
     pub context: Context,
     pub namespace: Option<String>,
     pub version: Option<String>,
+    /// Copied as one buffer, not decoded byte by byte (the same bytes on
+    /// the wire as a sequence).
+    #[serde(with = "crate::wire::bounded::bytes")]
     pub args: Vec<u8>,
 }
 
 /// The outcome of an RPC request, as the reply's payload.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum RpcOutcome {
-    Ok(Vec<u8>),
+    Ok(#[serde(with = "crate::wire::bounded::bytes")] Vec<u8>),
     NoSuchMethod(String),
     UnsupportedVersion(String),
     Remote(RemoteError),
@@ -217,6 +220,39 @@ mod tests {
             namespace: ns.map(str::to_owned),
             version: Some(version.to_owned()),
             args: wire::encode(&()).unwrap().as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn arguments_as_one_buffer_are_the_same_bytes_as_a_sequence() {
+        #[derive(Serialize, Deserialize, PartialEq, Debug)]
+        struct AsSequence {
+            context: Context,
+            namespace: Option<String>,
+            version: Option<String>,
+            args: Vec<u8>,
+        }
+        let args: Vec<u8> = (0..=255).collect();
+        let r = RpcRequest {
+            context: Context::new(),
+            namespace: Some("ns".into()),
+            version: Some("1.2".into()),
+            args: args.clone(),
+        };
+        let s = AsSequence {
+            context: Context::new(),
+            namespace: Some("ns".into()),
+            version: Some("1.2".into()),
+            args,
+        };
+        let (a, b) = (wire::encode(&r).unwrap(), wire::encode(&s).unwrap());
+        assert_eq!(a.as_bytes(), b.as_bytes());
+        let back: RpcRequest = wire::decode(b.as_bytes()).unwrap();
+        assert_eq!(back.args, s.args);
+        let out = wire::encode(&RpcOutcome::Ok(vec![1, 2, 3])).unwrap();
+        match wire::decode::<RpcOutcome>(out.as_bytes()).unwrap() {
+            RpcOutcome::Ok(v) => assert_eq!(v, vec![1, 2, 3]),
+            other => panic!("got {other:?}"),
         }
     }
 
