@@ -899,18 +899,29 @@ impl EventLoop {
         // leading to remote subscribers gets one frame, encoded once.
         self.with_fanout(key, Some(&publisher), &subject, |this, fanout| {
             this.reports.store(key, &fanout.subject, &payload, lifetime);
-            for &agent in &fanout.locals {
-                let report = Report {
-                    publisher: publisher.clone(),
-                    subject: fanout.subject.clone(),
-                    payload: payload.clone(),
-                };
-                this.deliver(agent, Event::Report(report), Class::Data);
-            }
+            this.deliver_reports(&fanout.locals, &publisher, &fanout.subject, &payload);
             if !fanout.remotes.is_empty() {
-                this.publish_remote(&fanout.remotes, key, &fanout.subject, &payload);
+                this.send_report_frame(&fanout.remotes, key, None, &fanout.subject, &payload);
             }
         });
+    }
+
+    /// Puts one report on the queues of these local subscribers.
+    fn deliver_reports(
+        &mut self,
+        agents: &[AgentId],
+        publisher: &ServiceBinding,
+        subject: &Arc<str>,
+        payload: &Payload,
+    ) {
+        for &agent in agents {
+            let report = Report {
+                publisher: publisher.clone(),
+                subject: subject.clone(),
+                payload: payload.clone(),
+            };
+            self.deliver(agent, Event::Report(report), Class::Data);
+        }
     }
 
     fn send_report(

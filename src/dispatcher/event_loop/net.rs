@@ -85,6 +85,19 @@ struct Conn {
     listed: bool,
 }
 
+impl Conn {
+    /// Writes what is queued, as far as the socket takes it; remembers
+    /// when output last went out and whether the socket refused some.
+    fn write_out(&mut self) -> std::io::Result<bool> {
+        if self.wbuf.pending() > 0 {
+            self.last_out = Instant::now();
+        }
+        let written = self.wbuf.flush(&mut self.stream);
+        self.write_blocked = !matches!(written, Ok(true));
+        written
+    }
+}
+
 enum Role {
     Server {
         listener: TcpListener,
@@ -950,10 +963,7 @@ impl EventLoop {
             && !conn.write_blocked
             && conn.state != ConnState::Connecting
         {
-            conn.last_out = Instant::now();
-            if !matches!(conn.wbuf.flush(&mut conn.stream), Ok(true)) {
-                conn.write_blocked = true;
-            }
+            let _ = conn.write_out();
         }
         if conn.wbuf.pending() > high {
             self.net.congested.entry(token).or_insert_with(Instant::now);
@@ -1004,12 +1014,8 @@ impl EventLoop {
             if conn.state == ConnState::Connecting {
                 continue;
             }
-            if conn.wbuf.pending() > 0 {
-                conn.last_out = Instant::now();
-            }
-            match conn.wbuf.flush(&mut conn.stream) {
-                Ok(all) => {
-                    conn.write_blocked = !all;
+            match conn.write_out() {
+                Ok(_) => {
                     let pending = conn.wbuf.pending();
                     if pending > high {
                         self.net.congested.entry(token).or_insert_with(Instant::now);
@@ -1429,20 +1435,10 @@ impl EventLoop {
         Counters::bump(&self.link.counters.requests_delivered);
     }
 
-    /// Publishes a report to remote subscribers: one frame, encoded once
-    /// (into a buffer kept for it), for every connection that leads to at
-    /// least one of them.
-    pub(super) fn publish_remote(
-        &mut self,
-        tokens: &[usize],
-        publisher: AgentKey,
-        subject: &str,
-        payload: &Payload,
-    ) {
-        self.send_report_frame(tokens, publisher, None, subject, payload);
-    }
-
-    fn send_report_frame(
+    /// Sends a report to peers: one frame, encoded once (into a buffer kept
+    /// for it), for every connection in `tokens`; `to` names the one
+    /// subscriber it is for, if it is for one.
+    pub(super) fn send_report_frame(
         &mut self,
         tokens: &[usize],
         publisher: AgentKey,
@@ -1475,14 +1471,7 @@ impl EventLoop {
         self.with_fanout(report.publisher, None, report.subject, |this, fanout| {
             if !fanout.locals.is_empty() {
                 let payload = Payload::from(report.payload);
-                for &agent in &fanout.locals {
-                    let r = Report {
-                        publisher: fanout.binding.clone(),
-                        subject: fanout.subject.clone(),
-                        payload: payload.clone(),
-                    };
-                    this.deliver(agent, Event::Report(r), Class::Data);
-                }
+                this.deliver_reports(&fanout.locals, &fanout.binding, &fanout.subject, &payload);
             }
             for &t in &fanout.remotes {
                 if t != token {
