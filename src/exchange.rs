@@ -33,12 +33,108 @@ pub enum ConnectionState {
     Inactive,
 }
 
+/// Why an exchange link went down, or a connection attempt failed: the
+/// cause carried by an [`Inactive`](ConnectionState::Inactive)
+/// [`ConnectionAnnouncement`] (with a sentence of detail beside it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum InactiveReason {
+    /// The connection was refused: nothing listens at the address.
+    Refused,
+    /// The address could not be reached, or connecting failed otherwise.
+    Unreachable,
+    /// The peer does not speak netsvc (its first bytes are not a netsvc
+    /// handshake).
+    NotNetsvc,
+    /// The peer speaks another version of the exchange protocol.
+    ProtocolVersion,
+    /// The peer's exchange group is not this exchange's.
+    GroupMismatch,
+    /// Authentication failed: a wrong secret, a secret on one side only, or
+    /// a proof that does not check.
+    AuthenticationFailed,
+    /// The handshake did not complete within the time allowed.
+    HandshakeTimeout,
+    /// Nothing arrived from the peer for the dead-peer timeout: presumed dead.
+    HeartbeatTimeout,
+    /// The peer did not read what was sent to it fast enough.
+    SlowConsumer,
+    /// The peer closed the connection (or reset it).
+    ClosedByPeer,
+    /// The peer passed one of this side's limits (frame size, services,
+    /// subscriptions, names, memory...).
+    LimitBreached,
+    /// The peer sent bytes that are not a valid frame or message.
+    BadInput,
+    /// Reading or writing the socket failed.
+    Io,
+    /// This side closed the link: the exchange was closed or the dispatcher
+    /// stopped.
+    Closed,
+}
+
+impl InactiveReason {
+    /// The reason as a short phrase, as it is displayed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InactiveReason::Refused => "connection refused",
+            InactiveReason::Unreachable => "unreachable",
+            InactiveReason::NotNetsvc => "not a netsvc peer",
+            InactiveReason::ProtocolVersion => "protocol version mismatch",
+            InactiveReason::GroupMismatch => "exchange group mismatch",
+            InactiveReason::AuthenticationFailed => "authentication failed",
+            InactiveReason::HandshakeTimeout => "handshake timeout",
+            InactiveReason::HeartbeatTimeout => "heartbeat timeout",
+            InactiveReason::SlowConsumer => "slow consumer",
+            InactiveReason::ClosedByPeer => "closed by peer",
+            InactiveReason::LimitBreached => "limit breached",
+            InactiveReason::BadInput => "bad input",
+            InactiveReason::Io => "I/O error",
+            InactiveReason::Closed => "closed",
+        }
+    }
+}
+
+impl fmt::Display for InactiveReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A link of an exchange came up or went down.
+///
+/// An `Active` announcement is made only once the handshake, and
+/// authentication where a secret is set, have completed on this side. An
+/// `Inactive` one says why ([`reason`](Self::reason), [`detail`](Self::detail)).
+/// It displays as `ACTIVE <process> (<address>)` or
+/// `INACTIVE <process or -> (<address>): <reason>: <detail>`.
 #[derive(Debug, Clone)]
 pub struct ConnectionAnnouncement {
     pub(crate) state: ConnectionState,
     pub(crate) remote_process: Option<ProcessId>,
     pub(crate) remote_address: SocketAddr,
+    pub(crate) reason: Option<InactiveReason>,
+    pub(crate) detail: String,
+}
+
+impl fmt::Display for ConnectionAnnouncement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.state {
+            ConnectionState::Active => "ACTIVE",
+            ConnectionState::Inactive => "INACTIVE",
+        };
+        match &self.remote_process {
+            Some(p) => write!(f, "{state} {p} ({})", self.remote_address)?,
+            None => write!(f, "{state} - ({})", self.remote_address)?,
+        }
+        if let Some(reason) = self.reason {
+            write!(f, ": {reason}")?;
+            if !self.detail.is_empty() {
+                write!(f, ": {}", self.detail)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl ConnectionAnnouncement {
@@ -56,6 +152,17 @@ impl ConnectionAnnouncement {
     /// The peer's socket address.
     pub fn remote_address(&self) -> SocketAddr {
         self.remote_address
+    }
+
+    /// Why the link went down or the attempt failed; `None` for `Active`.
+    pub fn reason(&self) -> Option<InactiveReason> {
+        self.reason
+    }
+
+    /// A sentence on the cause, for logs and people (empty for `Active`):
+    /// for instance `"peer's exchange group is \"a\", ours is \"b\""`.
+    pub fn detail(&self) -> &str {
+        &self.detail
     }
 }
 
@@ -97,6 +204,7 @@ impl Exchange {
                 max_connections: 1024,
                 max_services: 10_000,
                 max_subscriptions: 100_000,
+                max_handshakes_per_address: 16,
             },
         }
     }
@@ -208,6 +316,14 @@ impl ServerBuilder {
 
     /// Decides for each connecting client, by its address, whether it may
     /// connect. A refused client is closed at once and learns nothing.
+    ///
+    /// The callback runs on a thread of its own, one connection at a time,
+    /// never on the dispatcher thread: a slow callback delays only the
+    /// connections waiting for its decision (each within the handshake
+    /// timeout, see
+    /// [`DispatcherBuilder::handshake_timeout`](crate::DispatcherBuilder::handshake_timeout)),
+    /// and at most 256 may wait; more are refused. A panic in it refuses
+    /// that connection.
     pub fn authorise<F>(mut self, check: F) -> Self
     where
         F: Fn(&SocketAddr) -> bool + Send + Sync + 'static,
@@ -232,6 +348,20 @@ impl ServerBuilder {
     /// [`Stats::limits_breached`](crate::Stats::limits_breached).
     pub fn max_connections(mut self, n: usize) -> Self {
         self.limits.max_connections = n;
+        self
+    }
+
+    /// At most this many connections from one IP address may be in their
+    /// handshake at once (default 16). One more makes the oldest of them
+    /// give way: it is closed and counted in
+    /// [`Stats::limits_breached`](crate::Stats::limits_breached). In the
+    /// same way, a server with its maximum of connections closes its oldest
+    /// unfinished handshake to take a new one, and refuses the new one only
+    /// when every connection is an established link. So connections that
+    /// never complete a handshake cannot keep others out, however many; an
+    /// established link is never closed to make room.
+    pub fn max_handshakes_per_address(mut self, n: usize) -> Self {
+        self.limits.max_handshakes_per_address = n.max(1);
         self
     }
 

@@ -97,6 +97,7 @@ pub fn sample_frames() -> Vec<Vec<u8>> {
     let hello = wire::Hello {
         process,
         group: String::new(),
+        auth: false,
     };
     let mut frames = vec![crate::frame::with_prefix(
         &wire::encode_hello(&hello).unwrap_or_default(),

@@ -151,7 +151,7 @@ pub use event::{
     SubscriptionAnnouncement, SubscriptionStatus,
 };
 pub use exchange::{
-    ClientBuilder, ConnectionAnnouncement, ConnectionState, Exchange, ServerBuilder,
+    ClientBuilder, ConnectionAnnouncement, ConnectionState, Exchange, InactiveReason, ServerBuilder,
 };
 pub use ids::{AgentId, ConversationId, ProcessId, ServiceBinding};
 pub use methods::Methods;

@@ -120,13 +120,16 @@ fn decode_with<T: DeserializeOwned, C: bincode::config::Config>(
 pub(crate) const MAGIC: [u8; 6] = *b"NETSVC";
 
 /// The protocol version this build speaks; a peer with another is refused.
-pub(crate) const VERSION: u16 = 1;
+pub(crate) const VERSION: u16 = 2;
 
 /// The handshake: who is speaking, and for which exchange group.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Hello {
     pub process: ProcessId,
     pub group: String,
+    /// Whether this side requires the shared-secret handshake: a peer that
+    /// cannot do it knows at once, and neither side announces the link.
+    pub auth: bool,
 }
 
 /// Why a handshake was refused.
@@ -138,6 +141,18 @@ pub(crate) enum HelloError {
     Version(u16),
     /// The handshake did not decode.
     Decode(String),
+}
+
+impl HelloError {
+    /// The cause, as a connection announcement names it.
+    pub(crate) fn why(&self) -> crate::exchange::InactiveReason {
+        use crate::exchange::InactiveReason as Why;
+        match self {
+            HelloError::NotNetsvc => Why::NotNetsvc,
+            HelloError::Version(_) => Why::ProtocolVersion,
+            HelloError::Decode(_) => Why::BadInput,
+        }
+    }
 }
 
 impl std::fmt::Display for HelloError {

@@ -23,7 +23,7 @@ fn frame(body: &[u8]) -> Vec<u8> {
 }
 
 /// A handshake body: magic, version (u16 BE), then bincode (standard,
-/// varint) of `Hello { process: ProcessId { uid, label }, group }`.
+/// varint) of `Hello { process: ProcessId { uid, label }, group, auth }`.
 fn hello_body(magic: &[u8; 6], version: u16, uid: u8, label: &str, group: &str) -> Vec<u8> {
     assert!(uid < 251, "a one-byte varint");
     assert!(label.len() < 251 && group.len() < 251, "one-byte lengths");
@@ -34,6 +34,7 @@ fn hello_body(magic: &[u8; 6], version: u16, uid: u8, label: &str, group: &str) 
     v.extend_from_slice(label.as_bytes());
     v.push(group.len() as u8);
     v.extend_from_slice(group.as_bytes());
+    v.push(0); // auth: false
     v
 }
 
@@ -43,7 +44,7 @@ const RAW_LABEL: &str = "raw@1/7";
 
 /// A correct hello frame for an exchange of group "".
 fn good_hello() -> Vec<u8> {
-    frame(&hello_body(MAGIC, 1, RAW_UID, RAW_LABEL, ""))
+    frame(&hello_body(MAGIC, 2, RAW_UID, RAW_LABEL, ""))
 }
 
 /// Reads one bincode standard varint.
@@ -223,9 +224,9 @@ fn wrong_protocol_version_closes_only_that_connection() {
     let s = setup(None);
     let before = s.ds.stats();
     let mut raw = raw_connect(s.addr);
-    raw.write_all(&frame(&hello_body(MAGIC, 2, RAW_UID, RAW_LABEL, "")))
+    raw.write_all(&frame(&hello_body(MAGIC, 3, RAW_UID, RAW_LABEL, "")))
         .unwrap();
-    expect_closed(&mut raw, "version 2 hello");
+    expect_closed(&mut raw, "version 3 hello");
     s.assert_no_server_announcement();
     // The refused hello was a whole frame: counted in.
     s.assert_unaffected(&before, 1, 4);
@@ -249,7 +250,7 @@ fn framed_wrong_magic_closes_only_that_connection() {
     let before = s.ds.stats();
     let mut raw = raw_connect(s.addr);
     // A well-formed frame of the right shape whose magic is not NETSVC.
-    raw.write_all(&frame(&hello_body(b"HTTP/1", 1, RAW_UID, RAW_LABEL, "")))
+    raw.write_all(&frame(&hello_body(b"HTTP/1", 2, RAW_UID, RAW_LABEL, "")))
         .unwrap();
     expect_closed(&mut raw, "hello with magic HTTP/1");
     s.assert_no_server_announcement();
@@ -370,7 +371,7 @@ fn server_hello_is_the_first_frame_with_magic_version_and_identity() {
         let mut raw = raw_connect(ex.local_addr());
         let body = read_frame(&mut raw);
         assert_eq!(&body[..6], b"NETSVC");
-        assert_eq!(u16::from_be_bytes([body[6], body[7]]), 1);
+        assert_eq!(u16::from_be_bytes([body[6], body[7]]), 2);
         let mut pos = 8;
         let uid = varint(&body, &mut pos);
         let label_len = varint(&body, &mut pos) as usize;
@@ -382,6 +383,8 @@ fn server_hello_is_the_first_frame_with_magic_version_and_identity() {
         assert_eq!(uid, ds.process_id().uid());
         assert_eq!(label, ds.process_id().as_str());
         assert_eq!(their_group, group);
+        assert_eq!(body.get(pos), Some(&0), "auth: false (no secret)");
+        pos += 1;
         assert_eq!(pos, body.len(), "trailing bytes in the hello");
         ds.shutdown();
     }

@@ -1,6 +1,7 @@
 //! Memory under hostile length prefixes: a peer announcing a huge frame
 //! (4 GiB, or just under the 16 MiB limit with only a few bytes of it sent)
-//! makes the server allocate nothing for it. RSS is process-wide, so this
+//! makes the server allocate nothing for it; before the handshake, more than
+//! 4 KiB is refused. RSS is process-wide, so this
 //! file holds a single test: nothing else runs beside it.
 #![cfg(target_os = "linux")]
 
@@ -91,9 +92,24 @@ fn huge_length_prefixes_allocate_nothing() {
         vsz1 / MIB
     );
 
-    // 2. 16 MiB - 1 announced (just under the limit), 10 bytes sent, the
-    //    connection held open: the server waits without allocating the frame.
-    let mut big = TcpStream::connect(addr).unwrap();
+    // 2. Before the handshake, a frame over 4 KiB is refused at once: an
+    //    unauthenticated peer can make the server buffer a few KiB, no more.
+    let mut early = TcpStream::connect(addr).unwrap();
+    early.set_read_timeout(Some(WAIT)).unwrap();
+    early.write_all(&(4097u32).to_be_bytes()).unwrap();
+    let mut closed = false;
+    while let Ok(n) = early.read(&mut buf) {
+        if n == 0 {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "a 4097-byte frame before the handshake was not refused");
+
+    // 3. After the handshake, 16 MiB - 1 announced (just under the limit),
+    //    10 bytes sent, the connection held open: the server waits without
+    //    allocating the frame.
+    let mut big = util::raw::handshake(addr, 9);
     let mut bytes = ((16u32 << 20) - 1).to_be_bytes().to_vec();
     bytes.extend_from_slice(&[0x5A; 10]);
     big.write_all(&bytes).unwrap();

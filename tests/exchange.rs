@@ -956,18 +956,19 @@ fn bulk_name(i: usize) -> String {
 }
 
 /// The handshake frame of a peer with uid 7, label "raw", group `group`,
-/// written by hand: magic, version 1 (big-endian), then bincode standard
-/// (varint) of Hello { process: ProcessId { uid, label }, group }.
+/// written by hand: magic, version 2 (big-endian), then bincode standard
+/// (varint) of Hello { process: ProcessId { uid, label }, group, auth }.
 fn raw_hello(group: &str) -> Vec<u8> {
     let label = b"raw";
     let mut body = Vec::new();
     body.extend_from_slice(b"NETSVC");
-    body.extend_from_slice(&1u16.to_be_bytes());
+    body.extend_from_slice(&2u16.to_be_bytes());
     body.push(7); // uid: a varint under 251 is one byte
     body.push(label.len() as u8);
     body.extend_from_slice(label);
     body.push(group.len() as u8);
     body.extend_from_slice(group.as_bytes());
+    body.push(0); // auth: false
     let mut frame = (body.len() as u32).to_be_bytes().to_vec();
     frame.extend_from_slice(&body);
     frame
@@ -1023,6 +1024,7 @@ fn slow_consumer_is_disconnected_and_others_keep_working() {
         extra += 1;
     };
     assert_eq!(gone.state(), ConnectionState::Inactive, "{gone:?}");
+    assert_eq!(gone.reason(), Some(InactiveReason::SlowConsumer), "{gone}");
     assert_eq!(gone.remote_process().map(|p| p.uid()), Some(7));
     assert_eq!(ds.stats().slow_consumers, 1);
 
@@ -1043,8 +1045,8 @@ fn slow_consumer_is_disconnected_and_others_keep_working() {
     assert!(received.len() > 4);
     let hello_len = u32::from_be_bytes(received[..4].try_into().unwrap()) as usize;
     let hello = &received[4..4 + hello_len];
-    assert_eq!(&hello[..8], b"NETSVC\x00\x01");
-    assert!(hello.ends_with(b"\x04bulk"));
+    assert_eq!(&hello[..8], b"NETSVC\x00\x02");
+    assert!(hello.ends_with(b"\x04bulk\x00"));
     let label = ds.process_id().as_str().to_owned();
     assert!(hello.windows(label.len()).any(|w| w == label.as_bytes()));
     assert!(received.len() < (2000 + extra) * BULK_NAME);

@@ -76,6 +76,7 @@ pub(crate) struct Limits {
     pub max_connections: usize,
     pub max_services: usize,
     pub max_subscriptions: usize,
+    pub max_handshakes_per_address: usize,
 }
 
 /// What an exchange does.
@@ -213,6 +214,12 @@ pub(crate) enum Command {
     },
     ShutdownAfter {
         delay: Duration,
+    },
+    /// A server's `authorise` callback decided on a connection (it runs
+    /// on a thread of its own, not on the dispatcher's).
+    Authorised {
+        token: usize,
+        allowed: bool,
     },
     Shutdown,
 }

@@ -28,6 +28,11 @@ use crate::registry::{Registry, Route};
 use crate::reports::{Reports, Target};
 use crate::wire::Payload;
 
+/// The shortest period of the heartbeats a callee sends for a call being
+/// handled, whatever the caller asked (a caller's monitor timeout is at
+/// least twice this): a peer asking for a period of 0 gets this.
+pub(crate) const MIN_PROGRESS: Duration = Duration::from_millis(50);
+
 /// The waker's token; sockets use the tokens above it.
 pub(crate) const WAKER: Token = Token(0);
 
@@ -371,6 +376,7 @@ impl EventLoop {
             Command::ExchangeLocalAddr { id, reply } => {
                 let _ = reply.send(self.exchange_local_addr(id));
             }
+            Command::Authorised { token, allowed } => self.authorised(token, allowed),
             Command::Shutdown => return Flow::Stop,
         }
         Flow::Continue
@@ -964,13 +970,14 @@ impl EventLoop {
         let timer = self.timers.start(deadline, TimerKind::Call(conv));
         let mut pending = Pending::new(Caller::Local(call.reply), None, timer, deadline);
         if let Some(period) = call.monitor {
+            let period = period.max(2 * MIN_PROGRESS);
             let t = self.timers.start(now + period, TimerKind::Monitor(conv));
             pending.monitor = Some((period, t));
         }
         self.pending.insert(conv, pending);
         let opts = RouteOpts {
             oneway: call.oneway,
-            heartbeat: call.monitor.map(|d| (d / 2).max(Duration::from_millis(10))),
+            heartbeat: call.monitor.map(|d| (d / 2).max(MIN_PROGRESS)),
         };
         match call.to {
             Destination::Agent(b) => {

@@ -15,7 +15,7 @@ pub fn frame(body: &[u8]) -> Vec<u8> {
 }
 
 /// A hello body: magic, version, then bincode's standard (varint) encoding
-/// of `{ process: { uid, label }, group }`, with one-byte varints.
+/// of `{ process: { uid, label }, group, auth: false }`, with one-byte varints.
 pub fn hello_body(version: u16, uid: u8, label: &str, group: &str) -> Vec<u8> {
     assert!(
         uid < 251 && label.len() < 251 && group.len() < 251,
@@ -28,12 +28,13 @@ pub fn hello_body(version: u16, uid: u8, label: &str, group: &str) -> Vec<u8> {
     v.extend_from_slice(label.as_bytes());
     v.push(group.len() as u8);
     v.extend_from_slice(group.as_bytes());
+    v.push(0); // auth: false
     v
 }
 
 /// A correct hello frame for an exchange of `group`.
 pub fn hello(uid: u8, group: &str) -> Vec<u8> {
-    frame(&hello_body(1, uid, &format!("raw@1/{uid}"), group))
+    frame(&hello_body(2, uid, &format!("raw@1/{uid}"), group))
 }
 
 /// Reads one frame's body.

@@ -15,14 +15,14 @@ use crossbeam_channel::Sender;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Token};
 
-use super::{Caller, Class, EventLoop, Pending, RouteOpts, TimerKind};
+use super::{Caller, Class, EventLoop, Pending, RouteOpts, TimerKind, MIN_PROGRESS};
 use crate::auth::{self, Secret, Side};
 use crate::dispatcher::command::{Authorise, ExchangeRole, Limits};
 use crate::dispatcher::idmap::IdMap;
 use crate::dispatcher::Counters;
 use crate::error::{Error, Result};
 use crate::event::{Event, Report};
-use crate::exchange::{ConnectionAnnouncement, ConnectionState};
+use crate::exchange::{ConnectionAnnouncement, ConnectionState, InactiveReason as Why};
 use crate::frame::{Fill, ReadBuffer, WriteBuffer};
 use crate::ids::{AgentKey, ConversationId, ProcessId, ServiceBinding};
 use crate::registry::Route;
@@ -41,10 +41,44 @@ pub(super) fn visible(audience: &str, group: &str) -> bool {
     audience == "*" || (!audience.is_empty() && audience == group)
 }
 
+/// The largest frame a peer may send before its handshake and
+/// authentication are complete (a hello, a challenge, a proof): what an
+/// unauthenticated connection can make this process buffer.
+pub(super) const PRE_AUTH_FRAME: usize = 4 * 1024;
+
+/// Why a connect failed, by its error.
+fn connect_why(e: &io::Error) -> Why {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => Why::Refused,
+        _ => Why::Unreachable,
+    }
+}
+
+/// Why a read or write failed, by its error.
+fn io_why(e: &io::Error) -> Why {
+    match e.kind() {
+        io::ErrorKind::ConnectionReset
+        | io::ErrorKind::ConnectionAborted
+        | io::ErrorKind::BrokenPipe
+        | io::ErrorKind::UnexpectedEof => Why::ClosedByPeer,
+        _ => Why::Io,
+    }
+}
+
+/// Why a frame was refused (the only cause today: too large, a limit).
+fn frame_why(e: &crate::frame::FrameError) -> Why {
+    match e {
+        crate::frame::FrameError::TooLarge { .. } => Why::LimitBreached,
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum ConnState {
     /// A client's connect is in progress.
     Connecting,
+    /// Accepted; the server's `authorise` callback is deciding on it (on
+    /// its own thread). Nothing is read or sent meanwhile.
+    Authorising,
     /// Connected; waiting for the peer's hello.
     Handshaking,
     /// A client with a secret waits for the server's challenge.
@@ -66,6 +100,9 @@ struct Conn {
     stream: TcpStream,
     peer: SocketAddr,
     state: ConnState,
+    /// When it was accepted or its connect began (the oldest handshaking
+    /// connection is the first to make room for a new one).
+    opened: Instant,
     rbuf: ReadBuffer,
     wbuf: WriteBuffer,
     /// Agents learned through this connection, in order.
@@ -102,7 +139,8 @@ enum Role {
     Server {
         listener: TcpListener,
         token: usize,
-        authorise: Option<Authorise>,
+        /// Connections for the `authorise` callback's thread to decide on.
+        authorise: Option<Sender<(usize, SocketAddr)>>,
         limits: Limits,
     },
     Client {
@@ -152,6 +190,47 @@ pub(super) struct Net {
     stalled: Vec<usize>,
     /// Where a report's frame is encoded before it is queued.
     frame: Vec<u8>,
+    /// Warnings a peer can cause, at most one line a second per kind.
+    warnings: Warnings,
+}
+
+/// How many accepted connections may wait for the `authorise` callback's
+/// thread; one more is refused at once.
+const AUTHORISE_QUEUE: usize = 256;
+
+/// Warnings that peers can cause in any number (refused and closed
+/// connections), rate-limited: the first of a kind is logged, then at most
+/// one line a second with the count of those not shown. Each one is
+/// still logged at debug level.
+#[derive(Default)]
+pub(super) struct Warnings {
+    kinds: Vec<(&'static str, Instant, u64)>,
+}
+
+impl Warnings {
+    fn warn(&mut self, kind: &'static str, line: std::fmt::Arguments<'_>) {
+        let now = Instant::now();
+        let i = match self.kinds.iter().position(|(k, _, _)| *k == kind) {
+            Some(i) => i,
+            None => {
+                self.kinds.push((kind, now - Duration::from_secs(2), 0));
+                self.kinds.len() - 1
+            }
+        };
+        let (_, last, suppressed) = &mut self.kinds[i];
+        if now.saturating_duration_since(*last) >= Duration::from_secs(1) {
+            if *suppressed > 0 {
+                log::warn!("netsvc: {line} (and {suppressed} more like it in the last second or more, at debug level)");
+            } else {
+                log::warn!("netsvc: {line}");
+            }
+            *last = now;
+            *suppressed = 0;
+        } else {
+            *suppressed += 1;
+            log::debug!("netsvc: {line}");
+        }
+    }
 }
 
 impl Net {
@@ -222,6 +301,10 @@ impl EventLoop {
                 authorise,
                 limits,
             } => {
+                let authorise = match authorise {
+                    Some(check) => Some(self.spawn_authoriser(check)?),
+                    None => None,
+                };
                 let token = self.net.token();
                 self.poll
                     .registry()
@@ -267,7 +350,7 @@ impl EventLoop {
             *retry = None; // no reconnect after the closes below
         }
         for token in exch.conns.clone() {
-            self.close_conn(token, "exchange closed", false);
+            self.close_conn(token, Why::Closed, "exchange closed");
         }
         if let Some(mut exch) = self.net.exchanges.remove(&id) {
             if let Role::Server {
@@ -308,6 +391,7 @@ impl EventLoop {
         state: ConnectionState,
         remote: Option<ProcessId>,
         addr: SocketAddr,
+        why: Option<(Why, &str)>,
     ) {
         let Some(exch) = self.net.exchanges.get(&exchange) else {
             return;
@@ -316,6 +400,8 @@ impl EventLoop {
             state,
             remote_process: remote,
             remote_address: addr,
+            reason: why.map(|(w, _)| w),
+            detail: why.map(|(_, d)| d.to_owned()).unwrap_or_default(),
         };
         if exch.announce.try_send(ann).is_err() {
             // Nobody reads the announcements (or not fast enough): they are
@@ -367,7 +453,9 @@ impl EventLoop {
             }
             Err(e) => {
                 log::debug!("netsvc: connect to {addr} failed at once: {e}");
-                self.announce_connection(id, ConnectionState::Inactive, None, addr);
+                let detail = format!("connect failed: {e}");
+                let why = Some((connect_why(&e), detail.as_str()));
+                self.announce_connection(id, ConnectionState::Inactive, None, addr, why);
                 self.schedule_reconnect(id);
             }
         }
@@ -407,15 +495,12 @@ impl EventLoop {
                 return;
             };
             let Role::Server {
-                listener,
-                authorise,
-                limits,
-                ..
+                listener, limits, ..
             } = &exch.role
             else {
                 return;
             };
-            let full = exch.conns.len() >= limits.max_connections;
+            let limits = *limits;
             let (mut stream, peer) = match listener.accept() {
                 Ok(x) => x,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -427,22 +512,14 @@ impl EventLoop {
                     return;
                 }
             };
-            if full {
+            if !self.make_room(id, peer, &limits) {
                 Counters::bump(&self.link.counters.limits_breached);
-                log::warn!("netsvc: connection from {peer} refused: the server has its maximum of connections");
+                let n = limits.max_connections;
+                self.net.warnings.warn(
+                    "refused",
+                    format_args!("connection from {peer} refused: the server has its maximum of {n} connections"),
+                );
                 continue;
-            }
-            if let Some(authorise) = authorise {
-                let allowed =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| authorise(&peer)))
-                        .unwrap_or_else(|_| {
-                            log::error!("netsvc: the authorise callback panicked; refusing {peer}");
-                            false
-                        });
-                if !allowed {
-                    log::info!("netsvc: connection from {peer} refused by authorise");
-                    continue;
-                }
             }
             let token = self.net.token();
             if let Err(e) = self.poll.registry().register(
@@ -454,13 +531,138 @@ impl EventLoop {
                 continue;
             }
             let _ = stream.set_nodelay(true);
-            self.add_conn(token, id, stream, peer, ConnState::Handshaking);
+            let authorise = match self.net.exchanges.get(&id).map(|e| &e.role) {
+                Some(Role::Server {
+                    authorise: Some(tx),
+                    ..
+                }) => Some(tx.clone()),
+                _ => None,
+            };
+            let state = match authorise {
+                Some(_) => ConnState::Authorising,
+                None => ConnState::Handshaking,
+            };
+            self.add_conn(token, id, stream, peer, state);
             if let Some(exch) = self.net.exchanges.get_mut(&id) {
                 exch.conns.push(token);
             }
             log::debug!("netsvc: accepted connection from {peer}");
-            self.send_hello(token);
+            match authorise {
+                Some(tx) => {
+                    if tx.try_send((token, peer)).is_err() {
+                        // Its queue is full (the callback is slow) or gone.
+                        self.close_conn(
+                            token,
+                            Why::LimitBreached,
+                            "refused: too many connections wait for the authorise callback",
+                        );
+                    }
+                }
+                None => self.send_hello(token),
+            }
         }
+    }
+
+    /// Makes room for a connection from `peer`: true if it may be taken.
+    /// Connections still in their handshake are bounded per address and
+    /// give way, oldest first, to newer ones (so silent connections cannot
+    /// hold every slot until their timeout); established links never do.
+    fn make_room(&mut self, id: u64, peer: SocketAddr, limits: &Limits) -> bool {
+        let Some(exch) = self.net.exchanges.get(&id) else {
+            return false;
+        };
+        let mut oldest_any: Option<(Instant, usize)> = None;
+        let mut oldest_here: Option<(Instant, usize)> = None;
+        let mut here = 0;
+        for t in &exch.conns {
+            let Some(c) = self.net.conns.get(t) else {
+                continue;
+            };
+            if matches!(c.state, ConnState::Active { .. }) {
+                continue;
+            }
+            let entry = Some((c.opened, *t));
+            if oldest_any.is_none_or(|(at, _)| c.opened < at) {
+                oldest_any = entry;
+            }
+            if c.peer.ip() == peer.ip() {
+                here += 1;
+                if oldest_here.is_none_or(|(at, _)| c.opened < at) {
+                    oldest_here = entry;
+                }
+            }
+        }
+        let full = exch.conns.len() >= limits.max_connections;
+        let evict = if here >= limits.max_handshakes_per_address {
+            oldest_here
+        } else if full {
+            oldest_any
+        } else {
+            return true;
+        };
+        match evict {
+            Some((_, t)) => {
+                Counters::bump(&self.link.counters.limits_breached);
+                self.close_conn(
+                    t,
+                    Why::LimitBreached,
+                    "handshake not complete, and a newer connection needed its slot",
+                );
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Starts the thread that runs a server's `authorise` callback, so
+    /// that a slow callback delays only the connections it decides on.
+    /// Its decisions come back as commands; it ends when the exchange does.
+    fn spawn_authoriser(&mut self, check: Authorise) -> Result<Sender<(usize, SocketAddr)>> {
+        let (tx, rx) = crossbeam_channel::bounded::<(usize, SocketAddr)>(AUTHORISE_QUEUE);
+        let link = self.link.clone();
+        let handle = std::thread::Builder::new()
+            .name("netsvc-authorise".to_owned())
+            .spawn(move || {
+                for (token, peer) in rx.iter() {
+                    let allowed =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&peer)))
+                            .unwrap_or_else(|_| {
+                                log::error!(
+                                    "netsvc: the authorise callback panicked; refusing {peer}"
+                                );
+                                false
+                            });
+                    if link
+                        .send(crate::dispatcher::command::Command::Authorised { token, allowed })
+                        .is_err()
+                    {
+                        return; // the dispatcher has stopped
+                    }
+                }
+            })?;
+        self.link.add_worker(self.link.next_agent(), handle);
+        Ok(tx)
+    }
+
+    /// The `authorise` callback's decision on a connection.
+    pub(super) fn authorised(&mut self, token: usize, allowed: bool) {
+        let Some(conn) = self.net.conns.get_mut(&token) else {
+            return; // closed meanwhile (its handshake time ran out)
+        };
+        if conn.state != ConnState::Authorising {
+            return;
+        }
+        if !allowed {
+            let peer = conn.peer;
+            log::info!("netsvc: connection from {peer} refused by authorise");
+            self.close_conn(token, Why::Refused, "refused by the authorise callback");
+            return;
+        }
+        conn.state = ConnState::Handshaking;
+        self.send_hello(token);
+        // What arrived meanwhile was left in the socket (edge-triggered
+        // readiness will not say so again).
+        self.read_conn(token);
     }
 
     /// Registers a new connection, with its handshake deadline. Keepalive
@@ -490,6 +692,7 @@ impl EventLoop {
             stream,
             peer,
             state,
+            opened: now,
             rbuf: ReadBuffer::default(),
             wbuf: WriteBuffer::default(),
             learned: Vec::new(),
@@ -507,15 +710,16 @@ impl EventLoop {
         let Some(conn) = self.net.conns.get(&token) else {
             return;
         };
-        let group = self
+        let (group, auth) = self
             .net
             .exchanges
             .get(&conn.exchange)
-            .map(|e| e.group.clone())
+            .map(|e| (e.group.clone(), e.secret.is_some()))
             .unwrap_or_default();
         let hello = Hello {
             process: self.link.process.clone(),
             group,
+            auth,
         };
         match wire::encode_hello(&hello) {
             Ok(body) => {
@@ -525,7 +729,7 @@ impl EventLoop {
                     self.net.dirty.push(token);
                 }
             }
-            Err(e) => self.close_conn(token, &format!("cannot encode hello: {e}"), true),
+            Err(e) => self.close_conn(token, Why::Io, &format!("cannot encode hello: {e}")),
         }
     }
 
@@ -536,7 +740,11 @@ impl EventLoop {
             .get(&token)
             .is_some_and(|c| !matches!(c.state, ConnState::Active { .. }));
         if pending {
-            self.close_conn(token, "no handshake within the time allowed", true);
+            self.close_conn(
+                token,
+                Why::HandshakeTimeout,
+                "no handshake within the time allowed",
+            );
         }
     }
 
@@ -551,10 +759,13 @@ impl EventLoop {
         let Some(conn) = self.net.conns.get_mut(&token) else {
             return;
         };
+        if conn.state == ConnState::Authorising {
+            return; // read once the callback has decided
+        }
         if conn.state == ConnState::Connecting {
             match conn.stream.take_error() {
                 Ok(Some(e)) | Err(e) => {
-                    self.close_conn(token, &format!("connect failed: {e}"), true);
+                    self.close_conn(token, connect_why(&e), &format!("connect failed: {e}"));
                     return;
                 }
                 Ok(None) => {}
@@ -568,12 +779,12 @@ impl EventLoop {
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => {
                     if event.is_error() || event.is_write_closed() {
-                        self.close_conn(token, "connect failed", true);
+                        self.close_conn(token, Why::Unreachable, "connect failed");
                     }
                     return; // still in progress
                 }
                 Err(e) => {
-                    self.close_conn(token, &format!("connect failed: {e}"), true);
+                    self.close_conn(token, connect_why(&e), &format!("connect failed: {e}"));
                     return;
                 }
             }
@@ -597,7 +808,6 @@ impl EventLoop {
     }
 
     fn read_conn(&mut self, token: usize) {
-        let limit = self.link.config.max_frame_size;
         let Some(conn) = self.net.conns.get_mut(&token) else {
             return;
         };
@@ -612,36 +822,40 @@ impl EventLoop {
             // A chunk at a time (or the whole of a larger frame), each
             // handled before the next is read: what is read is relayed
             // before more comes in, and a relay that congests an output
-            // stops the reading below.
-            let max = crate::frame::READ_CHUNK.max(rbuf.wanted(limit));
+            // stops the reading below. Before the handshake and
+            // authentication are done, a peer gets a few KiB, no more.
+            let active = matches!(conn.state, ConnState::Active { .. });
+            let (limit, max) = if active {
+                let limit = self.link.config.max_frame_size;
+                (limit, crate::frame::READ_CHUNK.max(rbuf.wanted(limit)))
+            } else {
+                let limit = PRE_AUTH_FRAME.min(self.link.config.max_frame_size);
+                (limit, limit + crate::frame::PREFIX)
+            };
             let fill = match rbuf.fill(&mut conn.stream, max, &mut self.net.scratch) {
-                Ok((fill, _)) => fill,
+                Ok((fill, 0)) => fill,
+                Ok((fill, _)) => {
+                    // Bytes arrived: the peer is alive, whole frame or not.
+                    conn.last_in = Instant::now();
+                    fill
+                }
                 Err(e) => {
-                    self.close_conn(token, &format!("read failed: {e}"), true);
+                    self.close_conn(token, io_why(&e), &format!("read failed: {e}"));
                     return;
                 }
             };
-            let mut frames = 0;
             loop {
                 let body = match rbuf.next_frame(limit) {
                     Ok(Some(body)) => body,
                     Ok(None) => break,
                     Err(e) => {
-                        self.close_conn(token, &format!("bad input: {e}"), true);
+                        self.close_conn(token, frame_why(&e), &format!("bad input: {e}"));
                         return;
                     }
                 };
                 Counters::bump(&self.link.counters.frames_in);
-                frames += 1;
                 if !self.on_frame(token, body) {
                     return;
-                }
-            }
-            // Once per batch of frames, not per frame: the clock showed in
-            // profiles of a report stream.
-            if frames > 0 {
-                if let Some(conn) = self.net.conns.get_mut(&token) {
-                    conn.last_in = Instant::now();
                 }
             }
             match fill {
@@ -655,7 +869,7 @@ impl EventLoop {
                 }
                 Fill::Full => continue,
                 Fill::Closed => {
-                    self.close_conn(token, "peer closed the connection", true);
+                    self.close_conn(token, Why::ClosedByPeer, "peer closed the connection");
                     return;
                 }
             }
@@ -674,7 +888,7 @@ impl EventLoop {
             match wire::decode_hello(body) {
                 Ok(hello) => self.handshake_done(token, hello),
                 Err(e) => {
-                    self.close_conn(token, &format!("handshake refused: {e}"), true);
+                    self.close_conn(token, e.why(), &format!("handshake refused: {e}"));
                     return false;
                 }
             }
@@ -698,7 +912,7 @@ impl EventLoop {
             Ok(Incoming::Other(message)) => self.on_message(token, message, body),
             Ok(Incoming::Report(report)) => self.remote_report(token, report, body),
             Err(e) => {
-                self.close_conn(token, &format!("bad frame: {e}"), true);
+                self.close_conn(token, Why::BadInput, &format!("bad frame: {e}"));
                 return false;
             }
         }
@@ -721,11 +935,11 @@ impl EventLoop {
                 "handshake refused: peer's exchange group is {:?}, ours is {group:?}",
                 hello.group
             );
-            self.close_conn(token, &reason, true);
+            self.close_conn(token, Why::GroupMismatch, &reason);
             return;
         }
         if hello.process == self.link.process {
-            self.close_conn(token, "handshake refused: connected to itself", true);
+            self.close_conn(token, Why::BadInput, "handshake refused: connected to itself");
             return;
         }
         let secret = self
@@ -738,6 +952,16 @@ impl EventLoop {
             .exchanges
             .get(&exchange)
             .is_some_and(|e| matches!(e.role, Role::Server { .. }));
+        if hello.auth != secret.is_some() {
+            // Found out now, before either side announces a link.
+            let reason = if hello.auth {
+                "authentication failed: the peer requires a shared secret, and this side has none"
+            } else {
+                "authentication failed: this side requires a shared secret, and the peer has none"
+            };
+            self.close_conn(token, Why::AuthenticationFailed, reason);
+            return;
+        }
         if secret.is_some() {
             // Nothing about the services crosses before both sides proved
             // they hold the key.
@@ -783,7 +1007,11 @@ impl EventLoop {
         let state = conn.state.clone();
         // Counted in close_conn: any link lost while authenticating is.
         let refuse = |this: &mut Self, why: &str| {
-            this.close_conn(token, &format!("authentication failed: {why}"), true);
+            this.close_conn(
+                token,
+                Why::AuthenticationFailed,
+                &format!("authentication failed: {why}"),
+            );
             false
         };
         match (state, message) {
@@ -869,7 +1097,7 @@ impl EventLoop {
         }
         log::debug!("netsvc: exchange link to {remote} ({peer}) active");
         self.arm_liveness();
-        self.announce_connection(exchange, ConnectionState::Active, Some(remote), peer);
+        self.announce_connection(exchange, ConnectionState::Active, Some(remote), peer, None);
         // Our whole table: local services, and on a server those learned
         // from its other clients.
         let bindings: Vec<ServiceBinding> = self
@@ -1028,10 +1256,10 @@ impl EventLoop {
                             "slow consumer: {} bytes waiting, limit {limit}",
                             conn.wbuf.pending()
                         );
-                        self.close_conn(token, &reason, true);
+                        self.close_conn(token, Why::SlowConsumer, &reason);
                     }
                 }
-                Err(e) => self.close_conn(token, &format!("write failed: {e}"), true),
+                Err(e) => self.close_conn(token, io_why(&e), &format!("write failed: {e}")),
             }
         }
         if self.net.dirty.is_empty() {
@@ -1088,8 +1316,8 @@ impl EventLoop {
             Counters::bump(&self.link.counters.slow_consumers);
             self.close_conn(
                 token,
+                Why::SlowConsumer,
                 &format!("slow consumer: backlog not drained for {dead:?}"),
-                true,
             );
         }
         for (token, conn) in &self.net.conns {
@@ -1103,8 +1331,19 @@ impl EventLoop {
             }
         }
         for token in silent {
+            // Judged on what arrived: input may be waiting in the socket
+            // after a long turn, and a peer that sent it is alive.
+            self.read_conn(token);
+            let alive = self
+                .net
+                .conns
+                .get(&token)
+                .is_none_or(|c| Instant::now().saturating_duration_since(c.last_in) < dead);
+            if alive {
+                continue;
+            }
             let reason = format!("peer silent for {dead:?}: presumed dead");
-            self.close_conn(token, &reason, true);
+            self.close_conn(token, Why::HeartbeatTimeout, &reason);
         }
         for token in quiet {
             self.send(token, &Message::Heartbeat);
@@ -1121,9 +1360,29 @@ impl EventLoop {
 
     /// Closes a connection: every binding learned through it is withdrawn,
     /// calls through it fail, and a client schedules its reconnection.
-    pub(super) fn close_conn(&mut self, token: usize, reason: &str, unexpected: bool) {
+    pub(super) fn close_conn(&mut self, token: usize, why: Why, reason: &str) {
+        let unexpected = why != Why::Closed;
         let Some(mut conn) = self.net.conns.remove(&token) else {
             return;
+        };
+        let authenticating = matches!(
+            conn.state,
+            ConnState::AwaitChallenge { .. }
+                | ConnState::AwaitResponse { .. }
+                | ConnState::AwaitProof { .. }
+        );
+        // A peer that hangs up in the middle of authentication refused it
+        // (a wrong key): say so rather than "closed by peer".
+        let why = match why {
+            Why::ClosedByPeer if authenticating => Why::AuthenticationFailed,
+            other => other,
+        };
+        let adjusted;
+        let reason = if why == Why::AuthenticationFailed && !reason.starts_with("authentication") {
+            adjusted = format!("authentication failed: {reason} while authenticating (a wrong secret?)");
+            adjusted.as_str()
+        } else {
+            reason
         };
         self.net.congested.remove(&token);
         self.net.stalled.retain(|t| *t != token);
@@ -1135,16 +1394,14 @@ impl EventLoop {
             ConnState::Active { remote } => Some(remote.clone()),
             _ => None,
         };
-        if matches!(
-            conn.state,
-            ConnState::AwaitChallenge { .. }
-                | ConnState::AwaitResponse { .. }
-                | ConnState::AwaitProof { .. }
-        ) {
+        if authenticating || (why == Why::AuthenticationFailed && remote.is_none()) {
             Counters::bump(&self.link.counters.auth_failures);
         }
         if unexpected && conn.state != ConnState::Connecting {
-            log::warn!("netsvc: closing connection to {}: {reason}", conn.peer);
+            let peer = conn.peer;
+            self.net
+                .warnings
+                .warn("closing", format_args!("closing connection to {peer}: {reason}"));
         } else {
             log::debug!("netsvc: closing connection to {}: {reason}", conn.peer);
         }
@@ -1196,7 +1453,8 @@ impl EventLoop {
         };
         // Inactive for a lost link, and on a client for a failed attempt.
         if remote.is_some() || was_client {
-            self.announce_connection(exchange, ConnectionState::Inactive, remote, conn.peer);
+            let state = ConnectionState::Inactive;
+            self.announce_connection(exchange, state, remote, conn.peer, Some((why, reason)));
         }
         if was_client {
             self.schedule_reconnect(exchange);
@@ -1249,9 +1507,11 @@ impl EventLoop {
                 oneway,
                 heartbeat_ms,
             } => {
+                // The period is the caller's to choose, above a floor: a
+                // period of 0 would make this side send without pause.
                 let opts = RouteOpts {
                     oneway,
-                    heartbeat: heartbeat_ms.map(Duration::from_millis),
+                    heartbeat: heartbeat_ms.map(|ms| Duration::from_millis(ms).max(MIN_PROGRESS)),
                 };
                 if !oneway && !self.pending.contains_key(&conv) {
                     // A forwarded request coming through us again keeps its
@@ -1269,8 +1529,8 @@ impl EventLoop {
                 Counters::bump(&self.link.counters.auth_failures);
                 self.close_conn(
                     token,
+                    Why::AuthenticationFailed,
                     "the peer requires authentication, and this exchange has no secret",
-                    true,
                 );
             }
             Message::Reply { conv, result } => {
@@ -1346,8 +1606,8 @@ impl EventLoop {
         Counters::bump(&self.link.counters.limits_breached);
         self.close_conn(
             token,
+            Why::LimitBreached,
             &format!("limit breached: {used} {what}, at most {max}"),
-            true,
         );
         true
     }
