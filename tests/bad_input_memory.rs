@@ -104,7 +104,10 @@ fn huge_length_prefixes_allocate_nothing() {
             break;
         }
     }
-    assert!(closed, "a 4097-byte frame before the handshake was not refused");
+    assert!(
+        closed,
+        "a 4097-byte frame before the handshake was not refused"
+    );
 
     // 3. After the handshake, 16 MiB - 1 announced (just under the limit),
     //    10 bytes sent, the connection held open: the server waits without

@@ -734,17 +734,22 @@ impl EventLoop {
     }
 
     pub(super) fn handshake_expired(&mut self, token: usize) {
-        let pending = self
-            .net
-            .conns
-            .get(&token)
-            .is_some_and(|c| !matches!(c.state, ConnState::Active { .. }));
-        if pending {
-            self.close_conn(
+        let Some(state) = self.net.conns.get(&token).map(|c| c.state.clone()) else {
+            return;
+        };
+        let limit = self.link.config.handshake_timeout;
+        match state {
+            ConnState::Active { .. } => {}
+            ConnState::Connecting => self.close_conn(
+                token,
+                Why::Unreachable,
+                &format!("connect did not complete within {limit:?}"),
+            ),
+            _ => self.close_conn(
                 token,
                 Why::HandshakeTimeout,
-                "no handshake within the time allowed",
-            );
+                &format!("no handshake within {limit:?}"),
+            ),
         }
     }
 
@@ -849,7 +854,13 @@ impl EventLoop {
                     Ok(Some(body)) => body,
                     Ok(None) => break,
                     Err(e) => {
-                        self.close_conn(token, frame_why(&e), &format!("bad input: {e}"));
+                        // Before the handshake, a huge first length is most
+                        // likely another protocol's text ("HTTP" is 1.2 GB).
+                        let why = match frame_why(&e) {
+                            Why::LimitBreached if !active => Why::NotNetsvc,
+                            why => why,
+                        };
+                        self.close_conn(token, why, &format!("bad input: {e}"));
                         return;
                     }
                 };
@@ -939,7 +950,11 @@ impl EventLoop {
             return;
         }
         if hello.process == self.link.process {
-            self.close_conn(token, Why::BadInput, "handshake refused: connected to itself");
+            self.close_conn(
+                token,
+                Why::BadInput,
+                "handshake refused: connected to itself",
+            );
             return;
         }
         let secret = self
@@ -1379,7 +1394,8 @@ impl EventLoop {
         };
         let adjusted;
         let reason = if why == Why::AuthenticationFailed && !reason.starts_with("authentication") {
-            adjusted = format!("authentication failed: {reason} while authenticating (a wrong secret?)");
+            adjusted =
+                format!("authentication failed: {reason} while authenticating (a wrong secret?)");
             adjusted.as_str()
         } else {
             reason
@@ -1399,9 +1415,10 @@ impl EventLoop {
         }
         if unexpected && conn.state != ConnState::Connecting {
             let peer = conn.peer;
-            self.net
-                .warnings
-                .warn("closing", format_args!("closing connection to {peer}: {reason}"));
+            self.net.warnings.warn(
+                "closing",
+                format_args!("closing connection to {peer}: {reason}"),
+            );
         } else {
             log::debug!("netsvc: closing connection to {}: {reason}", conn.peer);
         }
