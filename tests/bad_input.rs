@@ -11,30 +11,14 @@ use netsvc::*;
 use util::link::{setup, Setup};
 use util::*;
 
-// ----- the wire, built by hand -----
+// ----- the wire, built by hand (tests/util/raw.rs) -----
 
-const MAGIC: &[u8; 6] = b"NETSVC";
+use util::raw::{frame, MAGIC};
 
-/// A frame: 4-byte big-endian length, then the body.
-fn frame(body: &[u8]) -> Vec<u8> {
-    let mut v = (body.len() as u32).to_be_bytes().to_vec();
-    v.extend_from_slice(body);
-    v
-}
-
-/// A handshake body: magic, version (u16 BE), then bincode (standard,
-/// varint) of `Hello { process: ProcessId { uid, label }, group, auth }`.
+/// A handshake body with any magic: see [`util::raw::hello_body`].
 fn hello_body(magic: &[u8; 6], version: u16, uid: u8, label: &str, group: &str) -> Vec<u8> {
-    assert!(uid < 251, "a one-byte varint");
-    assert!(label.len() < 251 && group.len() < 251, "one-byte lengths");
-    let mut v = magic.to_vec();
-    v.extend_from_slice(&version.to_be_bytes());
-    v.push(uid);
-    v.push(label.len() as u8);
-    v.extend_from_slice(label.as_bytes());
-    v.push(group.len() as u8);
-    v.extend_from_slice(group.as_bytes());
-    v.push(0); // auth: false
+    let mut v = util::raw::hello_body(version, uid, label, group);
+    v[..6].copy_from_slice(magic);
     v
 }
 

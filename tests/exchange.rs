@@ -955,23 +955,9 @@ fn bulk_name(i: usize) -> String {
     format!("bulk-{i:06}-{}", "x".repeat(BULK_NAME))
 }
 
-/// The handshake frame of a peer with uid 7, label "raw", group `group`,
-/// written by hand: magic, version 2 (big-endian), then bincode standard
-/// (varint) of Hello { process: ProcessId { uid, label }, group, auth }.
+/// The handshake frame of a peer with uid 7, label "raw", group `group`.
 fn raw_hello(group: &str) -> Vec<u8> {
-    let label = b"raw";
-    let mut body = Vec::new();
-    body.extend_from_slice(b"NETSVC");
-    body.extend_from_slice(&2u16.to_be_bytes());
-    body.push(7); // uid: a varint under 251 is one byte
-    body.push(label.len() as u8);
-    body.extend_from_slice(label);
-    body.push(group.len() as u8);
-    body.extend_from_slice(group.as_bytes());
-    body.push(0); // auth: false
-    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
-    frame.extend_from_slice(&body);
-    frame
+    raw::frame(&raw::hello_body(2, 7, "raw", group))
 }
 
 #[test]
