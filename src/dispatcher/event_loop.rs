@@ -523,23 +523,23 @@ impl EventLoop {
 
     /// A new agent, local or remote: the service is announced, then each of
     /// its groups, then subscriptions by its name take effect; peers hear of
-    /// it where its audience allows.
+    /// it where its audience allows. The agent enters the registry with all
+    /// its groups at once (joining them one by one copied the group list
+    /// per group: quadratic in what a peer sent).
     fn add_agent(&mut self, binding: ServiceBinding, route: Route) {
         let key = binding.key();
-        let groups = binding.groups().to_vec();
-        let bare = binding.with_groups(Vec::new());
-        self.registry.insert(bare.clone(), route);
-        self.announce_service(&bare, ServiceStatus::Available);
-        for g in &groups {
-            self.change_group(key, g, true);
+        let binding = self.registry.insert(binding, route);
+        if let Route::Local(agent) = route {
+            if let Some(local) = self.locals.get_mut(&agent) {
+                local.binding = binding.clone();
+            }
+        }
+        self.announce_service(&binding, ServiceStatus::Available);
+        for g in binding.groups() {
+            self.announce_group(&binding, g, ServiceStatus::Available);
         }
         self.publisher_appeared(key);
         self.unpark();
-        let binding = self
-            .registry
-            .get(&key)
-            .map(|e| e.binding.clone())
-            .unwrap_or(bare);
         self.broadcast(
             &binding,
             route,
@@ -550,7 +550,7 @@ impl EventLoop {
     }
 
     fn announce_service(&mut self, binding: &ServiceBinding, status: ServiceStatus) {
-        let monitors = self.registry.name_monitors(binding.service_name()).to_vec();
+        let monitors = self.registry.name_monitors(binding.service_name());
         for m in monitors {
             let ann = ServiceAnnouncement {
                 binding: binding.clone(),
@@ -562,7 +562,7 @@ impl EventLoop {
     }
 
     fn announce_group(&mut self, binding: &ServiceBinding, group: &str, status: ServiceStatus) {
-        let monitors = self.registry.group_monitors(group).to_vec();
+        let monitors = self.registry.group_monitors(group);
         for m in monitors {
             let ann = ServiceAnnouncement {
                 binding: binding.clone(),
@@ -675,9 +675,10 @@ impl EventLoop {
         };
         self.subscriber_vanished(key, &binding);
         self.publisher_vanished(key, &binding);
-        for g in binding.groups().to_vec() {
-            if let Some(b) = self.registry.leave(&key, &g) {
-                self.announce_group(&b, &g, ServiceStatus::Withdrawn);
+        // All groups at once (one by one copies the group list per group).
+        if let Some((bare, groups)) = self.registry.leave_all(&key) {
+            for g in &groups {
+                self.announce_group(&bare, g, ServiceStatus::Withdrawn);
             }
         }
         if let Some(entry) = self.registry.remove(&key) {
