@@ -840,11 +840,10 @@ impl EventLoop {
         let Some(publisher) = self.binding_of(&key) else {
             return;
         };
-        let subs = self.reports.name_subs(publisher.service_name()).to_vec();
-        let mut seen: Vec<AgentKey> = Vec::new();
+        let subs = self.reports.name_subs(publisher.service_name());
+        let mut seen: std::collections::HashSet<AgentKey> = std::collections::HashSet::new();
         for s in subs {
-            let fresh = !seen.contains(&s.subscriber);
-            seen.push(s.subscriber);
+            let fresh = seen.insert(s.subscriber);
             self.subscription_started(s.subscriber, &publisher, s.pattern.as_str(), fresh);
         }
     }
@@ -874,8 +873,9 @@ impl EventLoop {
     /// stay for the next agent of that name.
     fn publisher_vanished(&mut self, key: AgentKey, binding: &ServiceBinding) {
         let mut subscribers = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for s in self.reports.subs_against(key, binding.service_name()) {
-            if !subscribers.contains(&s.subscriber) {
+            if seen.insert(s.subscriber) {
                 subscribers.push(s.subscriber);
             }
         }
