@@ -134,6 +134,7 @@ mod frame;
 #[doc(hidden)]
 pub mod fuzzing;
 mod ids;
+mod limits;
 mod methods;
 mod oneshot;
 mod pattern;

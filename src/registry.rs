@@ -80,6 +80,10 @@ impl<T: Hash + Eq + Clone> Ordered<T> {
         self.index.contains_key(item)
     }
 
+    pub(crate) fn len(&self) -> usize {
+        self.index.len()
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.index.is_empty()
     }
@@ -212,7 +216,7 @@ impl Registry {
     }
 
     /// Whether the agent is a member of the group: O(1).
-    fn member(&self, key: &AgentKey, group: &str) -> bool {
+    pub(crate) fn member(&self, key: &AgentKey, group: &str) -> bool {
         self.groups.get(group).is_some_and(|s| s.contains(key))
     }
 

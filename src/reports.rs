@@ -16,6 +16,19 @@ use crate::wire::Payload;
 pub(crate) struct Sub {
     pub subscriber: AgentKey,
     pub pattern: Pattern,
+    /// The exchange connection whose peer made it, if one did: it counts
+    /// against that connection's limits.
+    owner: Option<usize>,
+}
+
+impl Sub {
+    /// What holding it costs, roughly, in bytes (the pattern is kept twice:
+    /// compiled, and as the index's key).
+    fn cost(&self) -> usize {
+        crate::limits::SUBSCRIPTION_OVERHEAD
+            + self.pattern.heap_bytes()
+            + self.pattern.as_str().len()
+    }
 }
 
 struct Cached {
@@ -42,10 +55,10 @@ struct SubList {
 
 impl SubList {
     /// Adds a subscription unless the same one is there; true if added.
-    fn add(&mut self, subscriber: AgentKey, pattern: &str) -> bool {
+    fn add(&mut self, subscriber: AgentKey, pattern: &str, owner: Option<usize>) -> Option<&Sub> {
         let mine = self.index.entry(subscriber).or_default();
         if mine.contains_key(pattern) {
-            return false;
+            return None;
         }
         let seq = self.next;
         self.next += 1;
@@ -55,40 +68,38 @@ impl SubList {
             Sub {
                 subscriber,
                 pattern: Pattern::new(pattern),
+                owner,
             },
         );
-        true
+        self.order.get(&seq)
     }
 
-    /// Removes a subscription; true if it was there. The second value:
+    /// Removes a subscription; it if it was there. The second value:
     /// whether the subscriber holds none here any more.
-    fn remove(&mut self, subscriber: AgentKey, pattern: &str) -> (bool, bool) {
+    fn remove(&mut self, subscriber: AgentKey, pattern: &str) -> (Option<Sub>, bool) {
         let Some(mine) = self.index.get_mut(&subscriber) else {
-            return (false, true);
+            return (None, true);
         };
         let Some(seq) = mine.remove(pattern) else {
-            return (false, mine.is_empty());
+            return (None, mine.is_empty());
         };
-        self.order.remove(&seq);
         let none_left = mine.is_empty();
         if none_left {
             self.index.remove(&subscriber);
         }
-        (true, none_left)
+        (self.order.remove(&seq), none_left)
     }
 
-    /// Removes every subscription of a subscriber; their patterns, in
-    /// order of subscribing.
-    fn remove_all(&mut self, subscriber: AgentKey) -> Vec<String> {
+    /// Removes every subscription of a subscriber, in order of subscribing.
+    fn remove_all(&mut self, subscriber: AgentKey) -> Vec<Sub> {
         let Some(mine) = self.index.remove(&subscriber) else {
             return Vec::new();
         };
-        let mut seqs: Vec<(u64, String)> = mine.into_iter().map(|(p, s)| (s, p)).collect();
-        seqs.sort_unstable_by_key(|(s, _)| *s);
-        for (seq, _) in &seqs {
-            self.order.remove(seq);
-        }
-        seqs.into_iter().map(|(_, p)| p).collect()
+        let mut seqs: Vec<u64> = mine.into_values().collect();
+        seqs.sort_unstable();
+        seqs.iter()
+            .filter_map(|seq| self.order.remove(seq))
+            .collect()
     }
 
     fn holds(&self, subscriber: AgentKey) -> bool {
@@ -122,6 +133,9 @@ pub(crate) struct Reports {
     /// What each subscriber holds subscriptions against: so that its
     /// subscriptions go with it without a scan of everyone's.
     holdings: HashMap<AgentKey, HashSet<Target>>,
+    /// Per exchange connection: how many subscriptions its peer made that
+    /// are held, and what they cost in bytes.
+    owners: HashMap<usize, (usize, usize)>,
     /// The latest cached report per subject, per publisher agent.
     cache: HashMap<AgentKey, HashMap<Arc<str>, Cached>>,
     /// Changes with every subscription added or removed (what remembered
@@ -150,14 +164,48 @@ impl Reports {
         };
     }
 
-    fn add(&mut self, subscriber: AgentKey, target: Target, pattern: &str) -> bool {
+    /// What a connection's peer has made this process hold: subscriptions,
+    /// and their cost in bytes.
+    pub(crate) fn owned(&self, token: usize) -> (usize, usize) {
+        self.owners.get(&token).copied().unwrap_or((0, 0))
+    }
+
+    fn account(&mut self, sub: &Sub, up: bool) {
+        let Some(owner) = sub.owner else {
+            return;
+        };
+        let cost = sub.cost();
+        let entry = self.owners.entry(owner).or_default();
+        if up {
+            entry.0 += 1;
+            entry.1 += cost;
+        } else {
+            entry.0 = entry.0.saturating_sub(1);
+            entry.1 = entry.1.saturating_sub(cost);
+            if entry.0 == 0 {
+                self.owners.remove(&owner);
+            }
+        }
+    }
+
+    fn add(
+        &mut self,
+        subscriber: AgentKey,
+        target: Target,
+        pattern: &str,
+        owner: Option<usize>,
+    ) -> bool {
         self.generation += 1;
         let list = match &target {
             Target::Name(n) => self.by_name.entry(n.clone()).or_default(),
             Target::Agent(a) => self.by_agent.entry(*a).or_default(),
         };
-        if !list.add(subscriber, pattern) {
+        let Some(sub) = list.add(subscriber, pattern, owner) else {
             return false;
+        };
+        if owner.is_some() {
+            let sub = sub.clone();
+            self.account(&sub, true);
         }
         self.holdings.entry(subscriber).or_default().insert(target);
         true
@@ -172,7 +220,11 @@ impl Reports {
         if list.is_empty() {
             self.drop_list(&target);
         }
-        if removed && none_left {
+        let Some(removed) = removed else {
+            return false;
+        };
+        self.account(&removed, false);
+        if none_left {
             if let Some(h) = self.holdings.get_mut(&subscriber) {
                 h.remove(&target);
                 if h.is_empty() {
@@ -180,7 +232,7 @@ impl Reports {
                 }
             }
         }
-        removed
+        true
     }
 
     pub(crate) fn subscribe_name(
@@ -189,7 +241,7 @@ impl Reports {
         name: &str,
         pattern: &str,
     ) -> bool {
-        self.add(subscriber, Target::Name(name.to_owned()), pattern)
+        self.add(subscriber, Target::Name(name.to_owned()), pattern, None)
     }
 
     pub(crate) fn unsubscribe_name(
@@ -201,13 +253,16 @@ impl Reports {
         self.remove(subscriber, Target::Name(name.to_owned()), pattern)
     }
 
+    /// Subscribes to one publisher agent; `owner` is the connection whose
+    /// peer asks, if one does (see [`owned`](Self::owned)).
     pub(crate) fn subscribe_agent(
         &mut self,
         subscriber: AgentKey,
         publisher: AgentKey,
         pattern: &str,
+        owner: Option<usize>,
     ) -> bool {
-        self.add(subscriber, Target::Agent(publisher), pattern)
+        self.add(subscriber, Target::Agent(publisher), pattern, owner)
     }
 
     pub(crate) fn unsubscribe_agent(
@@ -217,6 +272,11 @@ impl Reports {
         pattern: &str,
     ) -> bool {
         self.remove(subscriber, Target::Agent(publisher), pattern)
+    }
+
+    /// Whether the subscriber holds any subscription at all: O(1).
+    pub(crate) fn holds_any(&self, subscriber: AgentKey) -> bool {
+        self.holdings.contains_key(&subscriber)
     }
 
     /// Whether exactly this subscription is held: O(1).
@@ -308,12 +368,13 @@ impl Reports {
             let Some(list) = self.list_mut(&target) else {
                 continue;
             };
-            let patterns = list.remove_all(subscriber);
+            let subs = list.remove_all(subscriber);
             if list.is_empty() {
                 self.drop_list(&target);
             }
-            for p in patterns {
-                removed.push((target.clone(), p));
+            for sub in subs {
+                self.account(&sub, false);
+                removed.push((target.clone(), sub.pattern.as_str().to_owned()));
             }
         }
         removed
@@ -325,6 +386,9 @@ impl Reports {
         self.generation += 1;
         if let Some(list) = self.by_agent.remove(&publisher) {
             let target = Target::Agent(publisher);
+            for sub in list.order.values() {
+                self.account(sub, false);
+            }
             for subscriber in list.index.keys() {
                 if let Some(h) = self.holdings.get_mut(subscriber) {
                     h.remove(&target);
@@ -429,9 +493,9 @@ mod tests {
     fn add_remove_and_holdings() {
         let mut r = Reports::default();
         let (s, p) = (key(1), key(2));
-        assert!(r.subscribe_agent(s, p, "a.*"));
-        assert!(!r.subscribe_agent(s, p, "a.*"));
-        assert!(r.subscribe_agent(s, p, "b"));
+        assert!(r.subscribe_agent(s, p, "a.*", None));
+        assert!(!r.subscribe_agent(s, p, "a.*", None));
+        assert!(r.subscribe_agent(s, p, "b", None));
         assert!(r.subscribe_name(s, "pub", "c"));
         assert!(r.holds_agent(s, p, "b"));
         assert!(r.subscribed(s, p, "pub"));
@@ -457,8 +521,8 @@ mod tests {
         let mut r = Reports::default();
         let p = key(100);
         for i in 0..5 {
-            r.subscribe_agent(key(i), p, "*");
-            r.subscribe_agent(key(i), p, "a*");
+            r.subscribe_agent(key(i), p, "*", None);
+            r.subscribe_agent(key(i), p, "a*", None);
         }
         r.subscribe_name(key(7), "pub", "a");
         let mut out = vec![key(3)];
@@ -471,10 +535,12 @@ mod tests {
         let mut r = Reports::default();
         let p = key(100);
         for i in 0..1000 {
-            r.subscribe_agent(key(i), p, "x");
+            r.subscribe_agent(key(i), p, "x", Some(9));
         }
+        assert_eq!(r.owned(9).0, 1000);
         r.remove_publisher(p);
         assert!(r.holdings.is_empty());
+        assert_eq!(r.owned(9), (0, 0));
         assert!(r.remove_subscriber(key(1)).is_empty());
     }
 
@@ -485,10 +551,18 @@ mod tests {
         let mut r = Reports::default();
         let (s, p) = (key(1), key(2));
         for i in 0..100_000 {
-            assert!(r.subscribe_agent(s, p, &format!("s{i}")));
+            assert!(r.subscribe_agent(s, p, &format!("s{i}"), Some(1)));
         }
         assert!(r.holds_agent(s, p, "s99999"));
+        assert!(
+            !r.subscribe_agent(s, p, "s5", Some(1)),
+            "a repeat is not added"
+        );
+        assert!(!r.unsubscribe_agent(s, p, "never"));
+        assert_eq!(r.owned(1).0, 100_000);
         assert!(r.unsubscribe_agent(s, p, "s5"));
+        assert_eq!(r.owned(1).0, 99_999);
         assert_eq!(r.remove_subscriber(s).len(), 99_999);
+        assert_eq!(r.owned(1), (0, 0));
     }
 }

@@ -76,6 +76,9 @@ pub(crate) struct Limits {
     pub max_connections: usize,
     pub max_services: usize,
     pub max_subscriptions: usize,
+    pub max_pending_calls: usize,
+    pub max_groups: usize,
+    pub max_memory: usize,
 }
 
 /// What an exchange does.

@@ -1,6 +1,7 @@
 //! The dispatcher thread: a `mio::Poll` loop that owns every piece of routing
 //! state and never blocks on a service or a socket.
 
+mod calls;
 mod fanout;
 mod net;
 
@@ -156,7 +157,7 @@ pub(crate) struct EventLoop {
     registry: Registry,
     reports: Reports,
     locals: IdMap<AgentId, Local>,
-    pending: HashMap<ConversationId, Pending>,
+    pending: calls::Calls,
     timers: Timers<TimerKind>,
     /// Reused buffer for report fan-out.
     scratch: Vec<AgentKey>,
@@ -180,7 +181,7 @@ impl EventLoop {
             registry: Registry::default(),
             reports: Reports::default(),
             locals: IdMap::default(),
-            pending: HashMap::new(),
+            pending: calls::Calls::default(),
             timers: Timers::new(),
             scratch: Vec::new(),
             fanouts: fanout::FanoutCache::default(),
@@ -738,7 +739,7 @@ impl EventLoop {
                 }
             }
             PublisherSpec::Binding(binding) => {
-                if !self.subscribe_agent(me, binding.key(), pattern, on) && on {
+                if !self.subscribe_agent(me, binding.key(), pattern, on, None) && on {
                     // Nothing to subscribe to: say so rather than stay silent.
                     let ann = PublisherAnnouncement {
                         publisher: binding,
@@ -751,15 +752,23 @@ impl EventLoop {
     }
 
     /// A subscription of `me` to one publisher agent starts or ends; false
-    /// if there is no such publisher.
-    fn subscribe_agent(&mut self, me: AgentKey, pkey: AgentKey, pattern: &str, on: bool) -> bool {
+    /// if there is no such publisher. `owner`: the exchange connection whose
+    /// peer asked, if one did (the subscription counts against it).
+    fn subscribe_agent(
+        &mut self,
+        me: AgentKey,
+        pkey: AgentKey,
+        pattern: &str,
+        on: bool,
+        owner: Option<usize>,
+    ) -> bool {
         let Some(p) = self.registry.get(&pkey).map(|e| e.binding.clone()) else {
             return false;
         };
         let name = p.service_name().to_owned();
         if on {
             let fresh = !self.reports.subscribed(me, pkey, &name);
-            if self.reports.subscribe_agent(me, pkey, pattern) {
+            if self.reports.subscribe_agent(me, pkey, pattern, owner) {
                 self.subscription_started(me, &p, pattern, fresh);
             }
         } else if self.reports.unsubscribe_agent(me, pkey, pattern) {
