@@ -1268,9 +1268,8 @@ impl EventLoop {
                     return;
                 }
                 let before = self.registry.group_count(&agent);
-                if joined && max_groups.is_some_and(|max| before >= max) {
+                if let Some(max) = max_groups.filter(|max| joined && before >= *max) {
                     if !self.registry.member(&agent, &group) {
-                        let max = max_groups.unwrap_or_default();
                         let e = format!("{} groups in one binding, at most {max}", before + 1);
                         return self.breach(token, &e);
                     }
