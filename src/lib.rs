@@ -133,6 +133,7 @@ mod exchange;
 mod frame;
 #[doc(hidden)]
 pub mod fuzzing;
+mod fuzzing_frames;
 mod ids;
 mod limits;
 mod methods;
