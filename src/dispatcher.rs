@@ -35,6 +35,10 @@ pub(crate) struct Config {
     pub heartbeat_interval: Duration,
     pub dead_peer_timeout: Duration,
     pub handshake_timeout: Duration,
+    /// Longest service name, audience, group and method name, in bytes.
+    pub max_name_len: usize,
+    /// Longest report subject and subscription pattern, in bytes.
+    pub max_subject_len: usize,
 }
 
 /// Counters, updated by the dispatcher thread, read by [`Dispatcher::stats`].
@@ -115,8 +119,10 @@ pub struct Stats {
     pub reconnects: u64,
     /// Exchange peers disconnected because their outbound buffer passed its limit.
     pub slow_consumers: u64,
-    /// Exchange clients refused or disconnected for passing a server limit
-    /// (connections, services or subscriptions per connection).
+    /// Exchange peers refused or disconnected for passing a limit: a
+    /// server's limits per connection (connections, services,
+    /// subscriptions, pending calls, groups per service, memory), or the
+    /// dispatcher's lengths of names and subjects (any peer).
     pub limits_breached: u64,
     /// Exchange links refused because authentication failed (wrong key, no
     /// key, or a replayed handshake).
@@ -436,6 +442,8 @@ impl Default for DispatcherBuilder {
                 dead_peer_timeout: Duration::from_secs(15),
                 handshake_timeout: Duration::from_secs(10),
                 default_timeout: Duration::from_secs(30),
+                max_name_len: crate::limits::MAX_NAME_LEN,
+                max_subject_len: crate::limits::MAX_SUBJECT_LEN,
             },
         }
     }
@@ -508,6 +516,34 @@ impl DispatcherBuilder {
     /// The timeout of [`Service::call`](crate::Service::call) (default 30 s).
     pub fn default_timeout(mut self, timeout: Duration) -> Self {
         self.config.default_timeout = timeout;
+        self
+    }
+
+    /// The longest service name, audience, group name and method name, in
+    /// bytes (default 255, like RabbitMQ's names).
+    ///
+    /// A local service with a longer name, audience or group fails to open
+    /// and a call with a longer method name fails, with an error;
+    /// [`Service::join_group`](crate::Service::join_group) and the monitors,
+    /// which return nothing, log a warning and ignore such a name. An
+    /// exchange peer (client or server) sending one is disconnected, logged
+    /// and counted in [`Stats::limits_breached`].
+    pub fn max_name_len(mut self, bytes: usize) -> Self {
+        self.config.max_name_len = bytes;
+        self
+    }
+
+    /// The longest report subject and subscription pattern, in bytes
+    /// (default 1024, comparable to NATS).
+    ///
+    /// Publishing or sending a report with a longer subject fails with an
+    /// error; the subscription calls and
+    /// [`Service::expire_reports`](crate::Service::expire_reports), which
+    /// return nothing, log a warning and ignore a longer pattern. An
+    /// exchange peer sending one is disconnected, logged and counted in
+    /// [`Stats::limits_breached`].
+    pub fn max_subject_len(mut self, bytes: usize) -> Self {
+        self.config.max_subject_len = bytes;
         self
     }
 

@@ -205,6 +205,9 @@ impl Exchange {
                 max_services: 10_000,
                 max_subscriptions: 100_000,
                 max_handshakes_per_address: 16,
+                max_pending_calls: crate::limits::MAX_PENDING_CALLS,
+                max_groups: crate::limits::MAX_GROUPS,
+                max_memory: crate::limits::MAX_CONNECTION_MEMORY,
             },
         }
     }
@@ -374,8 +377,52 @@ impl ServerBuilder {
 
     /// At most this many report subscriptions one client may hold (default
     /// 100,000); a client asking for more is disconnected, logged and counted.
+    ///
+    /// A subscription counts once, when it is really added (not a repeat of
+    /// one held, not to a publisher that is not there), and stops counting
+    /// when it really ends: by an unsubscribe of one held, or because its
+    /// publisher or subscriber went. Unsubscribing what was never
+    /// subscribed frees nothing.
     pub fn max_subscriptions_per_connection(mut self, n: usize) -> Self {
         self.limits.max_subscriptions = n;
+        self
+    }
+
+    /// At most this many calls one client may have pending through this
+    /// server at once (default 10,000): each request it sends waits here
+    /// for its reply, with a timer. A client with more is disconnected,
+    /// logged and counted.
+    pub fn max_pending_calls_per_connection(mut self, n: usize) -> Self {
+        self.limits.max_pending_calls = n;
+        self
+    }
+
+    /// At most this many groups one service announced by a client may be
+    /// in (default 64); a client announcing or joining more is
+    /// disconnected, logged and counted.
+    pub fn max_groups_per_service(mut self, n: usize) -> Self {
+        self.limits.max_groups = n;
+        self
+    }
+
+    /// At most this many bytes of state one client may make this server
+    /// hold (default 16 MiB): the names, audiences and groups of the
+    /// services it announced, its subscription patterns, its pending calls
+    /// and the subscribers it named that are hidden from this exchange,
+    /// each with an estimate of its bookkeeping. A client past it is
+    /// disconnected, logged and counted in
+    /// [`Stats::limits_breached`](crate::Stats::limits_breached). (What it
+    /// costs this process's other clients too, since the services are
+    /// relayed to them, is bounded by this times the number of clients.)
+    ///
+    /// The limits per connection are a server's: a client's one link
+    /// carries the whole exchange's table, whose size the server's
+    /// operator bounds. A client does apply to its server the dispatcher's
+    /// lengths of names and subjects (see
+    /// [`DispatcherBuilder::max_name_len`](crate::DispatcherBuilder::max_name_len)),
+    /// as every peer does: a hostile server is a peer too.
+    pub fn max_connection_memory(mut self, bytes: usize) -> Self {
+        self.limits.max_memory = bytes;
         self
     }
 

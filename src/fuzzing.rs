@@ -157,3 +157,4 @@ pub fn sample_frames() -> Vec<Vec<u8>> {
     }
     frames
 }
+pub use crate::fuzzing_frames::*;

@@ -133,7 +133,9 @@ mod exchange;
 mod frame;
 #[doc(hidden)]
 pub mod fuzzing;
+mod fuzzing_frames;
 mod ids;
+mod limits;
 mod methods;
 mod oneshot;
 mod pattern;

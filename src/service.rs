@@ -16,6 +16,7 @@ use crate::dispatcher::{join_unless_current, Counters, Link};
 use crate::error::{Error, Result};
 use crate::event::{run_handler, Answer, Event, Lifetime, Request};
 use crate::ids::{ConversationId, ServiceBinding};
+use crate::limits;
 use crate::methods::Methods;
 use crate::reply::PendingReply;
 use crate::wire;
@@ -88,7 +89,23 @@ impl ServiceBuilder {
     /// Registers the service and returns it, to be pulled by the calling
     /// thread (`recv`, or `select!` over its [`receiver`](Service::receiver)).
     /// Monitors see it as Available before this returns.
+    ///
+    /// A name, audience or group longer than the dispatcher's
+    /// [`max_name_len`](crate::DispatcherBuilder::max_name_len) (default
+    /// 255 bytes) is refused with [`Error::InvalidTarget`].
     pub fn open(self) -> Result<Service> {
+        let max = self.link.config.max_name_len;
+        let checked = limits::check_name("service name", &self.name, max)
+            .and_then(|()| limits::check_name("service audience", &self.audience, max))
+            .and_then(|()| {
+                self.groups
+                    .iter()
+                    .try_for_each(|g| limits::check_name("group name", g, max))
+            });
+        if let Err(e) = checked {
+            // TODO(InvalidArgument): switch to Error::InvalidArgument at merge.
+            return Err(Error::InvalidTarget(e));
+        }
         let agent = self.link.next_agent();
         // Data events are limited to `capacity`; the same again is kept in
         // reserve for announcements, timers and shutdown.
@@ -347,8 +364,13 @@ impl Service {
         &self.events
     }
 
-    /// Joins a group: group monitors see Available.
+    /// Joins a group: group monitors see Available. A group name longer
+    /// than [`max_name_len`](crate::DispatcherBuilder::max_name_len) is
+    /// ignored with a warning in the log.
     pub fn join_group(&self, group: &str) {
+        if !self.within("group name", group, self.link.config.max_name_len) {
+            return;
+        }
         self.link.send_quiet(Command::Group {
             agent: self.agent(),
             group: group.to_owned(),
@@ -365,7 +387,26 @@ impl Service {
         });
     }
 
+    /// Whether a name or pattern given to a call that returns nothing is
+    /// within its limit; if not, a warning says it is ignored.
+    fn within(&self, what: &str, s: &str, max: usize) -> bool {
+        match limits::check_name(what, s, max) {
+            Ok(()) => true,
+            Err(e) => {
+                // TODO(InvalidArgument): these calls return nothing to carry it.
+                log::warn!("netsvc: {}: ignored, {e}", self.binding);
+                false
+            }
+        }
+    }
+
+    /// Monitors of a name or group longer than
+    /// [`max_name_len`](crate::DispatcherBuilder::max_name_len) are ignored
+    /// with a warning in the log.
     fn monitor(&self, kind: MonitorKind, key: &str, on: bool) {
+        if !self.within("monitored name", key, self.link.config.max_name_len) {
+            return;
+        }
         self.link.send_quiet(Command::Monitor {
             agent: self.agent(),
             kind,
@@ -396,7 +437,21 @@ impl Service {
         self.monitor(MonitorKind::Group, group, false);
     }
 
+    /// A subscription (or its end) whose publisher name is longer than
+    /// [`max_name_len`](crate::DispatcherBuilder::max_name_len) or whose
+    /// pattern is longer than
+    /// [`max_subject_len`](crate::DispatcherBuilder::max_subject_len) is
+    /// ignored with a warning in the log.
     fn subscription(&self, publisher: PublisherSpec, pattern: &str, on: bool) {
+        let config = &self.link.config;
+        if let PublisherSpec::Name(name) = &publisher {
+            if !self.within("publisher name", name, config.max_name_len) {
+                return;
+            }
+        }
+        if !self.within("subscription pattern", pattern, config.max_subject_len) {
+            return;
+        }
         self.link.send_quiet(Command::Subscribe {
             agent: self.agent(),
             publisher,
@@ -408,6 +463,12 @@ impl Service {
     /// Subscribes to the reports of every service named `publisher` whose
     /// subjects match `pattern` (`*` any run of characters, `?` one). Lasts
     /// until unsubscribed, across publishers coming and going.
+    ///
+    /// A publisher name longer than
+    /// [`max_name_len`](crate::DispatcherBuilder::max_name_len) or a
+    /// pattern longer than
+    /// [`max_subject_len`](crate::DispatcherBuilder::max_subject_len) makes
+    /// this (and the other subscription calls) do nothing but log a warning.
     pub fn subscribe_reports(&self, publisher: &str, pattern: &str) {
         self.subscription(PublisherSpec::Name(publisher.to_owned()), pattern, true);
     }
@@ -429,13 +490,16 @@ impl Service {
     }
 
     /// Publishes a report to every subscriber whose pattern matches the
-    /// subject, and caches it as `lifetime` says.
+    /// subject, and caches it as `lifetime` says. A subject longer than
+    /// [`max_subject_len`](crate::DispatcherBuilder::max_subject_len) is
+    /// refused with [`Error::InvalidTarget`].
     pub fn publish_report<T: Serialize + ?Sized>(
         &self,
         subject: &str,
         content: &T,
         lifetime: Lifetime,
     ) -> Result<()> {
+        self.check_subject(subject)?;
         let payload = wire::encode(content)?;
         self.link.send(Command::Publish {
             agent: self.agent(),
@@ -447,13 +511,16 @@ impl Service {
 
     /// Sends a report to one subscriber only, bypassing the cache. It is
     /// delivered only if that agent holds a subscription to this service
-    /// whose pattern matches the subject.
+    /// whose pattern matches the subject. A subject longer than
+    /// [`max_subject_len`](crate::DispatcherBuilder::max_subject_len) is
+    /// refused with [`Error::InvalidTarget`].
     pub fn send_report<T: Serialize + ?Sized>(
         &self,
         subscriber: &ServiceBinding,
         subject: &str,
         content: &T,
     ) -> Result<()> {
+        self.check_subject(subject)?;
         let payload = wire::encode(content)?;
         self.link.send(Command::SendReport {
             agent: self.agent(),
@@ -463,8 +530,20 @@ impl Service {
         })
     }
 
-    /// Removes this service's cached reports whose subjects match.
+    fn check_subject(&self, subject: &str) -> Result<()> {
+        limits::check_name("report subject", subject, self.link.config.max_subject_len)
+            // TODO(InvalidArgument): switch to Error::InvalidArgument at merge.
+            .map_err(Error::InvalidTarget)
+    }
+
+    /// Removes this service's cached reports whose subjects match. A
+    /// pattern longer than
+    /// [`max_subject_len`](crate::DispatcherBuilder::max_subject_len) is
+    /// ignored with a warning in the log.
     pub fn expire_reports(&self, pattern: &str) {
+        if !self.within("pattern", pattern, self.link.config.max_subject_len) {
+            return;
+        }
         self.link.send_quiet(Command::Expire {
             agent: self.agent(),
             pattern: Some(pattern.to_owned()),
@@ -566,6 +645,10 @@ impl Service {
     where
         R: DeserializeOwned,
     {
+        // A method name longer than the limit would be refused by peers.
+        limits::check_name("method name", method, self.link.config.max_name_len)
+            // TODO(InvalidArgument): switch to Error::InvalidArgument at merge.
+            .map_err(Error::InvalidTarget)?;
         let conv = self.link.next_conversation();
         let (tx, rx) = crate::oneshot::slot();
         let (tx, payload) = match self.direct_inbox(&spec) {

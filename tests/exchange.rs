@@ -965,6 +965,8 @@ fn slow_consumer_is_disconnected_and_others_keep_working() {
     let ds = Dispatcher::builder()
         .name("server")
         .max_outbound_buffer(64 * 1024)
+        // Names of 4 KB, to fill the buffer with few services.
+        .max_name_len(8192)
         .build()
         .unwrap();
     // The bulk services are visible only through the "bulk" exchange, so the

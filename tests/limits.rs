@@ -177,6 +177,8 @@ fn a_congested_peer_holds_commands_back_until_it_is_dropped() {
     // rest waits, and the dispatcher pushes back instead of buffering on.
     let ds = Dispatcher::builder()
         .max_outbound_buffer(32 << 20)
+        // Names of 4 KB, to make a large table of few services.
+        .max_name_len(8192)
         .heartbeat(Duration::from_millis(50), Duration::from_millis(500))
         .build()
         .unwrap();

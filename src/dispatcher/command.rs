@@ -77,6 +77,9 @@ pub(crate) struct Limits {
     pub max_services: usize,
     pub max_subscriptions: usize,
     pub max_handshakes_per_address: usize,
+    pub max_pending_calls: usize,
+    pub max_groups: usize,
+    pub max_memory: usize,
 }
 
 /// What an exchange does.

@@ -1,6 +1,7 @@
 //! The dispatcher thread: a `mio::Poll` loop that owns every piece of routing
 //! state and never blocks on a service or a socket.
 
+mod calls;
 mod fanout;
 mod net;
 
@@ -161,7 +162,7 @@ pub(crate) struct EventLoop {
     registry: Registry,
     reports: Reports,
     locals: IdMap<AgentId, Local>,
-    pending: HashMap<ConversationId, Pending>,
+    pending: calls::Calls,
     timers: Timers<TimerKind>,
     /// Reused buffer for report fan-out.
     scratch: Vec<AgentKey>,
@@ -185,7 +186,7 @@ impl EventLoop {
             registry: Registry::default(),
             reports: Reports::default(),
             locals: IdMap::default(),
-            pending: HashMap::new(),
+            pending: calls::Calls::default(),
             timers: Timers::new(),
             scratch: Vec::new(),
             fanouts: fanout::FanoutCache::default(),
@@ -529,23 +530,23 @@ impl EventLoop {
 
     /// A new agent, local or remote: the service is announced, then each of
     /// its groups, then subscriptions by its name take effect; peers hear of
-    /// it where its audience allows.
+    /// it where its audience allows. The agent enters the registry with all
+    /// its groups at once (joining them one by one copied the group list
+    /// per group: quadratic in what a peer sent).
     fn add_agent(&mut self, binding: ServiceBinding, route: Route) {
         let key = binding.key();
-        let groups = binding.groups().to_vec();
-        let bare = binding.with_groups(Vec::new());
-        self.registry.insert(bare.clone(), route);
-        self.announce_service(&bare, ServiceStatus::Available);
-        for g in &groups {
-            self.change_group(key, g, true);
+        let binding = self.registry.insert(binding, route);
+        if let Route::Local(agent) = route {
+            if let Some(local) = self.locals.get_mut(&agent) {
+                local.binding = binding.clone();
+            }
+        }
+        self.announce_service(&binding, ServiceStatus::Available);
+        for g in binding.groups() {
+            self.announce_group(&binding, g, ServiceStatus::Available);
         }
         self.publisher_appeared(key);
         self.unpark();
-        let binding = self
-            .registry
-            .get(&key)
-            .map(|e| e.binding.clone())
-            .unwrap_or(bare);
         self.broadcast(
             &binding,
             route,
@@ -556,7 +557,7 @@ impl EventLoop {
     }
 
     fn announce_service(&mut self, binding: &ServiceBinding, status: ServiceStatus) {
-        let monitors = self.registry.name_monitors(binding.service_name()).to_vec();
+        let monitors = self.registry.name_monitors(binding.service_name());
         for m in monitors {
             let ann = ServiceAnnouncement {
                 binding: binding.clone(),
@@ -568,7 +569,7 @@ impl EventLoop {
     }
 
     fn announce_group(&mut self, binding: &ServiceBinding, group: &str, status: ServiceStatus) {
-        let monitors = self.registry.group_monitors(group).to_vec();
+        let monitors = self.registry.group_monitors(group);
         for m in monitors {
             let ann = ServiceAnnouncement {
                 binding: binding.clone(),
@@ -681,9 +682,10 @@ impl EventLoop {
         };
         self.subscriber_vanished(key, &binding);
         self.publisher_vanished(key, &binding);
-        for g in binding.groups().to_vec() {
-            if let Some(b) = self.registry.leave(&key, &g) {
-                self.announce_group(&b, &g, ServiceStatus::Withdrawn);
+        // All groups at once (one by one copies the group list per group).
+        if let Some((bare, groups)) = self.registry.leave_all(&key) {
+            for g in &groups {
+                self.announce_group(&bare, g, ServiceStatus::Withdrawn);
             }
         }
         if let Some(entry) = self.registry.remove(&key) {
@@ -743,7 +745,7 @@ impl EventLoop {
                 }
             }
             PublisherSpec::Binding(binding) => {
-                if !self.subscribe_agent(me, binding.key(), pattern, on) && on {
+                if !self.subscribe_agent(me, binding.key(), pattern, on, None) && on {
                     // Nothing to subscribe to: say so rather than stay silent.
                     let ann = PublisherAnnouncement {
                         publisher: binding,
@@ -756,15 +758,23 @@ impl EventLoop {
     }
 
     /// A subscription of `me` to one publisher agent starts or ends; false
-    /// if there is no such publisher.
-    fn subscribe_agent(&mut self, me: AgentKey, pkey: AgentKey, pattern: &str, on: bool) -> bool {
+    /// if there is no such publisher. `owner`: the exchange connection whose
+    /// peer asked, if one did (the subscription counts against it).
+    fn subscribe_agent(
+        &mut self,
+        me: AgentKey,
+        pkey: AgentKey,
+        pattern: &str,
+        on: bool,
+        owner: Option<usize>,
+    ) -> bool {
         let Some(p) = self.registry.get(&pkey).map(|e| e.binding.clone()) else {
             return false;
         };
         let name = p.service_name().to_owned();
         if on {
             let fresh = !self.reports.subscribed(me, pkey, &name);
-            if self.reports.subscribe_agent(me, pkey, pattern) {
+            if self.reports.subscribe_agent(me, pkey, pattern, owner) {
                 self.subscription_started(me, &p, pattern, fresh);
             }
         } else if self.reports.unsubscribe_agent(me, pkey, pattern) {
@@ -845,11 +855,10 @@ impl EventLoop {
         let Some(publisher) = self.binding_of(&key) else {
             return;
         };
-        let subs = self.reports.name_subs(publisher.service_name()).to_vec();
-        let mut seen: Vec<AgentKey> = Vec::new();
+        let subs = self.reports.name_subs(publisher.service_name());
+        let mut seen: std::collections::HashSet<AgentKey> = std::collections::HashSet::new();
         for s in subs {
-            let fresh = !seen.contains(&s.subscriber);
-            seen.push(s.subscriber);
+            let fresh = seen.insert(s.subscriber);
             self.subscription_started(s.subscriber, &publisher, s.pattern.as_str(), fresh);
         }
     }
@@ -879,8 +888,9 @@ impl EventLoop {
     /// stay for the next agent of that name.
     fn publisher_vanished(&mut self, key: AgentKey, binding: &ServiceBinding) {
         let mut subscribers = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for s in self.reports.subs_against(key, binding.service_name()) {
-            if !subscribers.contains(&s.subscriber) {
+            if seen.insert(s.subscriber) {
                 subscribers.push(s.subscriber);
             }
         }

@@ -25,7 +25,8 @@ use crate::event::{Event, Report};
 use crate::exchange::{ConnectionAnnouncement, ConnectionState, InactiveReason as Why};
 use crate::frame::{Fill, ReadBuffer, WriteBuffer};
 use crate::ids::{AgentKey, ConversationId, ProcessId, ServiceBinding};
-use crate::registry::Route;
+use crate::limits;
+use crate::registry::{Ordered, Route};
 use crate::wire::{self, Hello, Incoming, Message, Payload, ReportRef};
 
 /// Above this much unsent output a connection is congested: its dispatcher
@@ -106,13 +107,14 @@ struct Conn {
     rbuf: ReadBuffer,
     wbuf: WriteBuffer,
     /// Agents learned through this connection, in order.
-    learned: Vec<AgentKey>,
+    learned: Ordered<AgentKey>,
+    /// What the peer made this process hold, in bytes, beyond what the
+    /// reports and the pending calls count for it.
+    usage: Usage,
     handshake_timer: Option<super::TimerId>,
     /// When something was last received from, and last sent to, the peer.
     last_in: Instant,
     last_out: Instant,
-    /// Subscriptions the peer holds here.
-    subscriptions: usize,
     /// The socket refused part of a write: no early write until it is
     /// writable again or the end-of-turn flush emptied the buffer.
     write_blocked: bool,
@@ -120,6 +122,16 @@ struct Conn {
     /// does not add it again (a long turn of reports would grow that list
     /// by one entry per frame).
     listed: bool,
+}
+
+/// Bytes of state a peer made this process hold, counted against its
+/// connection's memory budget (with its subscriptions and pending calls).
+#[derive(Debug, Default)]
+struct Usage {
+    /// The bindings learned through it, with their groups.
+    learned_bytes: usize,
+    /// Its hidden subscribers (see `Net::subscribers`).
+    hidden_bytes: usize,
 }
 
 impl Conn {
@@ -695,11 +707,11 @@ impl EventLoop {
             opened: now,
             rbuf: ReadBuffer::default(),
             wbuf: WriteBuffer::default(),
-            learned: Vec::new(),
+            learned: Ordered::default(),
+            usage: Usage::default(),
             handshake_timer: Some(timer),
             last_in: now,
             last_out: now,
-            subscriptions: 0,
             write_blocked: false,
             listed: false,
         };
@@ -1481,26 +1493,40 @@ impl EventLoop {
     // ----- messages from a peer -----
 
     fn on_message(&mut self, token: usize, message: Message, raw: &[u8]) {
+        let max_name = self.link.config.max_name_len;
+        let max_groups = self.server_limits(token).map(|l| l.max_groups);
         match message {
             Message::Available { binding } => {
+                if let Err(e) = limits::check_binding(&binding, max_name, max_groups) {
+                    return self.breach(token, &e);
+                }
                 let key = binding.key();
                 if key.process == self.link.process.uid() || self.registry.get(&key).is_some() {
                     return; // ours, or known already by another path
                 }
-                if let Some(conn) = self.net.conns.get_mut(&token) {
-                    conn.learned.push(key);
-                }
-                if self.limit(token, |l| l.max_services, |c| c.learned.len(), "services") {
+                let Some(conn) = self.net.conns.get_mut(&token) else {
+                    return;
+                };
+                conn.learned.insert(key);
+                conn.usage.learned_bytes += limits::binding_bytes(&binding);
+                let learned = conn.learned.len();
+                if self.limit(token, |l| l.max_services, learned, "services")
+                    || self.over_budget(token)
+                {
                     return;
                 }
-                self.net.subscribers.remove(&key);
-                self.net.subscribers_generation += 1;
+                self.drop_hidden(&key);
                 self.add_agent(binding, Route::Remote(token));
             }
             Message::Withdrawn { agent, draining } => {
                 if self.learned_via(&agent, token) {
+                    let bytes = self
+                        .registry
+                        .get(&agent)
+                        .map_or(0, |e| limits::binding_bytes(&e.binding));
                     if let Some(conn) = self.net.conns.get_mut(&token) {
-                        conn.learned.retain(|k| *k != agent);
+                        conn.learned.remove(&agent);
+                        conn.usage.learned_bytes = conn.usage.learned_bytes.saturating_sub(bytes);
                     }
                     self.remove_agent(agent, "withdrawn", !draining);
                 }
@@ -1510,9 +1536,31 @@ impl EventLoop {
                 group,
                 joined,
             } => {
-                if self.learned_via(&agent, token) {
-                    self.change_group(agent, &group, joined);
+                if let Err(e) = limits::check_name("group name", &group, max_name) {
+                    return self.breach(token, &e);
                 }
+                if !self.learned_via(&agent, token) {
+                    return;
+                }
+                let before = self.registry.group_count(&agent);
+                if let Some(max) = max_groups.filter(|max| joined && before >= *max) {
+                    if !self.registry.member(&agent, &group) {
+                        let e = format!("{} groups in one binding, at most {max}", before + 1);
+                        return self.breach(token, &e);
+                    }
+                }
+                self.change_group(agent, &group, joined);
+                let after = self.registry.group_count(&agent);
+                if let Some(conn) = self.net.conns.get_mut(&token) {
+                    let cost = group.len() + limits::GROUP_OVERHEAD;
+                    let u = &mut conn.usage.learned_bytes;
+                    *u = match after.cmp(&before) {
+                        std::cmp::Ordering::Greater => *u + cost,
+                        std::cmp::Ordering::Less => u.saturating_sub(cost),
+                        std::cmp::Ordering::Equal => *u,
+                    };
+                }
+                self.over_budget(token);
             }
             Message::Request {
                 conv,
@@ -1524,6 +1572,11 @@ impl EventLoop {
                 oneway,
                 heartbeat_ms,
             } => {
+                if let Err(e) = limits::check_name("method name", &method, max_name)
+                    .and_then(|()| limits::check_binding(&sender, max_name, max_groups))
+                {
+                    return self.breach(token, &e);
+                }
                 // The period is the caller's to choose, above a floor: a
                 // period of 0 would make this side send without pause.
                 let opts = RouteOpts {
@@ -1537,6 +1590,12 @@ impl EventLoop {
                     let timer = self.timers.start(deadline, TimerKind::Call(conv));
                     let pending = Pending::new(Caller::Remote(token), Some(to), timer, deadline);
                     self.pending.insert(conv, pending);
+                    let calls = self.pending.of_conn(token);
+                    if self.limit(token, |l| l.max_pending_calls, calls, "pending calls")
+                        || self.over_budget(token)
+                    {
+                        return; // (closing the connection dropped its calls)
+                    }
                 }
                 self.route_request(conv, to, method, payload, sender, Some((token, raw)), opts);
             }
@@ -1558,29 +1617,7 @@ impl EventLoop {
                 publisher,
                 pattern,
                 on,
-            } => {
-                if let Some(conn) = self.net.conns.get_mut(&token) {
-                    conn.subscriptions = if on {
-                        conn.subscriptions + 1
-                    } else {
-                        conn.subscriptions.saturating_sub(1)
-                    };
-                }
-                if self.limit(
-                    token,
-                    |l| l.max_subscriptions,
-                    |c| c.subscriptions,
-                    "subscriptions",
-                ) {
-                    return;
-                }
-                let key = subscriber.key();
-                if self.registry.get(&key).is_none() {
-                    self.net.subscribers.insert(key, (subscriber, token));
-                    self.net.subscribers_generation += 1;
-                }
-                self.subscribe_agent(key, publisher, &pattern, on);
-            }
+            } => self.remote_subscribe(token, subscriber, publisher, &pattern, on),
             // (Read in place by on_frame; kept for completeness.)
             Message::Report {
                 publisher,
@@ -1599,34 +1636,136 @@ impl EventLoop {
         }
     }
 
-    /// Closes a server's connection that has passed one of its limits;
-    /// true if it did.
+    /// A subscription from a peer starts or ends (part of `on_message`).
+    ///
+    /// The subscriber must be the peer's: an agent learned through this
+    /// connection, or one hidden from this exchange that this connection
+    /// named (a "hidden subscriber", kept in `net.subscribers` while it
+    /// holds subscriptions). A frame naming an agent of this process, one
+    /// learned through another connection or another connection's hidden
+    /// subscriber is ignored: it would act for someone else. A hidden
+    /// subscriber is remembered only when a subscription is really added for
+    /// it, and forgotten when it holds none; a subscription counts against
+    /// the connection only while it is really held.
+    fn remote_subscribe(
+        &mut self,
+        token: usize,
+        subscriber: ServiceBinding,
+        publisher: AgentKey,
+        pattern: &str,
+        on: bool,
+    ) {
+        let max_groups = self.server_limits(token).map(|l| l.max_groups);
+        let config = &self.link.config;
+        if let Err(e) = limits::check_name("subscription pattern", pattern, config.max_subject_len)
+            .and_then(|()| limits::check_binding(&subscriber, config.max_name_len, max_groups))
+        {
+            return self.breach(token, &e);
+        }
+        let key = subscriber.key();
+        let hidden = self.net.subscribers.get(&key).map(|(_, t)| *t);
+        let theirs = match (self.registry.get(&key).map(|e| e.route), hidden) {
+            (Some(Route::Remote(t)), _) => t == token,
+            (Some(Route::Local(_)), _) => false,
+            (None, Some(t)) => t == token,
+            (None, None) => on && key.process != self.link.process.uid(),
+        };
+        if !theirs {
+            log::debug!(
+                "netsvc: a subscription from {token} for {subscriber}, not its own, ignored"
+            );
+            return;
+        }
+        let adds = on
+            && self.registry.get(&publisher).is_some()
+            && !self.reports.holds_agent(key, publisher, pattern);
+        if adds {
+            let (held, _) = self.reports.owned(token);
+            if self.limit(token, |l| l.max_subscriptions, held + 1, "subscriptions") {
+                return;
+            }
+        }
+        let fresh = self.registry.get(&key).is_none() && hidden.is_none();
+        if fresh && adds {
+            if let Some(conn) = self.net.conns.get_mut(&token) {
+                conn.usage.hidden_bytes += limits::binding_bytes(&subscriber);
+            }
+            self.net.subscribers.insert(key, (subscriber, token));
+            self.net.subscribers_generation += 1;
+        }
+        self.subscribe_agent(key, publisher, pattern, on, Some(token));
+        if self.net.subscribers.contains_key(&key) && !self.reports.holds_any(key) {
+            self.drop_hidden(&key);
+        }
+        self.over_budget(token);
+    }
+
+    /// Forgets a hidden subscriber (it holds no subscription, or it became
+    /// visible): its bytes no longer count against its connection.
+    fn drop_hidden(&mut self, key: &AgentKey) {
+        if let Some((binding, t)) = self.net.subscribers.remove(key) {
+            self.net.subscribers_generation += 1;
+            if let Some(conn) = self.net.conns.get_mut(&t) {
+                let bytes = limits::binding_bytes(&binding);
+                conn.usage.hidden_bytes = conn.usage.hidden_bytes.saturating_sub(bytes);
+            }
+        }
+    }
+
+    /// A server's limits for this connection; `None` on a client (see
+    /// [`ServerBuilder::max_connection_memory`](crate::ServerBuilder::max_connection_memory)
+    /// for why a client applies only the lengths).
+    fn server_limits(&self, token: usize) -> Option<Limits> {
+        let conn = self.net.conns.get(&token)?;
+        match self.net.exchanges.get(&conn.exchange).map(|e| &e.role) {
+            Some(Role::Server { limits, .. }) => Some(*limits),
+            _ => None,
+        }
+    }
+
+    /// Closes a connection whose peer passed a limit, logged and counted.
+    fn breach(&mut self, token: usize, what: &str) {
+        Counters::bump(&self.link.counters.limits_breached);
+        self.close_conn(token, Why::LimitBreached, &format!("limit breached: {what}"));
+    }
+
+    /// Closes a server's connection that has passed one of its limits
+    /// (`used` of `what`, at most what `max` says); true if it did.
     fn limit(
         &mut self,
         token: usize,
         max: impl Fn(&Limits) -> usize,
-        used: impl Fn(&Conn) -> usize,
+        used: usize,
         what: &str,
     ) -> bool {
-        let Some(conn) = self.net.conns.get(&token) else {
+        let Some(limits) = self.server_limits(token) else {
             return false;
         };
-        let Some(Role::Server { limits, .. }) =
-            self.net.exchanges.get(&conn.exchange).map(|e| &e.role)
-        else {
-            return false;
-        };
-        let (max, used) = (max(limits), used(conn));
+        let max = max(&limits);
         if used <= max {
             return false;
         }
-        Counters::bump(&self.link.counters.limits_breached);
-        self.close_conn(
-            token,
-            Why::LimitBreached,
-            &format!("limit breached: {used} {what}, at most {max}"),
-        );
+        self.breach(token, &format!("{used} {what}, at most {max}"));
         true
+    }
+
+    /// The bytes of state a connection's peer has made this process hold:
+    /// the bindings it announced (with their groups), its subscriptions, its
+    /// pending calls and its hidden subscribers.
+    fn connection_memory(&self, token: usize) -> usize {
+        let Some(conn) = self.net.conns.get(&token) else {
+            return 0;
+        };
+        conn.usage.learned_bytes
+            + conn.usage.hidden_bytes
+            + self.reports.owned(token).1
+            + self.pending.of_conn(token) * limits::PENDING_OVERHEAD
+    }
+
+    /// Closes a server's connection past its memory budget; true if it did.
+    fn over_budget(&mut self, token: usize) -> bool {
+        let used = self.connection_memory(token);
+        self.limit(token, |l| l.max_memory, used, "bytes of connection memory")
     }
 
     fn learned_via(&self, key: &AgentKey, token: usize) -> bool {
@@ -1742,6 +1881,10 @@ impl EventLoop {
     /// to other peers as the frame it came in (with its prefix, copied
     /// straight into their write buffers).
     fn remote_report(&mut self, token: usize, report: ReportRef<'_>, raw: &[u8]) {
+        let max = self.link.config.max_subject_len;
+        if let Err(e) = limits::check_name("report subject", report.subject, max) {
+            return self.breach(token, &e);
+        }
         if let Some(to) = report.to {
             return self.remote_report_to(token, to, report, raw);
         }
