@@ -699,13 +699,7 @@ impl EventLoop {
         if !fail_pending {
             return;
         }
-        let failed: Vec<ConversationId> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| p.target == Some(key))
-            .map(|(c, _)| *c)
-            .collect();
-        for conv in failed {
+        for conv in self.pending.targeting(&key) {
             self.complete(
                 conv,
                 Err(Error::ServiceUnavailable(format!(
@@ -1161,10 +1155,8 @@ impl EventLoop {
         relay: Option<(usize, &[u8])>,
         opts: RouteOpts,
     ) {
-        if let Some(p) = self.pending.get_mut(&conv) {
-            if !opts.oneway {
-                p.target = Some(to);
-            }
+        if !opts.oneway {
+            self.pending.set_target(conv, to);
         }
         let Some(entry) = self.registry.get(&to) else {
             self.complete(
@@ -1270,11 +1262,11 @@ impl EventLoop {
             let p = Pending::new(Caller::Local(w.reply), None, timer, w.deadline);
             self.pending.insert(conv, p);
         }
-        let Some(p) = self.pending.get_mut(&conv) else {
+        if !self.pending.contains_key(&conv) {
             Counters::bump(&self.link.counters.late_replies);
             return; // the caller is gone: nothing to forward for
-        };
-        p.target = Some(to.key());
+        }
+        self.pending.set_target(conv, to.key());
         self.route_request(
             conv,
             to.key(),

@@ -1457,16 +1457,8 @@ impl EventLoop {
             self.subscriber_vanished(key, &binding);
         }
         // Calls that came through it have nobody to answer to.
-        let orphans: Vec<ConversationId> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| matches!(p.caller, Caller::Remote(t) if t == token))
-            .map(|(c, _)| *c)
-            .collect();
-        for conv in orphans {
-            if let Some(p) = self.pending.remove(&conv) {
-                self.timers.cancel(p.timer);
-            }
+        for conv in self.pending.from_conn(token) {
+            self.forget(conv);
         }
         let exchange = conn.exchange;
         let was_client = if let Some(exch) = self.net.exchanges.get_mut(&exchange) {
@@ -1726,7 +1718,11 @@ impl EventLoop {
     /// Closes a connection whose peer passed a limit, logged and counted.
     fn breach(&mut self, token: usize, what: &str) {
         Counters::bump(&self.link.counters.limits_breached);
-        self.close_conn(token, Why::LimitBreached, &format!("limit breached: {what}"));
+        self.close_conn(
+            token,
+            Why::LimitBreached,
+            &format!("limit breached: {what}"),
+        );
     }
 
     /// Closes a server's connection that has passed one of its limits
