@@ -81,7 +81,7 @@ impl Calls {
     }
 
     /// The calls whose caller is on that connection.
-    pub(super) fn from_conn(&self, token: usize) -> Vec<ConversationId> {
+    pub(super) fn callers_on(&self, token: usize) -> Vec<ConversationId> {
         self.by_conn
             .get(&token)
             .map(|s| s.iter().copied().collect())

@@ -1457,7 +1457,7 @@ impl EventLoop {
             self.subscriber_vanished(key, &binding);
         }
         // Calls that came through it have nobody to answer to.
-        for conv in self.pending.from_conn(token) {
+        for conv in self.pending.callers_on(token) {
             self.forget(conv);
         }
         let exchange = conn.exchange;
