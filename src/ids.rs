@@ -102,6 +102,14 @@ pub(crate) struct AgentKey {
     pub agent: AgentId,
 }
 
+/// `@<agent>/<8 hex digits of the process uid>`: a binding's display
+/// without its name, for an agent known only by its key.
+impl fmt::Display for AgentKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{:08x}", self.agent, self.process >> 32)
+    }
+}
+
 /// The identity of one request and its reply, unique across processes.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ConversationId {
@@ -259,13 +267,7 @@ impl Hash for ServiceBinding {
 /// can be matched to its process in a log. It has no spaces.
 impl fmt::Display for ServiceBinding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}{}/{:08x}",
-            self.0.name,
-            self.0.agent,
-            self.0.process.uid >> 32
-        )
+        write!(f, "{}{}", self.0.name, self.key())
     }
 }
 impl fmt::Debug for ServiceBinding {
