@@ -2,7 +2,12 @@
 //! priorities; two listeners share pool "billing" (each event goes to one of
 //! them), an "audit" listener filtered on event types gets its own copy.
 //!
-//! `cargo run --example notifications`; it ends by itself.
+//! `cargo run --example notifications`; it ends by itself. It takes no
+//! options but `--help`; `RUST_LOG` chooses what is logged on stderr
+//! (default `warn`).
+
+#[path = "common/mod.rs"]
+mod common;
 
 use std::sync::mpsc;
 use std::time::Duration;
@@ -10,6 +15,12 @@ use std::time::Duration;
 use netsvc::{Context, Dispatcher, Notification, NotificationListener, Notifier};
 
 fn main() -> netsvc::Result<()> {
+    common::args(
+        "notifications",
+        "Notifications in one process: a notifier, two listeners sharing pool \
+         billing, and a filtered audit listener; it ends by itself.",
+        &[],
+    );
     let d = Dispatcher::new()?;
     let (tx, rx) = mpsc::channel::<String>();
 

@@ -1,9 +1,11 @@
 //! A publisher, the OSE example's other half: a cached `system.startup`
 //! report, then `system.time` every second, through an exchange.
 //!
-//! `cargo run --example publisher -- [--host 127.0.0.1] [--port 11111]`.
-//! Connects with a 1-second retry delay, so it may start before the
-//! exchange. It also answers `uptime` requests. Stops on SIGINT/SIGTERM.
+//! `cargo run --example publisher -- [--host 127.0.0.1] [--port 11111]
+//! [--secret KEY] [--group NAME]` (`--help` lists them; `RUST_LOG` chooses
+//! what is logged on stderr, default `warn`). Connects with a 1-second
+//! retry delay, so it may start before the exchange. It also answers
+//! `uptime` requests. Stops on SIGINT/SIGTERM.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -11,16 +13,20 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{now_secs, say, stop_on_signals};
-use netsvc::{Dispatcher, Event, Exchange, Lifetime};
+use netsvc::{Dispatcher, Event, Lifetime};
 
 const TICK: u64 = 1;
 
 fn main() -> netsvc::Result<()> {
-    let args = common::args();
+    let args = common::args(
+        "publisher",
+        "A publisher: a cached system.startup report, then system.time every \
+         second, through an exchange; it answers uptime requests.",
+        common::EXCHANGE,
+    );
     let d = Dispatcher::builder().name("publisher").build()?;
     stop_on_signals(&d)?;
-    let ex =
-        Exchange::client(&d).connect((args.host.as_str(), args.port), Duration::from_secs(1))?;
+    let ex = args.connect(&d, Duration::from_secs(1))?;
     common::log_connections(&ex);
 
     let started = Instant::now();

@@ -2,7 +2,12 @@
 //! periodic time report, a subscriber that reads them, a service answering
 //! calls, and a monitor printing announcements as they happen.
 //!
-//! Run with `cargo run --example quickstart`; it ends by itself in a few seconds.
+//! Run with `cargo run --example quickstart`; it ends by itself in a few
+//! seconds. It takes no options but `--help`; `RUST_LOG` chooses what is
+//! logged on stderr (default `warn`).
+
+#[path = "common/mod.rs"]
+mod common;
 
 use std::io::Write;
 use std::thread;
@@ -38,6 +43,12 @@ fn now_secs() -> u64 {
 }
 
 fn main() -> netsvc::Result<()> {
+    common::args(
+        "quickstart",
+        "netsvc in one process: a publisher, a subscriber, a service answering \
+         calls and a monitor; it ends by itself.",
+        &[],
+    );
     let d = Dispatcher::builder().name("quickstart").build()?;
 
     // A monitor: opened, told what to watch, then handed to a worker thread

@@ -3,6 +3,8 @@
 //!
 //! `cargo run --example rpc_client [-- --port 11111]` (with the exchange and
 //! at least one rpc_server running; it waits up to 10 s for a server).
+//! Also `--host H`, `--secret KEY`, `--group NAME` (`--help` lists them;
+//! `RUST_LOG` chooses what is logged on stderr, default `warn`).
 
 #[path = "common/mod.rs"]
 mod common;
@@ -10,13 +12,17 @@ mod common;
 use std::time::Duration;
 
 use common::say;
-use netsvc::{Context, Dispatcher, Error, Exchange, RpcClient, Target, Value};
+use netsvc::{Context, Dispatcher, Error, RpcClient, Target, Value};
 
 fn main() -> netsvc::Result<()> {
-    let args = common::args();
+    let args = common::args(
+        "rpc_client",
+        "An RPC client: calls the calculator servers of rpc_server through an \
+         exchange, then exits.",
+        common::EXCHANGE,
+    );
     let d = Dispatcher::builder().name("rpc-client").build()?;
-    let _ex =
-        Exchange::client(&d).connect((args.host.as_str(), args.port), Duration::from_secs(1))?;
+    let _ex = args.connect(&d, Duration::from_secs(1))?;
 
     let client = RpcClient::new(&d, Target::new("calculator").version("1.1"))
         .timeout(Duration::from_secs(10));

@@ -5,22 +5,29 @@
 //!
 //! `cargo run --example exchange` in one terminal, then
 //! `cargo run --example rpc_server [-- --server s2]` in one or more others,
-//! then `cargo run --example rpc_client`. Stops on SIGINT/SIGTERM.
+//! then `cargo run --example rpc_client`. Also `--host H`, `--port N`,
+//! `--secret KEY`, `--group NAME` (`--help` lists them; `RUST_LOG`
+//! chooses what is logged on stderr, default `warn`). Stops on
+//! SIGINT/SIGTERM.
 
 #[path = "common/mod.rs"]
 mod common;
 
 use std::time::Duration;
 
-use common::{say, stop_on_signals};
-use netsvc::{Context, Dispatcher, Endpoint, Exchange, RpcFailure, RpcServer, Target};
+use common::{say, stop_on_signals, Opt};
+use netsvc::{Context, Dispatcher, Endpoint, RpcFailure, RpcServer, Target};
 
 fn main() -> netsvc::Result<()> {
-    let args = common::args();
+    let args = common::args(
+        "rpc_server",
+        "An RPC server of topic calculator (methods add, divide, sleep, \
+         whoami), reached through an exchange.",
+        &[Opt::Host, Opt::Port, Opt::Secret, Opt::Group, Opt::Server],
+    );
     let d = Dispatcher::builder().name("rpc-server").build()?;
     stop_on_signals(&d)?;
-    let ex =
-        Exchange::client(&d).connect((args.host.as_str(), args.port), Duration::from_secs(1))?;
+    let ex = args.connect(&d, Duration::from_secs(1))?;
     common::log_connections(&ex);
 
     let me = args.server.clone();

@@ -3,7 +3,10 @@
 //!
 //! `cargo build --release --example soak && target/release/examples/soak --minutes 10`
 //! (or `cargo run --release --example soak -- --minutes N`; default 10,
-//! fractions allowed).
+//! fractions allowed). `--secret KEY` and `--group NAME` run the exchange
+//! and its clients with that shared secret and in that group; `--help`
+//! lists the options; `RUST_LOG` (e.g. `debug`, `netsvc=info`; default
+//! `warn`) chooses what every process logs on stderr.
 //!
 //! It starts, as child processes of itself (its own binary with `--role`):
 //!
@@ -35,6 +38,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::process::{ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -58,7 +62,34 @@ const STATS_EVERY: Duration = Duration::from_secs(1);
 const START_LIMIT: Duration = Duration::from_secs(30);
 const STOP_LIMIT: Duration = Duration::from_secs(10);
 
+/// `--secret` and `--group`, given to the parent and passed on to every
+/// child.
+static LINK: OnceLock<common::Args> = OnceLock::new();
+
+/// The options, as `--help` prints them.
+const USAGE: &str = "Soak: an exchange, a publisher, a subscriber and two callers as child \
+processes, exchanging calls and reports for a long time, with the RSS of every process \
+sampled every 10 s.
+
+usage: soak [OPTIONS]
+
+options:
+  --minutes N    how long to run, fractions allowed (default 10)
+  --secret KEY   the exchange's shared secret (default none)
+  --group NAME   the exchange group (default none)
+  -h, --help     print this help and exit
+  (--role ROLE and --connect HOST:PORT are for the child processes)
+";
+
 fn main() {
+    common::init_logger();
+    let mut link = common::Args {
+        host: "127.0.0.1".to_owned(),
+        port: 0,
+        server: String::new(),
+        secret: None,
+        group: String::new(),
+    };
     let mut minutes = 10.0f64;
     let mut role = None;
     let mut connect: Option<SocketAddr> = None;
@@ -69,6 +100,12 @@ fn main() {
                 .unwrap_or_else(|| usage(&format!("{a} takes {what}")))
         };
         match a.as_str() {
+            "-h" | "--help" => {
+                print!("{USAGE}{}", common::LOG_HELP);
+                std::process::exit(0);
+            }
+            "--secret" => link.secret = Some(value("a key")),
+            "--group" => link.group = value("a name"),
             "--minutes" => {
                 minutes = value("a number")
                     .parse()
@@ -87,6 +124,7 @@ fn main() {
             other => usage(&format!("unknown argument {other}")),
         }
     }
+    let _ = LINK.set(link);
     let result = match role.as_deref() {
         None => {
             run(Duration::from_secs_f64(minutes * 60.0));
@@ -111,7 +149,7 @@ fn main() {
 }
 
 fn usage(problem: &str) -> ! {
-    eprintln!("{problem}\nusage: soak [--minutes N]   (default 10)");
+    eprintln!("{problem}\n\n{USAGE}");
     std::process::exit(2)
 }
 
@@ -161,16 +199,21 @@ fn stats_line(d: &Dispatcher, mine: &[(&str, u64)]) -> String {
     line
 }
 
+/// The `--secret` and `--group` of this run.
+fn link() -> &'static common::Args {
+    LINK.get().expect("set in main")
+}
+
 fn client_dispatcher(name: &str, addr: SocketAddr) -> netsvc::Result<(Dispatcher, Exchange)> {
     let d = Dispatcher::builder().name(name).build()?;
-    let ex = Exchange::client(&d).connect(addr, RETRY)?;
+    let ex = link().client_builder(&d).connect(addr, RETRY)?;
     Ok((d, ex))
 }
 
 fn exchange() -> netsvc::Result<()> {
     let stop = stop_channel();
     let d = Dispatcher::builder().name("exchange").build()?;
-    let ex = Exchange::server(&d).listen("127.0.0.1:0")?;
+    let ex = link().server_builder(&d).listen("127.0.0.1:0")?;
     say(format!("LISTENING {}", ex.local_addr()));
     while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(STATS_EVERY) {
         say(stats_line(&d, &[]));
@@ -514,6 +557,13 @@ fn spawn_kid(
     let exe = std::env::current_exe().expect("current_exe");
     let mut cmd = Command::new(exe);
     cmd.args(["--role", role]);
+    let link = link();
+    if let Some(key) = &link.secret {
+        cmd.args(["--secret", key]);
+    }
+    if !link.group.is_empty() {
+        cmd.args(["--group", &link.group]);
+    }
     if let Some(addr) = connect {
         cmd.args(["--connect", &addr.to_string()]);
     }

@@ -1,7 +1,9 @@
 //! The OSE subscriber example: monitors publishers, subscribes to
 //! `system.*` through an exchange, and says what it hears.
 //!
-//! `cargo run --example subscriber -- [--host 127.0.0.1] [--port 11111]`.
+//! `cargo run --example subscriber -- [--host 127.0.0.1] [--port 11111]
+//! [--secret KEY] [--group NAME]` (`--help` lists them; `RUST_LOG` chooses
+//! what is logged on stderr, default `warn`).
 //! Prints `<publisher> originally started at <t>` for the cached startup
 //! report, `<publisher> was still alive at <t>` for each time report,
 //! `AVAILABLE|WITHDRAWN <publisher>` as publishers come and go, and
@@ -15,14 +17,18 @@ mod common;
 use std::time::Duration;
 
 use common::{clock, say, stop_on_signals};
-use netsvc::{Dispatcher, Event, Exchange, ServiceStatus};
+use netsvc::{Dispatcher, Event, ServiceStatus};
 
 fn main() -> netsvc::Result<()> {
-    let args = common::args();
+    let args = common::args(
+        "subscriber",
+        "A subscriber: monitors publishers, subscribes to their system.* \
+         reports through an exchange, and says what it hears.",
+        common::EXCHANGE,
+    );
     let d = Dispatcher::builder().name("subscriber").build()?;
     stop_on_signals(&d)?;
-    let ex =
-        Exchange::client(&d).connect((args.host.as_str(), args.port), Duration::from_secs(1))?;
+    let ex = args.connect(&d, Duration::from_secs(1))?;
     common::log_connections(&ex);
 
     let subscriber = d.service("subscriber").open()?;

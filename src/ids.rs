@@ -102,6 +102,14 @@ pub(crate) struct AgentKey {
     pub agent: AgentId,
 }
 
+/// `@<agent>/<8 hex digits of the process uid>`: a binding's display
+/// without its name, for an agent known only by its key.
+impl fmt::Display for AgentKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{:08x}", self.agent, self.process >> 32)
+    }
+}
+
 /// The identity of one request and its reply, unique across processes.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ConversationId {
@@ -130,7 +138,8 @@ impl fmt::Debug for ConversationId {
 /// and the groups it was in when this value was made.
 ///
 /// Cheap to clone. Two bindings are equal when they name the same agent,
-/// whatever their groups.
+/// whatever their groups. It displays as `<name>@<agent>/<process>`, e.g.
+/// `publisher@2/9f3a1b2c` (see its `Display` impl).
 #[derive(Clone, Serialize, Deserialize)]
 pub struct ServiceBinding(Arc<BindingData>);
 
@@ -250,9 +259,15 @@ impl Hash for ServiceBinding {
         self.key().hash(state)
     }
 }
+/// Displays as `<service name>@<agent>/<process>`, e.g.
+/// `publisher@2/9f3a1b2c`: `<process>` is the first 8 of the 16 hex digits
+/// that end the [`ProcessId`]'s own display
+/// (`<dispatcher name>@<os pid>/9f3a1b2c…`), so that two bindings of one
+/// name and agent number in two processes print differently, and a binding
+/// can be matched to its process in a log. It has no spaces.
 impl fmt::Display for ServiceBinding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}{}", self.0.name, self.0.agent)
+        write!(f, "{}{}", self.0.name, self.key())
     }
 }
 impl fmt::Debug for ServiceBinding {
@@ -277,6 +292,22 @@ mod tests {
         let b = ProcessId::new("a");
         assert_ne!(a, b);
         assert!(a.to_string().starts_with("a@"));
+    }
+
+    #[test]
+    fn binding_display_names_its_process() {
+        let p = ProcessId::new("p");
+        let q = ProcessId::new("p");
+        let b = ServiceBinding::new("s".into(), "*".into(), AgentId(2), p.clone(), vec![]);
+        let c = ServiceBinding::new("s".into(), "*".into(), AgentId(2), q, vec![]);
+        let shown = b.to_string();
+        let short = shown.strip_prefix("s@2/").expect("name@agent/");
+        assert_eq!(short.len(), 8);
+        assert!(!shown.contains(' '));
+        // The short form is the start of the process's unique hex part.
+        let (_, unique) = p.as_str().rsplit_once('/').expect("pid/hex");
+        assert!(unique.starts_with(short), "{shown} vs {p}");
+        assert_ne!(shown, c.to_string());
     }
 
     #[test]

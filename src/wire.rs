@@ -220,7 +220,9 @@ impl From<Failure> for Error {
             Failure::Service(f) => Error::Service(f),
             Failure::Unavailable(s) => Error::ServiceUnavailable(s),
             Failure::Timeout => Error::Timeout,
-            Failure::Closed => Error::ServiceUnavailable("the remote dispatcher closed".into()),
+            Failure::Closed => Error::ServiceUnavailable(
+                "the remote dispatcher shut down before it answered".into(),
+            ),
         }
     }
 }

@@ -359,7 +359,7 @@ struct ExchangeState {
 struct PublisherState {
     proc: Proc,
     ident: String,
-    /// `publisher@N`, from `PUBLISHING as publisher@N`.
+    /// `publisher@N/<process>`, from its `PUBLISHING as ...` line.
     binding: Option<String>,
     /// Subscriptions Requested minus Withdrawn.
     subscriptions: i64,

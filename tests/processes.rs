@@ -273,8 +273,8 @@ impl Drop for Proc {
 
 // ----- what the examples print -----
 
-/// The publisher's binding as it displays (`publisher@N`), from its
-/// `PUBLISHING as publisher@N` line.
+/// The publisher's binding as it displays (`publisher@N/<process>`), from its
+/// `PUBLISHING as publisher@N/<process>` line.
 fn publisher_binding(publ: &mut Proc) -> String {
     let line = publ.next_line(WAIT);
     let binding = line

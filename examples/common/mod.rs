@@ -1,50 +1,267 @@
-//! What the exchange examples share: arguments, output, signals.
+//! What the examples share: arguments and `--help`, the `RUST_LOG`
+//! logger, output, signals.
 #![allow(dead_code)]
 
 use std::io::Write;
 use std::thread;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use netsvc::{ConnectionState, Dispatcher, Exchange};
+use log::{LevelFilter, Log, Metadata, Record};
+use netsvc::{ClientBuilder, ConnectionState, Dispatcher, Exchange, ServerBuilder};
 
-/// `--port N` (default 11111), `--host H` (default 127.0.0.1) and
-/// `--server NAME` (RPC examples; default `server1`).
-pub struct Args {
-    pub host: String,
-    pub port: u16,
-    pub server: String,
+/// An option an example accepts; each example names its own in
+/// [`args`], and `--help` lists exactly those.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Opt {
+    /// `--host H`: the exchange's host (default 127.0.0.1).
+    Host,
+    /// `--port N`: the exchange's port (default 11111; 0 lets the OS choose
+    /// for a server).
+    Port,
+    /// `--server NAME`: the RPC server's name (default `server1`).
+    Server,
+    /// `--secret KEY`: the exchange's shared secret (default none).
+    Secret,
+    /// `--group NAME`: the exchange group (default none).
+    Group,
 }
 
-pub fn args() -> Args {
+/// The options of every exchange client and server.
+pub const EXCHANGE: &[Opt] = &[Opt::Host, Opt::Port, Opt::Secret, Opt::Group];
+
+impl Opt {
+    fn flag(self) -> &'static str {
+        match self {
+            Opt::Host => "--host",
+            Opt::Port => "--port",
+            Opt::Server => "--server",
+            Opt::Secret => "--secret",
+            Opt::Group => "--group",
+        }
+    }
+
+    fn help(self) -> &'static str {
+        match self {
+            Opt::Host => "--host H       the exchange's host or address (default 127.0.0.1)",
+            Opt::Port => "--port N       the exchange's TCP port (default 11111)",
+            Opt::Server => "--server NAME  this RPC server's name (default server1)",
+            Opt::Secret => {
+                "--secret KEY   the exchange's shared secret: both ends must hold \
+                 the same one (default none)"
+            }
+            Opt::Group => {
+                "--group NAME   the exchange group: both ends must name the same one \
+                 (default none)"
+            }
+        }
+    }
+}
+
+/// What the command line said; an option the example does not take keeps
+/// its default.
+pub struct Args {
+    /// `--host`.
+    pub host: String,
+    /// `--port`.
+    pub port: u16,
+    /// `--server`.
+    pub server: String,
+    /// `--secret`.
+    pub secret: Option<String>,
+    /// `--group` (`""`: none).
+    pub group: String,
+}
+
+/// Installs the `RUST_LOG` logger, then reads the command line of example
+/// `name` (described by `about`), which takes the options `opts` and
+/// `-h`/`--help`. `--help` prints the usage and exits 0; anything else
+/// unknown prints it to stderr and exits 2.
+pub fn args(name: &str, about: &str, opts: &[Opt]) -> Args {
+    init_logger();
     let mut args = Args {
         host: "127.0.0.1".to_owned(),
         port: 11111,
         server: "server1".to_owned(),
+        secret: None,
+        group: String::new(),
     };
+    let usage = usage_text(name, about, opts);
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
-        match a.as_str() {
-            "--port" => match it.next().and_then(|p| p.parse().ok()) {
-                Some(p) => args.port = p,
-                None => usage("--port takes a number"),
+        if a == "-h" || a == "--help" {
+            print!("{usage}");
+            std::process::exit(0);
+        }
+        let Some(opt) = opts.iter().copied().find(|o| o.flag() == a) else {
+            bad_usage(&usage, &format!("unknown argument {a}"));
+        };
+        let Some(value) = it.next() else {
+            bad_usage(&usage, &format!("{a} takes a value"));
+        };
+        match opt {
+            Opt::Host => args.host = value,
+            Opt::Port => match value.parse() {
+                Ok(p) => args.port = p,
+                Err(_) => bad_usage(&usage, "--port takes a number (0 to 65535)"),
             },
-            "--host" => match it.next() {
-                Some(h) => args.host = h,
-                None => usage("--host takes a name or address"),
-            },
-            "--server" => match it.next() {
-                Some(s) => args.server = s,
-                None => usage("--server takes a name"),
-            },
-            other => usage(&format!("unknown argument {other}")),
+            Opt::Server => args.server = value,
+            Opt::Secret => args.secret = Some(value),
+            Opt::Group => args.group = value,
         }
     }
     args
 }
 
-fn usage(problem: &str) -> ! {
-    eprintln!("{problem}\nusage: [--host H] [--port N] [--server NAME]");
+/// The `--help` text: what the example does, every option it takes, and
+/// the `RUST_LOG` variable.
+pub fn usage_text(name: &str, about: &str, opts: &[Opt]) -> String {
+    let mut text = format!("{about}\n\nusage: {name} [OPTIONS]\n\noptions:\n");
+    for o in opts {
+        text.push_str(&format!("  {}\n", o.help()));
+    }
+    text.push_str("  -h, --help     print this help and exit\n");
+    text.push_str(LOG_HELP);
+    text
+}
+
+/// The part of every example's `--help` about `RUST_LOG`.
+pub const LOG_HELP: &str = "\nenvironment:\n  \
+    RUST_LOG       what to log on stderr: a level (error, warn, info, debug, \
+    trace, off) and/or target=level pairs, comma-separated, e.g. debug or \
+    netsvc=info (default warn)\n";
+
+fn bad_usage(usage: &str, problem: &str) -> ! {
+    eprint!("{problem}\n\n{usage}");
     std::process::exit(2)
+}
+
+impl Args {
+    /// An exchange server with the `--group` and `--secret` given.
+    pub fn server_builder(&self, d: &Dispatcher) -> ServerBuilder {
+        let b = Exchange::server(d).group(&self.group);
+        match &self.secret {
+            Some(key) => b.secret(key),
+            None => b,
+        }
+    }
+
+    /// An exchange client with the `--group` and `--secret` given.
+    pub fn client_builder(&self, d: &Dispatcher) -> ClientBuilder {
+        let b = Exchange::client(d).group(&self.group);
+        match &self.secret {
+            Some(key) => b.secret(key),
+            None => b,
+        }
+    }
+
+    /// Connects an exchange client to `--host`:`--port`, retrying every
+    /// `retry` while the server is unreachable.
+    pub fn connect(&self, d: &Dispatcher, retry: Duration) -> netsvc::Result<Exchange> {
+        self.client_builder(d)
+            .connect((self.host.as_str(), self.port), retry)
+    }
+}
+
+// ----- logging -----
+
+/// A `log` logger for the examples: one line per record on stderr,
+/// `<seconds since start> <LEVEL> <target>: <message>`, filtered by
+/// `RUST_LOG`.
+struct StderrLogger {
+    /// The level of records whose target matches no directive.
+    default: LevelFilter,
+    /// `target=level` directives, longest target first.
+    targets: Vec<(String, LevelFilter)>,
+    started: Instant,
+}
+
+impl StderrLogger {
+    /// Parses `RUST_LOG`-style directives: `level`, `target=level` or a
+    /// bare `target` (everything from it), comma-separated. Unreadable ones
+    /// are reported on stderr and ignored.
+    fn parse(spec: &str) -> StderrLogger {
+        let mut logger = StderrLogger {
+            default: LevelFilter::Warn,
+            targets: Vec::new(),
+            started: Instant::now(),
+        };
+        for directive in spec.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+            match directive.split_once('=') {
+                Some((target, level)) => match level.trim().parse() {
+                    Ok(l) => logger.targets.push((target.trim().to_owned(), l)),
+                    Err(_) => eprintln!("RUST_LOG: no level {level:?} in {directive:?}"),
+                },
+                None => match directive.parse() {
+                    Ok(l) => logger.default = l,
+                    Err(_) => logger
+                        .targets
+                        .push((directive.to_owned(), LevelFilter::Trace)),
+                },
+            }
+        }
+        logger
+            .targets
+            .sort_by_key(|(t, _)| std::cmp::Reverse(t.len()));
+        logger
+    }
+
+    /// The level that applies to `target`: the longest directive naming it
+    /// or a module path above it, else the default.
+    fn level_for(&self, target: &str) -> LevelFilter {
+        self.targets
+            .iter()
+            .find(|(t, _)| {
+                target == t
+                    || target
+                        .strip_prefix(t.as_str())
+                        .is_some_and(|rest| rest.starts_with("::"))
+            })
+            .map_or(self.default, |(_, l)| *l)
+    }
+
+    fn max_level(&self) -> LevelFilter {
+        self.targets
+            .iter()
+            .map(|(_, l)| *l)
+            .fold(self.default, |a, b| a.max(b))
+    }
+}
+
+impl Log for StderrLogger {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        metadata.level() <= self.level_for(metadata.target())
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let t = self.started.elapsed();
+        let line = format!(
+            "{}.{:03} {:<5} {}: {}\n",
+            t.as_secs(),
+            t.subsec_millis(),
+            record.level(),
+            record.target(),
+            record.args()
+        );
+        // One write per record, so that lines of two threads do not mix.
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    }
+
+    fn flush(&self) {
+        let _ = std::io::stderr().flush();
+    }
+}
+
+/// Installs the stderr logger, configured by `RUST_LOG` (default `warn`).
+/// A second call does nothing.
+pub fn init_logger() {
+    let logger = StderrLogger::parse(&std::env::var("RUST_LOG").unwrap_or_default());
+    let max = logger.max_level();
+    if log::set_logger(Box::leak(Box::new(logger))).is_ok() {
+        log::set_max_level(max);
+    }
 }
 
 /// Prints a line to stdout and flushes it, so that another process reading

@@ -390,9 +390,13 @@ impl EventLoop {
                 // the caller has its own deadline and says so itself.
                 Some(Caller::Remote(_)) => self.forget(conv),
                 Some(Caller::Local(_)) => {
-                    let never_delivered = self.parked.iter().any(|p| p.conv == conv);
-                    let e = if never_delivered {
-                        Error::DeliveryFailure("no server was reachable before the timeout".into())
+                    let parked = self.parked.iter().find(|p| p.conv == conv);
+                    let e = if let Some(p) = parked {
+                        Error::DeliveryFailure(format!(
+                            "no server for {} was reachable before the call's timeout: \
+                             none was known here when it was made, and none appeared since",
+                            describe(&p.to)
+                        ))
                     } else {
                         Counters::bump(&self.link.counters.calls_timed_out);
                         Error::Timeout
@@ -413,8 +417,10 @@ impl EventLoop {
             TimerKind::Park(conv) => {
                 if let Some(i) = self.parked.iter().position(|p| p.conv == conv) {
                     let parked = self.parked.swap_remove(i);
-                    let e =
-                        Error::DeliveryFailure(format!("no server for {}", describe(&parked.to)));
+                    let e = Error::DeliveryFailure(format!(
+                        "no server for {} appeared while the call waited for one",
+                        describe(&parked.to)
+                    ));
                     self.complete(conv, Err(e));
                 }
             }
@@ -984,6 +990,12 @@ impl EventLoop {
             heartbeat: call.monitor.map(|d| (d / 2).max(MIN_PROGRESS)),
         };
         match call.to {
+            Destination::Agent(b) if self.registry.get(&b.key()).is_none() => {
+                let e = Error::ServiceUnavailable(format!(
+                    "{b} is not known here: withdrawn, or its process is not linked"
+                ));
+                self.complete(conv, Err(e));
+            }
             Destination::Agent(b) => {
                 self.route_request(conv, b.key(), call.method, call.payload, sender, None, opts)
             }
@@ -1032,7 +1044,10 @@ impl EventLoop {
                         return;
                     }
                     _ => {
-                        let e = Error::DeliveryFailure(format!("no server for {}", describe(&to)));
+                        let e = Error::DeliveryFailure(format!(
+                            "no server for {} is known here (and the call may not wait)",
+                            describe(&to)
+                        ));
                         self.complete(conv, Err(e));
                         return;
                     }
@@ -1161,9 +1176,9 @@ impl EventLoop {
         let Some(entry) = self.registry.get(&to) else {
             self.complete(
                 conv,
-                Err(Error::ServiceUnavailable(
-                    "the service is not available".into(),
-                )),
+                Err(Error::ServiceUnavailable(format!(
+                    "the service {to} is not known here: withdrawn, or its process is not linked"
+                ))),
             );
             return;
         };

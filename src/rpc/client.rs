@@ -202,7 +202,12 @@ impl RpcClient {
         A: Serialize + ?Sized,
     {
         if self.options.target.fanout {
-            return Err(Error::InvalidTarget("call on a fanout target".to_owned()));
+            let t = &self.options.target;
+            return Err(Error::InvalidTarget(format!(
+                "call of {method:?} on a fanout target (exchange {:?}, topic {:?}): \
+                 a fanout target takes casts only",
+                t.exchange, t.topic
+            )));
         }
         let payload = self.envelope(ctx, args)?;
         let outcome: RpcOutcome = self
