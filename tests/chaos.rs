@@ -299,7 +299,8 @@ impl Drop for Proc {
     }
 }
 
-/// `ACTIVE|INACTIVE <process> (<address>)`: (active, process).
+/// `ACTIVE|INACTIVE <process> (<address>)`, an Inactive line followed by
+/// `: <reason>: <detail>`: (active, process).
 fn link_line(line: &str) -> Option<(bool, &str)> {
     let (active, rest) = if let Some(rest) = line.strip_prefix("ACTIVE ") {
         (true, rest)
@@ -307,7 +308,8 @@ fn link_line(line: &str) -> Option<(bool, &str)> {
         (false, line.strip_prefix("INACTIVE ")?)
     };
     let (process, addr) = rest.split_once(' ')?;
-    (addr.starts_with('(') && addr.ends_with(')')).then_some((active, process))
+    let closed = addr.ends_with(')') || (!active && addr.contains("): "));
+    (addr.starts_with('(') && closed).then_some((active, process))
 }
 
 /// `HH:MM:SS UTC`, checked.

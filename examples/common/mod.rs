@@ -290,21 +290,15 @@ pub fn clock(secs: u64) -> String {
     )
 }
 
-/// Prints every connection announcement of the exchange as
-/// `ACTIVE|INACTIVE <process> (<address>)`, on a thread of its own.
+/// Prints every connection announcement of the exchange, on a thread of
+/// its own, as the announcement displays itself.
 pub fn log_connections(ex: &Exchange) {
     let rx = ex.connections();
     thread::spawn(move || {
         for ann in rx.iter() {
-            let state = match ann.state() {
-                ConnectionState::Active => "ACTIVE",
-                ConnectionState::Inactive => "INACTIVE",
-            };
-            let process = ann
-                .remote_process()
-                .map(|p| p.to_string())
-                .unwrap_or_else(|| "-".to_owned());
-            say(format!("{state} {process} ({})", ann.remote_address()));
+            // `ACTIVE <process> (<address>)`, or for a link down or a failed
+            // attempt `INACTIVE <process or -> (<address>): <reason>: <detail>`.
+            say(ann.to_string());
         }
     });
 }
