@@ -7,7 +7,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use log::{LevelFilter, Log, Metadata, Record};
-use netsvc::{ClientBuilder, ConnectionState, Dispatcher, Exchange, ServerBuilder};
+use netsvc::{ClientBuilder, Dispatcher, Exchange, ServerBuilder};
 
 /// An option an example accepts; each example names its own in
 /// [`args`], and `--help` lists exactly those.

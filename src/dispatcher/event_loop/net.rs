@@ -862,6 +862,17 @@ impl EventLoop {
                 }
             };
             loop {
+                // (The handshake may have completed on the frame before.)
+                let active = self
+                    .net
+                    .conns
+                    .get(&token)
+                    .is_some_and(|c| matches!(c.state, ConnState::Active { .. }));
+                let limit = if active {
+                    self.link.config.max_frame_size
+                } else {
+                    limit
+                };
                 let body = match rbuf.next_frame(limit) {
                     Ok(Some(body)) => body,
                     Ok(None) => break,
