@@ -149,6 +149,9 @@ pub fn sample_frames() -> Vec<Vec<u8>> {
             mac: vec![3; 32],
         },
         Message::Proof { mac: vec![4; 32] },
+        Message::Closing {
+            reason: "limit breached: a sample".into(),
+        },
     ];
     for m in &messages {
         if let Ok(f) = wire::encode_frame(m) {

@@ -294,6 +294,9 @@ pub(crate) enum Message {
         subject: String,
         payload: Payload,
     },
+    /// The sender is closing the link, and says why (so that the far side's
+    /// `Inactive` names the cause, not only "closed by peer").
+    Closing { reason: String },
 }
 
 /// The variant index of [`Message::Report`] in its encoding (bincode writes

@@ -250,11 +250,16 @@ fn limit_breached() {
     let d = Dispatcher::new().unwrap();
     let _a = d.service("a").open().unwrap();
     let _b = d.service("b").open().unwrap();
-    let _cx = client_once(&d, ex.local_addr());
+    let cx = client_once(&d, ex.local_addr());
     assert_eq!(first(&ex).state(), ConnectionState::Active);
     let a = first(&ex);
     assert_inactive(&a, InactiveReason::LimitBreached);
     assert!(a.detail().contains("services"), "{a}");
+    // The client is told why, not only that the server hung up.
+    assert_eq!(first(&cx).state(), ConnectionState::Active);
+    let b = first(&cx);
+    assert_inactive(&b, InactiveReason::ClosedByPeer);
+    assert!(b.detail().contains("limit breached"), "{b}");
 }
 
 #[test]

@@ -47,6 +47,28 @@ pub(super) fn visible(audience: &str, group: &str) -> bool {
 /// unauthenticated connection can make this process buffer.
 pub(super) const PRE_AUTH_FRAME: usize = 4 * 1024;
 
+/// Tells a peer that speaks the protocol why its link is being closed:
+/// one frame, written at once if the socket takes it (never waited for).
+fn tell_why(conn: &mut Conn, why: Why, reason: &str) {
+    let speaks = !matches!(
+        conn.state,
+        ConnState::Connecting | ConnState::Authorising | ConnState::Handshaking
+    );
+    if !speaks || matches!(why, Why::ClosedByPeer | Why::Io | Why::SlowConsumer) {
+        return; // (nobody to tell, or no way to reach it)
+    }
+    let message = Message::Closing {
+        reason: format!("{why}: {reason}"),
+    };
+    if let Ok(frame) = wire::encode_frame(&message) {
+        conn.wbuf.push_encoded(&frame);
+        let _ = conn.write_out();
+    }
+}
+
+/// At most this much of a peer's stated reason for closing is kept.
+const PEER_REASON_MAX: usize = 512;
+
 /// Why a connect failed, by its error.
 fn connect_why(e: &io::Error) -> Why {
     match e.kind() {
@@ -940,6 +962,10 @@ impl EventLoop {
             wire::decode_message(body)
         };
         match decoded {
+            Ok(Incoming::Other(Message::Closing { reason })) => {
+                self.peer_closing(token, &reason);
+                return false;
+            }
             Ok(Incoming::Other(message)) if authenticating => {
                 return self.authenticate(token, message)
             }
@@ -1026,6 +1052,21 @@ impl EventLoop {
             return;
         }
         self.activate(token, hello.process);
+    }
+
+    /// The peer closes the link and said why.
+    fn peer_closing(&mut self, token: usize, reason: &str) {
+        let mut end = reason.len().min(PEER_REASON_MAX);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        let detail = format!("the peer closed the link: {}", &reason[..end]);
+        let why = if reason.starts_with(Why::AuthenticationFailed.as_str()) {
+            Why::AuthenticationFailed
+        } else {
+            Why::ClosedByPeer
+        };
+        self.close_conn(token, why, &detail);
     }
 
     /// One authentication step; false if the connection was closed.
@@ -1425,6 +1466,7 @@ impl EventLoop {
         };
         self.net.congested.remove(&token);
         self.net.stalled.retain(|t| *t != token);
+        tell_why(&mut conn, why, reason);
         let _ = self.poll.registry().deregister(&mut conn.stream);
         if let Some(t) = conn.handshake_timer.take() {
             self.timers.cancel(t);
@@ -1604,6 +1646,8 @@ impl EventLoop {
             }
             Message::Progress { conv } => self.progress(conv),
             Message::Heartbeat => {}
+            // (Taken by on_frame; here for completeness.)
+            Message::Closing { reason } => self.peer_closing(token, &reason),
             Message::Challenge { .. } | Message::Response { .. } | Message::Proof { .. } => {
                 Counters::bump(&self.link.counters.auth_failures);
                 self.close_conn(
