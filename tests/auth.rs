@@ -47,15 +47,7 @@ fn client(addr: std::net::SocketAddr, secret: Option<&str>) -> (Dispatcher, Exch
 }
 
 fn wait_auth_failures(d: &Dispatcher, n: u64) {
-    let deadline = Instant::now() + WAIT;
-    while d.stats().auth_failures < n {
-        assert!(
-            Instant::now() < deadline,
-            "auth_failures stuck: {:?}",
-            d.stats()
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_stat(d, "auth_failures", n, |s| s.auth_failures);
 }
 
 #[test]

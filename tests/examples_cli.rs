@@ -15,7 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use util::child::{example, read_lines, Out};
+use util::child::{example, spawn_example, Out};
 use util::WAIT;
 
 /// Every example and the options its `--help` must name.
@@ -100,14 +100,7 @@ struct Proc {
 
 impl Proc {
     fn spawn(name: &str, args: &[&str]) -> Proc {
-        let mut child = Command::new(example(name))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start example {name}: {e}"));
-        let out = read_lines(name, &mut child);
+        let (child, out) = spawn_example(name, args);
         Proc {
             name: format!("{name}[{}]", child.id()),
             child,

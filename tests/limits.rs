@@ -3,26 +3,12 @@
 
 mod util;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use netsvc::{ConnectionState, Dispatcher, Event, Exchange};
 use util::*;
 
 const RETRY: Duration = Duration::from_millis(100);
-
-/// Waits (bounded) until the counter reaches `n`; stats are written by the
-/// dispatcher thread, so they are read until they show it.
-fn wait_breaches(d: &Dispatcher, n: u64) {
-    let deadline = Instant::now() + WAIT;
-    while d.stats().limits_breached < n {
-        assert!(
-            Instant::now() < deadline,
-            "limits_breached stuck at {:?}",
-            d.stats()
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
 
 fn echo(d: &Dispatcher) -> netsvc::ServiceHandle {
     d.service("echo")

@@ -19,7 +19,7 @@ mod util;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::panic::{self, AssertUnwindSafe};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -30,7 +30,7 @@ use netsvc::{
     ConnectionAnnouncement, ConnectionState, Dispatcher, Event, Exchange, ServiceBinding,
 };
 use netsvc::{ServiceStatus, Stats};
-use util::child::{example, read_lines, Out};
+use util::child::{spawn_example, Out};
 use util::*;
 
 /// Client connections wanted (scaled down if the fd limit is too low).
@@ -61,14 +61,7 @@ struct ExchangeProc {
 
 impl ExchangeProc {
     fn start() -> ExchangeProc {
-        let mut child = Command::new(example("exchange"))
-            .args(["--host", "127.0.0.1", "--port", "0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start the exchange example: {e}"));
-        let rx = read_lines("exchange", &mut child);
+        let (child, rx) = spawn_example("exchange", &["--host", "127.0.0.1", "--port", "0"]);
         let mut p = ExchangeProc {
             child,
             lines: rx,

@@ -194,18 +194,6 @@ fn still_open(s: &mut TcpStream, sender: &ServiceBinding, echo: &ServiceBinding,
     }
 }
 
-fn wait_breaches(d: &Dispatcher, n: u64) {
-    let deadline = Instant::now() + WAIT;
-    while d.stats().limits_breached < n {
-        assert!(
-            Instant::now() < deadline,
-            "limits_breached stuck at {:?}",
-            d.stats()
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 fn groups(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("g{i}")).collect()
 }

@@ -18,7 +18,7 @@ mod util;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -28,7 +28,7 @@ use netsvc::{
     codes, ConnectionAnnouncement, ConnectionState, Dispatcher, Error, Exchange, ProcessId,
     ServiceStatus,
 };
-use util::child::{example, read_lines, Out};
+use util::child::{spawn_example, Out};
 use util::*;
 
 /// The reconnect delay of the test process's own exchange clients.
@@ -68,14 +68,7 @@ struct Proc {
 
 impl Proc {
     fn spawn(name: &str, args: &[String]) -> Proc {
-        let mut child = Command::new(example(name))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start example {name}: {e}"));
-        let rx = read_lines(name, &mut child);
+        let (child, rx) = spawn_example(name, args);
         Proc {
             name: format!("{name}[{}]", child.id()),
             child,

@@ -23,7 +23,6 @@ mod util;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -33,7 +32,7 @@ use netsvc::{
     ConnectionState, Context, Dispatcher, Error, Exchange, RpcClient, Service, ServiceStatus,
     Target, Value,
 };
-use util::child::{example, read_lines, Out};
+use util::child::{spawn_example, Out};
 use util::*;
 
 /// The reconnect delay of the test process's exchange client.
@@ -67,14 +66,7 @@ fn is_link_line(line: &str) -> bool {
 
 impl Proc {
     fn spawn(name: &str, args: &[String]) -> Proc {
-        let mut child = Command::new(example(name))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start example {name}: {e}"));
-        let rx = read_lines(name, &mut child);
+        let (child, rx) = spawn_example(name, args);
         Proc {
             name: format!("{name}[{}]", child.id()),
             child,

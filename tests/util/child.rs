@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::Child;
+use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
 use crossbeam_channel::Receiver;
@@ -60,4 +60,18 @@ pub fn read_lines(name: &str, child: &mut Child) -> Receiver<Out> {
         })
         .expect("spawn a reader thread");
     rx
+}
+
+/// Starts an example binary with `args`, stdin closed, stdout piped and
+/// read line by line (see [`read_lines`]), stderr the test's own.
+pub fn spawn_example<S: AsRef<std::ffi::OsStr>>(name: &str, args: &[S]) -> (Child, Receiver<Out>) {
+    let mut child = Command::new(example(name))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start example {name}: {e}"));
+    let out = read_lines(name, &mut child);
+    (child, out)
 }

@@ -8,8 +8,8 @@ pub mod raw;
 use std::time::{Duration, Instant};
 
 use netsvc::{
-    Event, PublisherAnnouncement, Report, Request, Service, ServiceAnnouncement, ServiceStatus,
-    SubscriptionAnnouncement,
+    Dispatcher, Event, PublisherAnnouncement, Report, Request, Service, ServiceAnnouncement,
+    ServiceStatus, Stats, SubscriptionAnnouncement,
 };
 
 /// How long any single wait in a test may take before the test fails.
@@ -129,4 +129,24 @@ pub fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'sta
         Ok(t) => t,
         Err(_) => panic!("{what} did not finish within {WAIT:?}"),
     }
+}
+
+/// Waits (bounded by [`WAIT`]) until the counter `get` picks from the
+/// dispatcher's stats reaches `n`. Stats are written by the dispatcher
+/// thread and announce nothing, so they are read until they show it.
+pub fn wait_stat(d: &Dispatcher, what: &str, n: u64, get: impl Fn(&Stats) -> u64) {
+    let deadline = Instant::now() + WAIT;
+    while get(&d.stats()) < n {
+        assert!(
+            Instant::now() < deadline,
+            "{what} stuck below {n}: {:?}",
+            d.stats()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// [`wait_stat`] for `limits_breached`.
+pub fn wait_breaches(d: &Dispatcher, n: u64) {
+    wait_stat(d, "limits_breached", n, |s| s.limits_breached);
 }
