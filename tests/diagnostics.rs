@@ -33,6 +33,7 @@ fn rpc_call_without_servers_names_the_topic() {
         let m = message(&e);
         assert!(m.contains("nobody-serves-this"), "{m}");
         assert!(m.contains("no server"), "{m}");
+        assert!(m.contains("no exchange"), "the link state: {m}");
     }
     d.shutdown();
 }

@@ -394,8 +394,10 @@ impl EventLoop {
                     let e = if let Some(p) = parked {
                         Error::DeliveryFailure(format!(
                             "no server for {} was reachable before the call's timeout: \
-                             none was known here when it was made, and none appeared since",
-                            describe(&p.to)
+                             none was known here when it was made, and none appeared since \
+                             ({})",
+                            describe(&p.to),
+                            self.links_state()
                         ))
                     } else {
                         Counters::bump(&self.link.counters.calls_timed_out);
@@ -418,8 +420,9 @@ impl EventLoop {
                 if let Some(i) = self.parked.iter().position(|p| p.conv == conv) {
                     let parked = self.parked.swap_remove(i);
                     let e = Error::DeliveryFailure(format!(
-                        "no server for {} appeared while the call waited for one",
-                        describe(&parked.to)
+                        "no server for {} appeared while the call waited for one ({})",
+                        describe(&parked.to),
+                        self.links_state()
                     ));
                     self.complete(conv, Err(e));
                 }
@@ -1045,8 +1048,9 @@ impl EventLoop {
                     }
                     _ => {
                         let e = Error::DeliveryFailure(format!(
-                            "no server for {} is known here (and the call may not wait)",
-                            describe(&to)
+                            "no server for {} is known here, and the call may not wait ({})",
+                            describe(&to),
+                            self.links_state()
                         ));
                         self.complete(conv, Err(e));
                         return;

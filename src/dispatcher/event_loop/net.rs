@@ -444,6 +444,30 @@ impl EventLoop {
         }
     }
 
+    /// The state of this dispatcher's exchange links, for errors: for
+    /// instance "exchange links: 1 up, 1 connecting" or "no exchange".
+    pub(super) fn links_state(&self) -> String {
+        if self.net.exchanges.is_empty() {
+            return "this dispatcher has no exchange".to_owned();
+        }
+        let up = self
+            .net
+            .conns
+            .values()
+            .filter(|c| matches!(c.state, ConnState::Active { .. }))
+            .count();
+        let other = self.net.conns.len() - up;
+        let down = self
+            .net
+            .exchanges
+            .values()
+            .filter(|e| matches!(e.role, Role::Client { conn: None, .. }))
+            .count();
+        format!(
+            "exchange links: {up} up, {other} in their handshake, {down} client exchanges not connected"
+        )
+    }
+
     // ----- connecting -----
 
     fn connect_attempt(&mut self, id: u64) {
