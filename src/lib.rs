@@ -137,6 +137,8 @@ mod ids;
 mod methods;
 mod oneshot;
 mod pattern;
+#[doc(hidden)]
+pub mod peer_frames;
 mod registry;
 mod reply;
 mod reports;
