@@ -115,6 +115,12 @@ impl ExchangeProc {
         self.addr
     }
 
+    /// The binding of its `exchange.stats` service, as a client sees it: a
+    /// service that lives in the exchange process.
+    pub fn stats_binding(&self) -> &ServiceBinding {
+        &self.stats
+    }
+
     /// Its OS process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
