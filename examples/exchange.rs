@@ -27,6 +27,39 @@ fn main() -> netsvc::Result<()> {
         .listen((args.host.as_str(), args.port))?;
     common::log_connections(&ex);
     say(format!("LISTENING {}", ex.local_addr()));
+    // For tests (tests/util/exchange_proc.rs): this dispatcher's counters,
+    // as (field, value) pairs, to any client that asks.
+    let counted = d.clone();
+    let _stats = d
+        .service("exchange.stats")
+        .audience("*")
+        .spawn(move |_svc, event| {
+            if let netsvc::Event::Request(request) = event {
+                let s = counted.stats();
+                let fields: Vec<(String, u64)> = [
+                    ("requests_delivered", s.requests_delivered),
+                    ("replies_delivered", s.replies_delivered),
+                    ("busy_replies", s.busy_replies),
+                    ("late_replies", s.late_replies),
+                    ("calls_timed_out", s.calls_timed_out),
+                    ("reports_published", s.reports_published),
+                    ("reports_delivered", s.reports_delivered),
+                    ("reports_dropped", s.reports_dropped),
+                    ("events_dropped", s.events_dropped),
+                    ("frames_in", s.frames_in),
+                    ("frames_out", s.frames_out),
+                    ("reconnects", s.reconnects),
+                    ("slow_consumers", s.slow_consumers),
+                    ("limits_breached", s.limits_breached),
+                    ("auth_failures", s.auth_failures),
+                    ("casts_dropped", s.casts_dropped),
+                ]
+                .into_iter()
+                .map(|(name, value)| (name.to_owned(), value))
+                .collect();
+                let _ = request.reply(&fields);
+            }
+        })?;
     d.wait();
     say("STOPPED");
     Ok(())

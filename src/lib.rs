@@ -139,6 +139,8 @@ mod limits;
 mod methods;
 mod oneshot;
 mod pattern;
+#[doc(hidden)]
+pub mod peer_frames;
 mod registry;
 mod reply;
 mod reports;

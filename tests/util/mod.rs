@@ -2,7 +2,9 @@
 #![allow(dead_code)]
 
 pub mod child;
+pub mod exchange_proc;
 pub mod link;
+pub mod pair;
 pub mod raw;
 
 use std::time::{Duration, Instant};

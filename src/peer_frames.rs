@@ -1,0 +1,238 @@
+//! Complete exchange frames (length prefix included), as a hostile or
+//! hand-driven peer would send them: for tests and fuzzers that speak the
+//! wire protocol from a raw socket. Not part of the API; it follows the
+//! protocol as it is and may change with it.
+//!
+//! A well-behaved peer sends [`hello`] first, with the same process uid as
+//! the bindings it then announces; these functions check nothing of the
+//! kind, so that a test can break any rule on purpose.
+
+use crate::ids::{AgentId, AgentKey, ConversationId, ProcessId, ServiceBinding};
+use crate::wire::{self, Hello, Message, Payload};
+
+/// Names one agent on the wire: its process uid and its agent id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Key {
+    /// The uid of the agent's process ([`ProcessId::uid`]).
+    pub process: u64,
+    /// The agent's id within its process.
+    pub agent: u64,
+}
+
+impl From<&ServiceBinding> for Key {
+    fn from(b: &ServiceBinding) -> Key {
+        let k = b.key();
+        Key {
+            process: k.process,
+            agent: k.agent.0,
+        }
+    }
+}
+
+impl From<Key> for AgentKey {
+    fn from(k: Key) -> AgentKey {
+        AgentKey {
+            process: k.process,
+            agent: AgentId(k.agent),
+        }
+    }
+}
+
+/// A process identity with this uid, labelled `peer/<uid in hex>`. (Its
+/// fields are private to `ids`; it is built as a peer's would be, from its
+/// encoding.)
+fn process(uid: u64) -> ProcessId {
+    let label = format!("peer/{uid:016x}");
+    let bytes = wire::encode(&(uid, label)).expect("encode a process id");
+    wire::decode(bytes.as_bytes()).expect("decode a process id")
+}
+
+fn frame(message: &Message) -> Vec<u8> {
+    wire::encode_frame(message).expect("encode a frame")
+}
+
+/// A binding as a peer announces it.
+pub fn binding(name: &str, audience: &str, key: Key, groups: &[&str]) -> ServiceBinding {
+    ServiceBinding::new(
+        name.to_owned(),
+        audience.to_owned(),
+        AgentId(key.agent),
+        process(key.process),
+        groups.iter().map(|g| (*g).to_owned()).collect(),
+    )
+}
+
+/// The handshake frame of process `uid` for an exchange of `group`.
+pub fn hello(uid: u64, group: &str) -> Vec<u8> {
+    let hello = Hello {
+        process: process(uid),
+        group: group.to_owned(),
+    };
+    let body = wire::encode_hello(&hello).expect("encode a hello");
+    let mut v = (body.len() as u32).to_be_bytes().to_vec();
+    v.extend_from_slice(&body);
+    v
+}
+
+/// `Available`: a service of the peer's with this name, audience, key and
+/// groups.
+pub fn available(name: &str, audience: &str, key: Key, groups: &[&str]) -> Vec<u8> {
+    frame(&Message::Available {
+        binding: binding(name, audience, key, groups),
+    })
+}
+
+/// `Withdrawn`: the peer's service `key` is gone.
+pub fn withdrawn(key: Key, draining: bool) -> Vec<u8> {
+    frame(&Message::Withdrawn {
+        agent: key.into(),
+        draining,
+    })
+}
+
+/// `Group`: the peer's service `key` joins (or leaves) `group`.
+pub fn group(key: Key, group: &str, joined: bool) -> Vec<u8> {
+    frame(&Message::Group {
+        agent: key.into(),
+        group: group.to_owned(),
+        joined,
+    })
+}
+
+/// `Subscribe`: `subscriber` (a binding of the peer's) subscribes to (or,
+/// `on` false, unsubscribes from) `publisher`'s reports matching `pattern`.
+pub fn subscribe(subscriber: &ServiceBinding, publisher: Key, pattern: &str, on: bool) -> Vec<u8> {
+    frame(&Message::Subscribe {
+        subscriber: subscriber.clone(),
+        publisher: publisher.into(),
+        pattern: pattern.to_owned(),
+        on,
+    })
+}
+
+/// `Request`: a call (conversation `conv_seq` of `sender`'s process) from
+/// `sender` to `to`; `payload` is the already encoded argument.
+#[allow(clippy::too_many_arguments)]
+pub fn request(
+    conv_seq: u64,
+    sender: &ServiceBinding,
+    to: Key,
+    method: &str,
+    payload: &[u8],
+    timeout_ms: u64,
+    heartbeat_ms: Option<u64>,
+) -> Vec<u8> {
+    frame(&Message::Request {
+        conv: ConversationId::new(sender.key().process, conv_seq),
+        sender: sender.clone(),
+        to: to.into(),
+        method: method.to_owned(),
+        payload: Payload::from(payload),
+        timeout_ms,
+        oneway: false,
+        heartbeat_ms,
+    })
+}
+
+/// `Reply`: a successful answer, `payload` already encoded, to the call
+/// `conv_seq` of process `caller`.
+pub fn reply(caller: u64, conv_seq: u64, payload: &[u8]) -> Vec<u8> {
+    frame(&Message::Reply {
+        conv: ConversationId::new(caller, conv_seq),
+        result: Ok(Payload::from(payload)),
+    })
+}
+
+/// `Report`: `publisher` publishes on `subject` (to every subscriber, or
+/// only to `to`); `payload` is the already encoded value.
+pub fn report(publisher: Key, to: Option<Key>, subject: &str, payload: &[u8]) -> Vec<u8> {
+    frame(&Message::Report {
+        publisher: publisher.into(),
+        to: to.map(Into::into),
+        subject: subject.to_owned(),
+        payload: Payload::from(payload),
+    })
+}
+
+/// `Heartbeat`: the link is alive.
+pub fn heartbeat() -> Vec<u8> {
+    frame(&Message::Heartbeat)
+}
+
+/// Encodes a value as a payload (request argument, reply or report), as
+/// the library does.
+pub fn payload<T: serde::Serialize + ?Sized>(value: &T) -> Vec<u8> {
+    wire::encode(value)
+        .expect("encode a payload")
+        .as_bytes()
+        .to_vec()
+}
+
+/// The kind of message a received frame body (prefix removed) holds, by
+/// its variant's name (`"Progress"`, `"Reply"`, `"Report"`, ...), or `None`
+/// if it does not decode. (A hello does not decode as a message.)
+pub fn kind(body: &[u8]) -> Option<&'static str> {
+    let name = match wire::decode_message(body).ok()? {
+        wire::Incoming::Report(_) => "Report",
+        wire::Incoming::Other(m) => match m {
+            Message::Available { .. } => "Available",
+            Message::Withdrawn { .. } => "Withdrawn",
+            Message::Group { .. } => "Group",
+            Message::Request { .. } => "Request",
+            Message::Progress { .. } => "Progress",
+            Message::Heartbeat => "Heartbeat",
+            Message::Challenge { .. } => "Challenge",
+            Message::Response { .. } => "Response",
+            Message::Proof { .. } => "Proof",
+            Message::Reply { .. } => "Reply",
+            Message::Subscribe { .. } => "Subscribe",
+            Message::Report { .. } => "Report",
+        },
+    };
+    Some(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_decode_as_the_messages_they_name() {
+        let me = Key {
+            process: 0x1234_5678_9abc_def0,
+            agent: 7,
+        };
+        let them = Key {
+            process: 42,
+            agent: 3,
+        };
+        let b = binding("peer.svc", "*", me, &["g1", "g2"]);
+        assert_eq!(Key::from(&b), me);
+        assert_eq!(b.groups(), ["g1", "g2"]);
+        assert_eq!(b.process_identity().uid(), me.process);
+        let frames = [
+            (available("peer.svc", "*", me, &["g"]), "Available"),
+            (withdrawn(me, false), "Withdrawn"),
+            (group(me, "g", true), "Group"),
+            (subscribe(&b, them, "a.*", true), "Subscribe"),
+            (
+                request(1, &b, them, "m", &payload(&5u32), 1000, Some(0)),
+                "Request",
+            ),
+            (reply(them.process, 1, &payload(&"ok")), "Reply"),
+            (report(me, None, "tick", &payload(&1u64)), "Report"),
+            (report(me, Some(them), "tick", &payload(&1u64)), "Report"),
+            (heartbeat(), "Heartbeat"),
+        ];
+        for (f, name) in frames {
+            let len = u32::from_be_bytes([f[0], f[1], f[2], f[3]]) as usize;
+            assert_eq!(len, f.len() - 4, "{name}: prefix");
+            assert_eq!(kind(&f[4..]), Some(name));
+        }
+        let h = hello(me.process, "grp");
+        let hello = wire::decode_hello(&h[4..]).unwrap();
+        assert_eq!(hello.process.uid(), me.process);
+        assert_eq!(hello.group, "grp");
+        assert_eq!(kind(&h[4..]), None);
+    }
+}
