@@ -440,7 +440,7 @@ impl Default for DispatcherBuilder {
                 max_outbound_buffer: 64 << 20,
                 heartbeat_interval: Duration::from_secs(5),
                 dead_peer_timeout: Duration::from_secs(15),
-                handshake_timeout: Duration::from_secs(10),
+                handshake_timeout: Duration::from_secs(3),
                 default_timeout: Duration::from_secs(30),
                 max_name_len: crate::limits::MAX_NAME_LEN,
                 max_subject_len: crate::limits::MAX_SUBJECT_LEN,
@@ -507,7 +507,9 @@ impl DispatcherBuilder {
     }
 
     /// How long a new exchange connection may take to connect and complete
-    /// its handshake before it is closed (default 10 s).
+    /// its handshake before it is closed (default 3 s, like the 2 s NATS
+    /// gives a client to authenticate: a connection that has not proved
+    /// anything holds a slot no longer than this).
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.config.handshake_timeout = timeout;
         self

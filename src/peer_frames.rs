@@ -67,6 +67,7 @@ pub fn hello(uid: u64, group: &str) -> Vec<u8> {
     let hello = Hello {
         process: process(uid),
         group: group.to_owned(),
+        auth: false,
     };
     let body = wire::encode_hello(&hello).expect("encode a hello");
     let mut v = (body.len() as u32).to_be_bytes().to_vec();
@@ -187,6 +188,7 @@ pub fn kind(body: &[u8]) -> Option<&'static str> {
             Message::Reply { .. } => "Reply",
             Message::Subscribe { .. } => "Subscribe",
             Message::Report { .. } => "Report",
+            Message::Closing { .. } => "Closing",
         },
     };
     Some(name)

@@ -42,6 +42,11 @@ pub(super) fn visible(audience: &str, group: &str) -> bool {
     audience == "*" || (!audience.is_empty() && audience == group)
 }
 
+/// How many chunks of input one connection's turn reads at most, before
+/// the others are served (each chunk's frames are handled before the next
+/// is read).
+const CHUNKS_PER_TURN: usize = 4;
+
 /// The largest frame a peer may send before its handshake and
 /// authentication are complete (a hello, a challenge, a proof): what an
 /// unauthenticated connection can make this process buffer.
@@ -875,10 +880,12 @@ impl EventLoop {
             return;
         };
         let mut rbuf = std::mem::take(&mut conn.rbuf);
+        let mut chunks = 0;
         loop {
             let Some(conn) = self.net.conns.get_mut(&token) else {
                 return;
             };
+            chunks += 1;
             if self.net.scratch.is_empty() {
                 self.net.scratch = vec![0u8; crate::frame::READ_CHUNK];
             }
@@ -925,6 +932,9 @@ impl EventLoop {
                     Err(e) => {
                         // Before the handshake, a huge first length is most
                         // likely another protocol's text ("HTTP" is 1.2 GB).
+                        // A frame over the limit is counted as a limit
+                        // breached, whatever it is.
+                        Counters::bump(&self.link.counters.limits_breached);
                         let why = match frame_why(&e) {
                             Why::LimitBreached if !active => Why::NotNetsvc,
                             why => why,
@@ -942,6 +952,15 @@ impl EventLoop {
                 Fill::WouldBlock => break,
                 Fill::Full if self.net.congested() && !self.net.congested.contains_key(&token) => {
                     // Leave the rest in the socket until the backlog drains.
+                    if !self.net.stalled.contains(&token) {
+                        self.net.stalled.push(token);
+                    }
+                    break;
+                }
+                Fill::Full if chunks >= CHUNKS_PER_TURN => {
+                    // Fair shares: one peer's flood is read a few chunks a
+                    // turn, and every other peer, command and timer is
+                    // served between them.
                     if !self.net.stalled.contains(&token) {
                         self.net.stalled.push(token);
                     }
@@ -1329,6 +1348,18 @@ impl EventLoop {
     /// Writes what each connection has queued, in as few writes as the
     /// sockets allow; drops a peer whose backlog passes the limit.
     pub(super) fn flush_dirty(&mut self) {
+        self.write_dirty();
+        // Input left unread (a fair share taken, or congestion now over):
+        // read the next share. What it queues goes out on the next turn.
+        if !self.net.congested() && !self.net.stalled.is_empty() {
+            for token in std::mem::take(&mut self.net.stalled) {
+                self.read_conn(token);
+            }
+        }
+    }
+
+    /// Writes what each connection has queued (see [`flush_dirty`](Self::flush_dirty)).
+    fn write_dirty(&mut self) {
         if self.net.dirty.is_empty() {
             return;
         }
@@ -1367,12 +1398,6 @@ impl EventLoop {
         }
         if self.net.dirty.is_empty() {
             self.net.dirty = dirty;
-        }
-        // Congestion over: read what was left waiting.
-        if !self.net.congested() && !self.net.stalled.is_empty() {
-            for token in std::mem::take(&mut self.net.stalled) {
-                self.read_conn(token);
-            }
         }
     }
 
