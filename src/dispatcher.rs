@@ -10,7 +10,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{JoinHandle, ThreadId};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
@@ -23,6 +23,18 @@ use command::Command;
 /// sender blocked here is pushed back on, never dropped. (crossbeam makes
 /// every slot up front: 65,536 slots cost each dispatcher 11 MiB.)
 const COMMAND_CAPACITY: usize = 4096;
+
+/// A duration at least this long (about a century, up to `Duration::MAX`)
+/// means "no limit": timeouts, timers and lifetimes that long never end.
+pub(crate) const NO_LIMIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// The instant `d` after `now`, never panicking: a duration of [`NO_LIMIT`]
+/// or more gives an instant about a century away, which never comes.
+pub(crate) fn deadline(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d.min(NO_LIMIT))
+        .or_else(|| now.checked_add(Duration::from_secs(365 * 24 * 3600)))
+        .unwrap_or(now)
+}
 
 /// Configuration shared by the dispatcher thread and every handle.
 #[derive(Debug, Clone)]
@@ -418,10 +430,56 @@ impl Dispatcher {
     }
 }
 
+/// The largest event queue a service may have: its channel is made up
+/// front, twice this size (the reserve), so a larger one cannot work.
+pub(crate) const MAX_QUEUE_CAPACITY: usize = 1 << 24;
+
+/// The smallest frame limit: below it not even a handshake or a service
+/// table fits.
+const MIN_FRAME_SIZE: usize = 1024;
+
+/// The first setting of a builder that cannot work, kept until the
+/// builder's finishing call refuses it with [`Error::InvalidArgument`].
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Refusal(Option<String>);
+
+impl Refusal {
+    /// Records `why` unless `ok` (the first refusal wins).
+    pub(crate) fn check(&mut self, ok: bool, why: impl FnOnce() -> String) {
+        if !ok && self.0.is_none() {
+            self.0 = Some(why());
+        }
+    }
+
+    /// The refusal, if any, as an error.
+    pub(crate) fn result(&self) -> Result<()> {
+        match &self.0 {
+            None => Ok(()),
+            Some(why) => Err(Error::InvalidArgument(why.clone())),
+        }
+    }
+}
+
+/// Refuses a queue capacity of 0 or above [`MAX_QUEUE_CAPACITY`].
+pub(crate) fn check_capacity(refusal: &mut Refusal, setting: &str, capacity: usize) {
+    refusal.check(capacity >= 1, || {
+        format!("{setting} must be at least 1, got 0")
+    });
+    refusal.check(capacity <= MAX_QUEUE_CAPACITY, || {
+        format!("{setting} must be at most {MAX_QUEUE_CAPACITY}, got {capacity}")
+    });
+}
+
 /// Configures and starts a [`Dispatcher`].
+///
+/// Each setting that cannot work (a zero capacity or timeout, for
+/// instance) is refused by [`build`](Self::build) with
+/// [`Error::InvalidArgument`] naming the first such setting. Durations of
+/// a century or more (up to `Duration::MAX`) mean "no limit".
 #[derive(Debug, Clone)]
 pub struct DispatcherBuilder {
     config: Config,
+    refusal: Refusal,
 }
 
 impl Default for DispatcherBuilder {
@@ -437,6 +495,7 @@ impl Default for DispatcherBuilder {
                 handshake_timeout: Duration::from_secs(10),
                 default_timeout: Duration::from_secs(30),
             },
+            refusal: Refusal::default(),
         }
     }
 }
@@ -455,15 +514,31 @@ impl DispatcherBuilder {
     /// counted in [`Stats`]. Announcements, timers and shutdown events may
     /// use a reserve of the same size again beyond that; past the reserve
     /// they are dropped, logged and counted in [`Stats::events_dropped`].
+    ///
+    /// Refused by [`build`](Self::build): 0 (nothing could be delivered),
+    /// and more than 16,777,216 (the queue is allocated up front).
     pub fn queue_capacity(mut self, capacity: usize) -> Self {
-        self.config.queue_capacity = capacity.max(1);
+        check_capacity(&mut self.refusal, "queue_capacity", capacity);
+        self.config.queue_capacity = capacity;
         self
     }
 
-    /// The largest frame accepted from an exchange peer (default 16 MiB,
-    /// at most 4 GiB). A peer announcing a larger one is disconnected
-    /// before anything is allocated for it.
+    /// The largest frame accepted from an exchange peer (default 16 MiB).
+    /// A peer announcing a larger one is disconnected before anything is
+    /// allocated for it.
+    ///
+    /// Refused by [`build`](Self::build): less than 1 KiB (not even a
+    /// handshake fits) and more than 4 GiB - 1 (a frame's length is 32 bits).
     pub fn max_frame_size(mut self, bytes: usize) -> Self {
+        self.refusal.check(bytes >= MIN_FRAME_SIZE, || {
+            format!("max_frame_size must be at least {MIN_FRAME_SIZE} bytes, got {bytes}")
+        });
+        self.refusal.check(bytes <= u32::MAX as usize, || {
+            format!(
+                "max_frame_size must be at most {} bytes, got {bytes}",
+                u32::MAX
+            )
+        });
         self.config.max_frame_size = bytes.min(u32::MAX as usize);
         self
     }
@@ -481,7 +556,13 @@ impl DispatcherBuilder {
     /// for the dead-peer timeout (see [`heartbeat`](Self::heartbeat)) is
     /// disconnected as a slow consumer, so congestion always ends; commands
     /// (also [`Dispatcher::shutdown`]) wait for it at most that long.
+    ///
+    /// Refused by [`build`](Self::build): less than 1 KiB (every peer
+    /// would be disconnected at its first message).
     pub fn max_outbound_buffer(mut self, bytes: usize) -> Self {
+        self.refusal.check(bytes >= MIN_FRAME_SIZE, || {
+            format!("max_outbound_buffer must be at least {MIN_FRAME_SIZE} bytes, got {bytes}")
+        });
         self.config.max_outbound_buffer = bytes;
         self
     }
@@ -492,27 +573,55 @@ impl DispatcherBuilder {
     /// services withdrawn and, on a client, reconnection started. This is
     /// what detects a half-open TCP peer. The timers are the dispatcher's,
     /// so busy services never delay them.
+    ///
+    /// Refused by [`build`](Self::build): an interval of zero (a heartbeat
+    /// on every turn), and a dead-peer timeout shorter than the interval
+    /// (every quiet peer would be dropped between two heartbeats).
     pub fn heartbeat(mut self, interval: Duration, dead_peer_timeout: Duration) -> Self {
-        self.config.heartbeat_interval = interval.max(Duration::from_millis(1));
-        self.config.dead_peer_timeout = dead_peer_timeout.max(interval);
+        self.refusal.check(!interval.is_zero(), || {
+            "heartbeat interval must be more than zero, got 0".to_owned()
+        });
+        self.refusal.check(dead_peer_timeout >= interval, || {
+            format!(
+                "heartbeat dead_peer_timeout must be at least the interval ({interval:?}), \
+                 got {dead_peer_timeout:?}"
+            )
+        });
+        self.config.heartbeat_interval = interval.min(NO_LIMIT);
+        self.config.dead_peer_timeout = dead_peer_timeout.min(NO_LIMIT);
         self
     }
 
     /// How long a new exchange connection may take to connect and complete
     /// its handshake before it is closed (default 10 s).
+    ///
+    /// Refused by [`build`](Self::build): zero (no connection could complete).
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
-        self.config.handshake_timeout = timeout;
+        self.refusal.check(!timeout.is_zero(), || {
+            "handshake_timeout must be more than zero, got 0".to_owned()
+        });
+        self.config.handshake_timeout = timeout.min(NO_LIMIT);
         self
     }
 
-    /// The timeout of [`Service::call`](crate::Service::call) (default 30 s).
+    /// The timeout of [`Service::call`](crate::Service::call) (default 30 s;
+    /// a century or more, up to `Duration::MAX`: no limit).
+    ///
+    /// Refused by [`build`](Self::build): zero (every call would time out).
     pub fn default_timeout(mut self, timeout: Duration) -> Self {
+        self.refusal.check(!timeout.is_zero(), || {
+            "default_timeout must be more than zero, got 0".to_owned()
+        });
         self.config.default_timeout = timeout;
         self
     }
 
     /// Starts the dispatcher thread.
+    ///
+    /// [`Error::InvalidArgument`] names the first setting that cannot work
+    /// (see each setting); nothing is started then.
     pub fn build(self) -> Result<Dispatcher> {
+        self.refusal.result()?;
         let poll = mio::Poll::new()?;
         let waker = mio::Waker::new(poll.registry(), event_loop::WAKER)?;
         let (tx, rx): (Sender<Command>, Receiver<Command>) =

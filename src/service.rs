@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::direct::{Inbox, Waiting};
 use crate::dispatcher::command::{Command, Destination, MonitorKind, OutgoingCall, PublisherSpec};
-use crate::dispatcher::{join_unless_current, Counters, Link};
+use crate::dispatcher::{check_capacity, join_unless_current, Counters, Link, Refusal};
 use crate::error::{Error, Result};
 use crate::event::{run_handler, Answer, Event, Lifetime, Request};
 use crate::ids::{ConversationId, ServiceBinding};
@@ -38,6 +38,7 @@ pub struct ServiceBuilder {
     audience: String,
     groups: Vec<String>,
     capacity: usize,
+    refusal: Refusal,
 }
 
 impl fmt::Debug for ServiceBuilder {
@@ -54,12 +55,17 @@ impl fmt::Debug for ServiceBuilder {
 impl ServiceBuilder {
     pub(crate) fn new(link: Arc<Link>, name: &str) -> Self {
         let capacity = link.config.queue_capacity;
+        let mut refusal = Refusal::default();
+        refusal.check(!name.is_empty(), || {
+            "service name must not be empty".to_owned()
+        });
         ServiceBuilder {
             link,
             name: name.to_owned(),
             audience: "*".to_owned(),
             groups: Vec::new(),
             capacity,
+            refusal,
         }
     }
 
@@ -71,7 +77,12 @@ impl ServiceBuilder {
     }
 
     /// Joins a group as the service opens; may be given more than once.
+    ///
+    /// Refused by [`open`](Self::open): an empty group name.
     pub fn group(mut self, group: &str) -> Self {
+        self.refusal.check(!group.is_empty(), || {
+            format!("group name of service {:?} must not be empty", self.name)
+        });
         if !self.groups.iter().any(|g| g == group) {
             self.groups.push(group.to_owned());
         }
@@ -80,15 +91,24 @@ impl ServiceBuilder {
 
     /// The capacity of this service's event queue (default: the
     /// dispatcher's [`queue_capacity`](crate::DispatcherBuilder::queue_capacity)).
+    ///
+    /// Refused by [`open`](Self::open) and [`spawn`](Self::spawn): 0, and
+    /// more than 16,777,216 (the queue is allocated up front).
     pub fn queue_capacity(mut self, capacity: usize) -> Self {
-        self.capacity = capacity.max(1);
+        check_capacity(&mut self.refusal, "queue_capacity", capacity);
+        self.capacity = capacity;
         self
     }
 
     /// Registers the service and returns it, to be pulled by the calling
     /// thread (`recv`, or `select!` over its [`receiver`](Service::receiver)).
     /// Monitors see it as Available before this returns.
+    ///
+    /// [`Error::InvalidArgument`] for an empty service name (given to
+    /// [`Dispatcher::service`](crate::Dispatcher::service)) or another
+    /// setting that cannot work (see each setting); nothing is registered then.
     pub fn open(self) -> Result<Service> {
+        self.refusal.result()?;
         let agent = self.link.next_agent();
         // Data events are limited to `capacity`; the same again is kept in
         // reserve for announcements, timers and shutdown.
@@ -120,7 +140,8 @@ impl ServiceBuilder {
     }
 
     /// Registers the service and runs `handler` for each of its events on a
-    /// worker thread named `netsvc-svc-<name>`.
+    /// worker thread named `netsvc-svc-<name>`. Refuses what
+    /// [`open`](Self::open) refuses.
     ///
     /// A panic in the handler is caught and logged; a request the handler
     /// was answering is failed with code 57, and the worker goes on with the
@@ -289,10 +310,18 @@ impl Service {
     /// Like [`spawn`](Self::spawn) with `threads` worker threads taking
     /// events from the one queue, each as soon as it is free. Events are
     /// then handled concurrently, so their order between threads is not kept.
+    ///
+    /// `threads` = 0 is refused with [`Error::InvalidArgument`] (nobody
+    /// would handle the events); the service is then dropped, so withdrawn.
     pub fn spawn_pool<F>(self, threads: usize, handler: F) -> Result<ServiceHandle>
     where
         F: Fn(&Service, Event) + Send + Sync + 'static,
     {
+        if threads == 0 {
+            return Err(Error::InvalidArgument(
+                "spawn_pool threads must be at least 1, got 0".to_owned(),
+            ));
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let svc = Arc::new(self);
         let handler = Arc::new(handler);
@@ -301,7 +330,7 @@ impl Service {
             link: svc.link.clone(),
             stop: stop.clone(),
         };
-        for i in 0..threads.max(1) {
+        for i in 0..threads {
             let (svc, stop, handler) = (svc.clone(), stop.clone(), handler.clone());
             let name = format!("netsvc-svc-{}-{i}", svc.binding.service_name());
             let worker = std::thread::Builder::new()
@@ -437,6 +466,11 @@ impl Service {
         lifetime: Lifetime,
     ) -> Result<()> {
         let payload = wire::encode(content)?;
+        let lifetime = match lifetime {
+            // Cached for longer than anyone will wait: for ever.
+            Lifetime::For(d) if d >= crate::dispatcher::NO_LIMIT => Lifetime::Forever,
+            other => other,
+        };
         self.link.send(Command::Publish {
             agent: self.agent(),
             subject: subject.to_owned(),
@@ -489,7 +523,10 @@ impl Service {
         self.call_timeout(to, method, args, self.link.config.default_timeout)
     }
 
-    /// Calls a method and waits at most `timeout` for the reply.
+    /// Calls a method and waits at most `timeout` for the reply. A timeout
+    /// of a century or more (up to `Duration::MAX`) means no limit: the
+    /// call still ends with its answer, the destination's withdrawal or the
+    /// dispatcher's shutdown.
     pub fn call_timeout<R, A>(
         &self,
         to: &ServiceBinding,
@@ -570,7 +607,7 @@ impl Service {
         let (tx, rx) = crate::oneshot::slot();
         let (tx, payload) = match self.direct_inbox(&spec) {
             Some((inbox, to)) => {
-                let deadline = Instant::now() + spec.timeout;
+                let deadline = crate::dispatcher::deadline(Instant::now(), spec.timeout);
                 let waiting = Waiting {
                     reply: tx,
                     deadline,
@@ -664,11 +701,12 @@ impl Service {
     }
 
     /// Delivers [`Event::Timer(tag)`](Event::Timer) to this service after
-    /// `delay`, in order with its other events.
+    /// `delay`, in order with its other events. A delay of a century or
+    /// more (up to `Duration::MAX`) never fires.
     pub fn start_timer(&self, delay: Duration, tag: u64) {
         self.link.send_quiet(Command::StartTimer {
             agent: self.agent(),
-            at: std::time::Instant::now() + delay,
+            at: crate::dispatcher::deadline(Instant::now(), delay),
             tag,
         });
     }

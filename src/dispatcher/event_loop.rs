@@ -12,10 +12,12 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, TrySendError};
 use mio::{Events, Poll, Token};
 
-use super::command::{Command, Destination, MonitorKind, OutgoingCall, PublisherSpec};
+use super::command::{
+    Command, Destination, ExchangeRole, MonitorKind, OutgoingCall, PublisherSpec,
+};
 use super::idmap::IdMap;
 use super::timers::{TimerId, Timers};
-use super::{Counters, Link};
+use super::{deadline, Counters, Link};
 use crate::direct::{Inbox, Waiting};
 use crate::error::{Error, Result};
 use crate::event::{
@@ -34,6 +36,10 @@ pub(crate) const WAKER: Token = Token(0);
 /// At most this many commands are handled between two polls, so timers and
 /// sockets are served even while senders flood the queue.
 const COMMANDS_PER_TURN: usize = 4096;
+
+/// The shortest period between two heartbeats of a call being handled,
+/// whatever the caller (possibly a peer) asked for.
+const MIN_HEARTBEAT: Duration = Duration::from_millis(10);
 
 thread_local! {
     static ON_DISPATCHER: Cell<bool> = const { Cell::new(false) };
@@ -352,16 +358,24 @@ impl EventLoop {
                     self.deliver(agent, Event::Shutdown, Class::Control);
                 }
                 self.timers
-                    .start(Instant::now() + delay, TimerKind::Shutdown);
+                    .start(deadline(Instant::now(), delay), TimerKind::Shutdown);
             }
             Command::ExchangeOpen {
                 id,
                 group,
-                role,
+                mut role,
                 secret,
                 announce,
                 ack,
             } => {
+                if let ExchangeRole::Client {
+                    retry: Some(delay), ..
+                } = &mut role
+                {
+                    // A delay past any lifetime means: never again (and its
+                    // jitter must not overflow).
+                    *delay = (*delay).min(super::NO_LIMIT);
+                }
                 let _ = ack.send(self.exchange_open(id, group, role, secret, announce));
             }
             Command::ExchangeClose { id, ack } => {
@@ -960,17 +974,21 @@ impl EventLoop {
             return;
         };
         let now = Instant::now();
-        let deadline = now + call.timeout;
-        let timer = self.timers.start(deadline, TimerKind::Call(conv));
-        let mut pending = Pending::new(Caller::Local(call.reply), None, timer, deadline);
+        let until = deadline(now, call.timeout);
+        let timer = self.timers.start(until, TimerKind::Call(conv));
+        let mut pending = Pending::new(Caller::Local(call.reply), None, timer, until);
         if let Some(period) = call.monitor {
-            let t = self.timers.start(now + period, TimerKind::Monitor(conv));
+            let t = self
+                .timers
+                .start(deadline(now, period), TimerKind::Monitor(conv));
             pending.monitor = Some((period, t));
         }
         self.pending.insert(conv, pending);
         let opts = RouteOpts {
             oneway: call.oneway,
-            heartbeat: call.monitor.map(|d| (d / 2).max(Duration::from_millis(10))),
+            heartbeat: call
+                .monitor
+                .map(|d| (d / 2).clamp(MIN_HEARTBEAT, super::NO_LIMIT)),
         };
         match call.to {
             Destination::Agent(b) => {
@@ -1007,7 +1025,7 @@ impl EventLoop {
                 }
                 None => match call.wait {
                     Some(wait) if !wait.is_zero() => {
-                        let at = now + wait.min(call.timeout);
+                        let at = deadline(now, wait.min(call.timeout));
                         let timer = self.timers.start(at, TimerKind::Park(conv));
                         self.parked.push(Parked {
                             conv,
@@ -1105,7 +1123,7 @@ impl EventLoop {
         };
         let timer = self
             .timers
-            .start(Instant::now() + period, TimerKind::Heartbeat(conv));
+            .start(deadline(Instant::now(), period), TimerKind::Heartbeat(conv));
         p.heartbeat = Some((period, timer));
         match p.caller {
             Caller::Local(_) => self.progress(conv),
@@ -1123,7 +1141,7 @@ impl EventLoop {
             self.timers.cancel(timer);
             let timer = self
                 .timers
-                .start(Instant::now() + period, TimerKind::Monitor(conv));
+                .start(deadline(Instant::now(), period), TimerKind::Monitor(conv));
             p.monitor = Some((period, timer));
         } else if let Caller::Remote(token) = p.caller {
             self.send(token, &crate::wire::Message::Progress { conv });
@@ -1199,10 +1217,12 @@ impl EventLoop {
             Ok(()) => {
                 Counters::bump(&self.link.counters.requests_delivered);
                 if let Some(period) = opts.heartbeat {
+                    // A peer says how often; not so often that it costs a spin.
+                    let period = period.max(MIN_HEARTBEAT);
                     if let Some(p) = self.pending.get_mut(&conv) {
                         let timer = self
                             .timers
-                            .start(Instant::now() + period, TimerKind::Heartbeat(conv));
+                            .start(deadline(Instant::now(), period), TimerKind::Heartbeat(conv));
                         p.heartbeat = Some((period, timer));
                     }
                 }
