@@ -18,7 +18,7 @@ fn main() -> netsvc::Result<()> {
     let ex = Exchange::server(&d).listen((args.host.as_str(), args.port))?;
     common::log_connections(&ex);
     say(format!("LISTENING {}", ex.local_addr()));
-    d.wait();
+    d.wait()?;
     say("STOPPED");
     Ok(())
 }

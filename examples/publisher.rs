@@ -57,7 +57,7 @@ fn main() -> netsvc::Result<()> {
         }
     }
     drop(publisher);
-    d.wait();
+    d.wait()?;
     say("STOPPED");
     Ok(())
 }

@@ -12,7 +12,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, TrySendError};
 
 use crate::error::{Error, Result};
 use crate::ids::{AgentId, ConversationId, ProcessId, ServiceBinding};
@@ -145,6 +145,8 @@ struct Lifecycle {
     thread: Option<JoinHandle<Result<()>>>,
     dispatcher_thread: Option<ThreadId>,
     exited: bool,
+    /// Why the dispatcher thread failed (panicked, or its poll failed).
+    failure: Option<String>,
     workers: HashMap<AgentId, Vec<JoinHandle<()>>>,
 }
 
@@ -152,6 +154,16 @@ struct Lifecycle {
 /// the waker, identities, counters and the threads to join.
 pub(crate) struct Link {
     commands: Sender<Command>,
+    /// The same channel's receiving end: once the dispatcher has exited,
+    /// whoever finds a command stuck in it drops it, so that the answer
+    /// channels it carries disconnect and their waiters return.
+    leftovers: Receiver<Command>,
+    /// Set as the dispatcher thread leaves (on every path, a panic
+    /// included): commands are refused from then on.
+    closed: AtomicBool,
+    /// Set by a shutdown that could not queue its command: the dispatcher
+    /// stops at its next turn.
+    stop_now: AtomicBool,
     waker: mio::Waker,
     /// Set by a sender that woke the dispatcher; cleared by the dispatcher
     /// before it drains the commands, so a wake is issued at most once per drain.
@@ -165,8 +177,38 @@ pub(crate) struct Link {
 }
 
 impl Link {
+    /// How long a user thread waits for the dispatcher to take a command
+    /// or answer one: the longest it can legitimately stall (a congested
+    /// peer holds it for at most the dead-peer timeout) plus the handshake
+    /// timeout as a margin.
+    pub(crate) fn stall_limit(&self) -> Duration {
+        self.config
+            .dead_peer_timeout
+            .saturating_add(self.config.handshake_timeout)
+    }
+
+    /// Drops every command left in the channel after the dispatcher exited.
+    fn drop_leftovers(&self) {
+        while let Ok(cmd) = self.leftovers.try_recv() {
+            drop(cmd);
+        }
+    }
+
     /// Sends a command to the dispatcher and wakes it if it may be asleep.
+    ///
+    /// [`Error::Closed`] at once if the dispatcher has exited;
+    /// [`Error::Timeout`] if its queue stays full for the
+    /// [`stall_limit`](Self::stall_limit).
     pub(crate) fn send(&self, cmd: Command) -> Result<()> {
+        self.send_by(cmd, None)
+    }
+
+    /// [`send`](Self::send), waiting for room in the queue until `by`
+    /// (`None`: the stall limit from now).
+    fn send_by(&self, cmd: Command, by: Option<Instant>) -> Result<()> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(Error::Closed);
+        }
         if event_loop::on_dispatcher_thread() {
             // The dispatcher never waits on itself: a full queue here would
             // be a deadlock, so the command is refused instead.
@@ -181,7 +223,32 @@ impl Link {
                 Err(TrySendError::Disconnected(_)) => return Err(Error::Closed),
             }
         } else {
-            self.commands.send(cmd).map_err(|_| Error::Closed)?;
+            let sent = match self.commands.try_send(cmd) {
+                Ok(()) => Ok(()),
+                Err(TrySendError::Full(cmd)) => {
+                    let by = by.unwrap_or_else(|| deadline(Instant::now(), self.stall_limit()));
+                    self.commands.send_deadline(cmd, by)
+                }
+                Err(TrySendError::Disconnected(cmd)) => Err(SendTimeoutError::Disconnected(cmd)),
+            };
+            match sent {
+                Ok(()) => {}
+                Err(SendTimeoutError::Timeout(_)) => {
+                    log::warn!(
+                        "netsvc: dispatcher {} took no command for {:?}; command not sent",
+                        self.process,
+                        self.stall_limit()
+                    );
+                    return Err(Error::Timeout);
+                }
+                Err(SendTimeoutError::Disconnected(_)) => return Err(Error::Closed),
+            }
+        }
+        if self.closed.load(Ordering::SeqCst) {
+            // The dispatcher left meanwhile: this command (and any other
+            // left behind) will never be taken.
+            self.drop_leftovers();
+            return Err(Error::Closed);
         }
         if !self.wake_pending.swap(true, Ordering::AcqRel) {
             if let Err(e) = self.waker.wake() {
@@ -197,11 +264,26 @@ impl Link {
         let _ = self.send(cmd);
     }
 
-    /// Sends a command that carries its own answer channel and waits for it.
+    /// Sends a command that carries its own answer channel and waits for
+    /// it, at most the [`stall_limit`](Self::stall_limit) in all:
+    /// [`Error::Timeout`] past it, [`Error::Closed`] as soon as the
+    /// dispatcher has exited.
     pub(crate) fn ask<T>(&self, make: impl FnOnce(Sender<T>) -> Command) -> Result<T> {
+        let by = deadline(Instant::now(), self.stall_limit());
         let (tx, rx) = crossbeam_channel::bounded(1);
-        self.send(make(tx))?;
-        rx.recv().map_err(|_| Error::Closed)
+        self.send_by(make(tx), Some(by))?;
+        match rx.recv_deadline(by) {
+            Ok(answer) => Ok(answer),
+            Err(RecvTimeoutError::Disconnected) => Err(Error::Closed),
+            Err(RecvTimeoutError::Timeout) => {
+                log::warn!(
+                    "netsvc: dispatcher {} did not answer within {:?}",
+                    self.process,
+                    self.stall_limit()
+                );
+                Err(Error::Timeout)
+            }
+        }
     }
 
     pub(crate) fn next_id(&self) -> u64 {
@@ -240,16 +322,34 @@ impl Link {
         self.lifecycle().workers.remove(&agent).unwrap_or_default()
     }
 
-    /// Called by the dispatcher thread as it leaves its loop.
-    fn mark_exited(&self) {
-        self.lifecycle().exited = true;
+    /// Called by the dispatcher thread as it leaves, on every path: no
+    /// command is taken from now on, those left are dropped (their waiters
+    /// return), and whoever waits for the exit is told, with `failure`.
+    fn mark_exited(&self, failure: Option<String>) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.drop_leftovers();
+        let mut l = self.lifecycle();
+        l.exited = true;
+        l.failure = failure;
+        drop(l);
         self.exited.notify_all();
+    }
+
+    /// Why the dispatcher thread failed, once it has exited.
+    fn failure(&self) -> Option<String> {
+        self.lifecycle().failure.clone()
     }
 
     /// Stops the dispatcher thread and joins it and every worker thread,
     /// except the calling thread itself. Idempotent.
     pub(crate) fn shutdown(&self) {
-        let _ = self.send(Command::Shutdown);
+        if let Err(Error::Timeout) = self.send(Command::Shutdown) {
+            // The queue stayed full: stop at the next turn instead.
+            self.stop_now.store(true, Ordering::SeqCst);
+            if let Err(e) = self.waker.wake() {
+                log::error!("netsvc: cannot wake the dispatcher: {e}");
+            }
+        }
         let me = std::thread::current().id();
         let mut l = self.lifecycle();
         if l.dispatcher_thread == Some(me) {
@@ -257,13 +357,12 @@ impl Link {
         }
         if let Some(handle) = l.thread.take() {
             drop(l);
-            match handle.join() {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => log::error!("netsvc: dispatcher thread failed: {e}"),
-                Err(p) => log::error!(
-                    "netsvc: dispatcher thread panicked: {}",
+            // The thread logged its own failure, if any.
+            if let Err(p) = handle.join() {
+                log::error!(
+                    "netsvc: dispatcher thread panicked outside its loop: {}",
                     crate::event::panic_message(p.as_ref())
-                ),
+                );
             }
             l = self.lifecycle();
         }
@@ -395,9 +494,17 @@ impl Dispatcher {
     /// Blocks until the dispatcher has shut down (by [`shutdown`](Self::shutdown),
     /// [`shutdown_after`](Self::shutdown_after) or another handle), then joins
     /// its threads.
-    pub fn wait(&self) {
+    ///
+    /// [`Error::DispatcherFailed`] if the dispatcher thread ended by
+    /// failing (it panicked, or polling its sockets failed) rather than by
+    /// a shutdown; every call it held failed with [`Error::Closed`].
+    pub fn wait(&self) -> Result<()> {
         self.link.wait_exited();
         self.link.shutdown();
+        match self.link.failure() {
+            None => Ok(()),
+            Some(why) => Err(Error::DispatcherFailed(why)),
+        }
     }
 
     /// The dispatcher's counters.
@@ -629,6 +736,9 @@ impl DispatcherBuilder {
         let process = ProcessId::new(&self.config.name);
         let link = Arc::new(Link {
             commands: tx,
+            leftovers: rx.clone(),
+            closed: AtomicBool::new(false),
+            stop_now: AtomicBool::new(false),
             waker,
             wake_pending: AtomicBool::new(false),
             process,
@@ -642,9 +752,28 @@ impl DispatcherBuilder {
         let handle = std::thread::Builder::new()
             .name("netsvc-dispatcher".to_owned())
             .spawn(move || {
-                let result = event_loop::EventLoop::new(thread_link.clone(), poll, rx).run();
-                thread_link.mark_exited();
-                result
+                // Whatever happens in the loop, a panic included, the exit
+                // is marked and every caller released (the loop's drop
+                // fails the calls it held).
+                let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    event_loop::EventLoop::new(thread_link.clone(), poll, rx).run()
+                }));
+                let failure = match run {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(e.to_string()),
+                    Err(panic) => Some(format!(
+                        "the dispatcher thread panicked: {}",
+                        crate::event::panic_message(panic.as_ref())
+                    )),
+                };
+                if let Some(why) = &failure {
+                    log::error!("netsvc: dispatcher {} failed: {why}", thread_link.process);
+                }
+                thread_link.mark_exited(failure.clone());
+                match failure {
+                    None => Ok(()),
+                    Some(why) => Err(Error::DispatcherFailed(why)),
+                }
             })?;
         {
             let mut l = link.lifecycle();
@@ -663,6 +792,20 @@ impl Link {
     pub(crate) fn wake_pending(&self) -> &AtomicBool {
         &self.wake_pending
     }
+
+    /// Whether a shutdown asked the dispatcher to stop without a command.
+    pub(crate) fn stop_now(&self) -> bool {
+        self.stop_now.load(Ordering::SeqCst)
+    }
+}
+
+/// Makes the dispatcher thread of `d` panic, as a bug in it would: for
+/// tests of what follows (every pending call fails with [`Error::Closed`],
+/// [`Dispatcher::wait`] returns [`Error::DispatcherFailed`], dropping the
+/// last handle returns). Exists for tests only; never call it otherwise.
+#[doc(hidden)]
+pub fn panic_dispatcher(d: &Dispatcher) {
+    let _ = d.link.send(Command::Panic);
 }
 
 #[allow(dead_code)]

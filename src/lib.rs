@@ -144,6 +144,8 @@ mod rpc;
 mod service;
 mod wire;
 
+#[doc(hidden)]
+pub use dispatcher::panic_dispatcher;
 pub use dispatcher::{Dispatcher, DispatcherBuilder, Stats};
 pub use error::{codes, Error, RemoteError, Result, ServiceFailure};
 pub use event::{

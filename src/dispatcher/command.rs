@@ -215,4 +215,6 @@ pub(crate) enum Command {
         delay: Duration,
     },
     Shutdown,
+    /// Panics the dispatcher thread (`panic_dispatcher`, for tests only).
+    Panic,
 }

@@ -177,6 +177,24 @@ pub(crate) struct EventLoop {
     stopping: bool,
 }
 
+impl Drop for EventLoop {
+    /// After [`stop`](Self::stop) nothing is left here. After a panic
+    /// everything is: every local caller still waiting, routed or direct,
+    /// fails with [`Error::Closed`] now rather than waiting out its timeout.
+    /// (Remote callers see their connection close.)
+    fn drop(&mut self) {
+        let counters = &self.link.counters;
+        for (_, p) in self.pending.drain() {
+            if let Caller::Local(tx) = p.caller {
+                counters.hand_over(&tx, Err(Error::Closed));
+            }
+        }
+        for local in self.locals.values() {
+            local.inbox.calls.close(Some(&|| Error::Closed), counters);
+        }
+    }
+}
+
 impl EventLoop {
     pub(crate) fn new(link: Arc<Link>, poll: Poll, commands: Receiver<Command>) -> Self {
         EventLoop {
@@ -216,6 +234,10 @@ impl EventLoop {
                 log::error!("netsvc: poll failed, shutting down: {e}");
                 self.stop();
                 return Err(e.into());
+            }
+            if self.link.stop_now() {
+                self.stop();
+                return Ok(());
             }
             for event in events.iter() {
                 if event.token() != WAKER {
@@ -386,6 +408,7 @@ impl EventLoop {
                 let _ = reply.send(self.exchange_local_addr(id));
             }
             Command::Shutdown => return Flow::Stop,
+            Command::Panic => panic!("panic_dispatcher: a panic on purpose, for a test"),
         }
         Flow::Continue
     }
