@@ -3,11 +3,11 @@
 use std::fmt;
 use std::sync::Arc;
 
-use super::endpoint::{dispatch, Endpoint, RpcOutcome, RpcRequest};
+use super::endpoint::{dispatch, Endpoint, RpcRequest};
 use super::target::Target;
 use super::Serializer;
 use crate::dispatcher::Dispatcher;
-use crate::error::{Error, RemoteError, Result};
+use crate::error::{codes, Error, Result};
 use crate::event::Event;
 use crate::service::ServiceHandle;
 
@@ -106,11 +106,16 @@ impl RpcServer {
                     }
                     dispatch(&endpoints, request.method(), &rpc)
                 }
-                Err(e) => RpcOutcome::Remote(RemoteError {
-                    exc_type: "MessagingError".to_owned(),
-                    value: format!("not an RPC request: {e}"),
-                    traceback: Vec::new(),
-                }),
+                Err(e) => {
+                    // Undecodable (not an RPC request, or a context nested
+                    // too deep): that call fails with code 54, the server
+                    // goes on.
+                    let why = format!("not an RPC request: {e}");
+                    if let Err(e) = request.fail(codes::REQUEST_DECODING_ERROR, why) {
+                        log::warn!("netsvc: RPC failure not sent: {e}");
+                    }
+                    return;
+                }
             };
             if let Err(e) = request.reply(&outcome) {
                 log::warn!("netsvc: RPC reply not sent: {e}");
