@@ -296,7 +296,7 @@ mod tests {
         assert_eq!(crate::wire::decode::<Value>(&bytes).ok(), Some(v));
         // Byte-compatible with the derive, both ways.
         let derived: Option<Derived> = crate::wire::decode(&bytes).ok();
-        let again = derived.as_ref().map(|d| crate::wire::encode(d));
+        let again = derived.as_ref().map(crate::wire::encode);
         let again = again.and_then(|r| r.ok()).map(|p| p.as_bytes().to_vec());
         assert_eq!(again, Some(bytes));
     }
