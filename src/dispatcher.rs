@@ -479,7 +479,11 @@ impl Dispatcher {
     /// Withdraws every service, fails every pending call with
     /// [`Error::Closed`], stops the dispatcher thread and joins it and every
     /// spawned service thread (except the calling thread, if it is one).
-    /// Idempotent; returns when all of that is done.
+    /// Idempotent; returns when all of that is done. It never waits on a
+    /// full command queue: if the shutdown cannot be queued within the
+    /// stall limit (dead-peer timeout + handshake timeout), the dispatcher
+    /// stops at its next turn anyway. After the dispatcher thread panicked
+    /// it returns at once (see [`wait`](Self::wait) for the reason).
     pub fn shutdown(&self) {
         self.link.shutdown();
     }
