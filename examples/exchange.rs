@@ -60,7 +60,7 @@ fn main() -> netsvc::Result<()> {
                 let _ = request.reply(&fields);
             }
         })?;
-    d.wait();
+    d.wait()?;
     say("STOPPED");
     Ok(())
 }

@@ -63,7 +63,7 @@ fn main() -> netsvc::Result<()> {
         }
     }
     drop(publisher);
-    d.wait();
+    d.wait()?;
     say("STOPPED");
     Ok(())
 }

@@ -157,7 +157,7 @@ fn main() -> netsvc::Result<()> {
     // Shut down: every service hears Event::Shutdown, then all are withdrawn
     // (the monitor prints it) and every thread is joined.
     d.shutdown_after(Duration::from_millis(200));
-    d.wait();
+    d.wait()?;
     match publisher_thread.join() {
         Ok(result) => result?,
         Err(_) => say("[publisher] thread panicked".to_owned()),

@@ -57,7 +57,7 @@ fn main() -> netsvc::Result<()> {
         .threads(4)
         .start()?;
     say(format!("SERVING calculator on {}", args.server));
-    d.wait();
+    d.wait()?;
     server.wait();
     say("STOPPED");
     Ok(())

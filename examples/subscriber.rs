@@ -76,7 +76,7 @@ fn main() -> netsvc::Result<()> {
         }
     }
     drop(subscriber);
-    d.wait();
+    d.wait()?;
     say("STOPPED");
     Ok(())
 }

@@ -10,9 +10,9 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{JoinHandle, ThreadId};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, TrySendError};
 
 use crate::error::{Error, Result};
 use crate::ids::{AgentId, ConversationId, ProcessId, ServiceBinding};
@@ -23,6 +23,18 @@ use command::Command;
 /// sender blocked here is pushed back on, never dropped. (crossbeam makes
 /// every slot up front: 65,536 slots cost each dispatcher 11 MiB.)
 const COMMAND_CAPACITY: usize = 4096;
+
+/// A duration at least this long (about a century, up to `Duration::MAX`)
+/// means "no limit": timeouts, timers and lifetimes that long never end.
+pub(crate) const NO_LIMIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// The instant `d` after `now`, never panicking: a duration of [`NO_LIMIT`]
+/// or more gives an instant about a century away, which never comes.
+pub(crate) fn deadline(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d.min(NO_LIMIT))
+        .or_else(|| now.checked_add(Duration::from_secs(365 * 24 * 3600)))
+        .unwrap_or(now)
+}
 
 /// Configuration shared by the dispatcher thread and every handle.
 #[derive(Debug, Clone)]
@@ -139,6 +151,8 @@ struct Lifecycle {
     thread: Option<JoinHandle<Result<()>>>,
     dispatcher_thread: Option<ThreadId>,
     exited: bool,
+    /// Why the dispatcher thread failed (panicked, or its poll failed).
+    failure: Option<String>,
     workers: HashMap<AgentId, Vec<JoinHandle<()>>>,
 }
 
@@ -146,6 +160,16 @@ struct Lifecycle {
 /// the waker, identities, counters and the threads to join.
 pub(crate) struct Link {
     commands: Sender<Command>,
+    /// The same channel's receiving end: once the dispatcher has exited,
+    /// whoever finds a command stuck in it drops it, so that the answer
+    /// channels it carries disconnect and their waiters return.
+    leftovers: Receiver<Command>,
+    /// Set as the dispatcher thread leaves (on every path, a panic
+    /// included): commands are refused from then on.
+    closed: AtomicBool,
+    /// Set by a shutdown that could not queue its command: the dispatcher
+    /// stops at its next turn.
+    stop_now: AtomicBool,
     waker: mio::Waker,
     /// Set by a sender that woke the dispatcher; cleared by the dispatcher
     /// before it drains the commands, so a wake is issued at most once per drain.
@@ -159,8 +183,38 @@ pub(crate) struct Link {
 }
 
 impl Link {
+    /// How long a user thread waits for the dispatcher to take a command
+    /// or answer one: the longest it can legitimately stall (a congested
+    /// peer holds it for at most the dead-peer timeout) plus the handshake
+    /// timeout as a margin.
+    pub(crate) fn stall_limit(&self) -> Duration {
+        self.config
+            .dead_peer_timeout
+            .saturating_add(self.config.handshake_timeout)
+    }
+
+    /// Drops every command left in the channel after the dispatcher exited.
+    fn drop_leftovers(&self) {
+        while let Ok(cmd) = self.leftovers.try_recv() {
+            drop(cmd);
+        }
+    }
+
     /// Sends a command to the dispatcher and wakes it if it may be asleep.
+    ///
+    /// [`Error::Closed`] at once if the dispatcher has exited;
+    /// [`Error::Timeout`] if its queue stays full for the
+    /// [`stall_limit`](Self::stall_limit).
     pub(crate) fn send(&self, cmd: Command) -> Result<()> {
+        self.send_by(cmd, None)
+    }
+
+    /// [`send`](Self::send), waiting for room in the queue until `by`
+    /// (`None`: the stall limit from now).
+    fn send_by(&self, cmd: Command, by: Option<Instant>) -> Result<()> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(Error::Closed);
+        }
         if event_loop::on_dispatcher_thread() {
             // The dispatcher never waits on itself: a full queue here would
             // be a deadlock, so the command is refused instead.
@@ -175,7 +229,32 @@ impl Link {
                 Err(TrySendError::Disconnected(_)) => return Err(Error::Closed),
             }
         } else {
-            self.commands.send(cmd).map_err(|_| Error::Closed)?;
+            let sent = match self.commands.try_send(cmd) {
+                Ok(()) => Ok(()),
+                Err(TrySendError::Full(cmd)) => {
+                    let by = by.unwrap_or_else(|| deadline(Instant::now(), self.stall_limit()));
+                    self.commands.send_deadline(cmd, by)
+                }
+                Err(TrySendError::Disconnected(cmd)) => Err(SendTimeoutError::Disconnected(cmd)),
+            };
+            match sent {
+                Ok(()) => {}
+                Err(SendTimeoutError::Timeout(_)) => {
+                    log::warn!(
+                        "netsvc: dispatcher {} took no command for {:?}; command not sent",
+                        self.process,
+                        self.stall_limit()
+                    );
+                    return Err(Error::Timeout);
+                }
+                Err(SendTimeoutError::Disconnected(_)) => return Err(Error::Closed),
+            }
+        }
+        if self.closed.load(Ordering::SeqCst) {
+            // The dispatcher left meanwhile: this command (and any other
+            // left behind) will never be taken.
+            self.drop_leftovers();
+            return Err(Error::Closed);
         }
         if !self.wake_pending.swap(true, Ordering::AcqRel) {
             if let Err(e) = self.waker.wake() {
@@ -191,11 +270,26 @@ impl Link {
         let _ = self.send(cmd);
     }
 
-    /// Sends a command that carries its own answer channel and waits for it.
+    /// Sends a command that carries its own answer channel and waits for
+    /// it, at most the [`stall_limit`](Self::stall_limit) in all:
+    /// [`Error::Timeout`] past it, [`Error::Closed`] as soon as the
+    /// dispatcher has exited.
     pub(crate) fn ask<T>(&self, make: impl FnOnce(Sender<T>) -> Command) -> Result<T> {
+        let by = deadline(Instant::now(), self.stall_limit());
         let (tx, rx) = crossbeam_channel::bounded(1);
-        self.send(make(tx))?;
-        rx.recv().map_err(|_| Error::Closed)
+        self.send_by(make(tx), Some(by))?;
+        match rx.recv_deadline(by) {
+            Ok(answer) => Ok(answer),
+            Err(RecvTimeoutError::Disconnected) => Err(Error::Closed),
+            Err(RecvTimeoutError::Timeout) => {
+                log::warn!(
+                    "netsvc: dispatcher {} did not answer within {:?}",
+                    self.process,
+                    self.stall_limit()
+                );
+                Err(Error::Timeout)
+            }
+        }
     }
 
     pub(crate) fn next_id(&self) -> u64 {
@@ -234,16 +328,34 @@ impl Link {
         self.lifecycle().workers.remove(&agent).unwrap_or_default()
     }
 
-    /// Called by the dispatcher thread as it leaves its loop.
-    fn mark_exited(&self) {
-        self.lifecycle().exited = true;
+    /// Called by the dispatcher thread as it leaves, on every path: no
+    /// command is taken from now on, those left are dropped (their waiters
+    /// return), and whoever waits for the exit is told, with `failure`.
+    fn mark_exited(&self, failure: Option<String>) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.drop_leftovers();
+        let mut l = self.lifecycle();
+        l.exited = true;
+        l.failure = failure;
+        drop(l);
         self.exited.notify_all();
+    }
+
+    /// Why the dispatcher thread failed, once it has exited.
+    fn failure(&self) -> Option<String> {
+        self.lifecycle().failure.clone()
     }
 
     /// Stops the dispatcher thread and joins it and every worker thread,
     /// except the calling thread itself. Idempotent.
     pub(crate) fn shutdown(&self) {
-        let _ = self.send(Command::Shutdown);
+        if let Err(Error::Timeout) = self.send(Command::Shutdown) {
+            // The queue stayed full: stop at the next turn instead.
+            self.stop_now.store(true, Ordering::SeqCst);
+            if let Err(e) = self.waker.wake() {
+                log::error!("netsvc: cannot wake the dispatcher: {e}");
+            }
+        }
         let me = std::thread::current().id();
         let mut l = self.lifecycle();
         if l.dispatcher_thread == Some(me) {
@@ -251,13 +363,12 @@ impl Link {
         }
         if let Some(handle) = l.thread.take() {
             drop(l);
-            match handle.join() {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => log::error!("netsvc: dispatcher thread failed: {e}"),
-                Err(p) => log::error!(
-                    "netsvc: dispatcher thread panicked: {}",
+            // The thread logged its own failure, if any.
+            if let Err(p) = handle.join() {
+                log::error!(
+                    "netsvc: dispatcher thread panicked outside its loop: {}",
                     crate::event::panic_message(p.as_ref())
-                ),
+                );
             }
             l = self.lifecycle();
         }
@@ -374,7 +485,11 @@ impl Dispatcher {
     /// Withdraws every service, fails every pending call with
     /// [`Error::Closed`], stops the dispatcher thread and joins it and every
     /// spawned service thread (except the calling thread, if it is one).
-    /// Idempotent; returns when all of that is done.
+    /// Idempotent; returns when all of that is done. It never waits on a
+    /// full command queue: if the shutdown cannot be queued within the
+    /// stall limit (dead-peer timeout + handshake timeout), the dispatcher
+    /// stops at its next turn anyway. After the dispatcher thread panicked
+    /// it returns at once (see [`wait`](Self::wait) for the reason).
     pub fn shutdown(&self) {
         self.link.shutdown();
     }
@@ -389,9 +504,17 @@ impl Dispatcher {
     /// Blocks until the dispatcher has shut down (by [`shutdown`](Self::shutdown),
     /// [`shutdown_after`](Self::shutdown_after) or another handle), then joins
     /// its threads.
-    pub fn wait(&self) {
+    ///
+    /// [`Error::DispatcherFailed`] if the dispatcher thread ended by
+    /// failing (it panicked, or polling its sockets failed) rather than by
+    /// a shutdown; every call it held failed with [`Error::Closed`].
+    pub fn wait(&self) -> Result<()> {
         self.link.wait_exited();
         self.link.shutdown();
+        match self.link.failure() {
+            None => Ok(()),
+            Some(why) => Err(Error::DispatcherFailed(why)),
+        }
     }
 
     /// The dispatcher's counters.
@@ -424,10 +547,56 @@ impl Dispatcher {
     }
 }
 
+/// The largest event queue a service may have: its channel is made up
+/// front, twice this size (the reserve), so a larger one cannot work.
+pub(crate) const MAX_QUEUE_CAPACITY: usize = 1 << 24;
+
+/// The smallest frame limit: below it not even a handshake or a service
+/// table fits.
+const MIN_FRAME_SIZE: usize = 1024;
+
+/// The first setting of a builder that cannot work, kept until the
+/// builder's finishing call refuses it with [`Error::InvalidArgument`].
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Refusal(Option<String>);
+
+impl Refusal {
+    /// Records `why` unless `ok` (the first refusal wins).
+    pub(crate) fn check(&mut self, ok: bool, why: impl FnOnce() -> String) {
+        if !ok && self.0.is_none() {
+            self.0 = Some(why());
+        }
+    }
+
+    /// The refusal, if any, as an error.
+    pub(crate) fn result(&self) -> Result<()> {
+        match &self.0 {
+            None => Ok(()),
+            Some(why) => Err(Error::InvalidArgument(why.clone())),
+        }
+    }
+}
+
+/// Refuses a queue capacity of 0 or above [`MAX_QUEUE_CAPACITY`].
+pub(crate) fn check_capacity(refusal: &mut Refusal, setting: &str, capacity: usize) {
+    refusal.check(capacity >= 1, || {
+        format!("{setting} must be at least 1, got 0")
+    });
+    refusal.check(capacity <= MAX_QUEUE_CAPACITY, || {
+        format!("{setting} must be at most {MAX_QUEUE_CAPACITY}, got {capacity}")
+    });
+}
+
 /// Configures and starts a [`Dispatcher`].
+///
+/// Each setting that cannot work (a zero capacity or timeout, for
+/// instance) is refused by [`build`](Self::build) with
+/// [`Error::InvalidArgument`] naming the first such setting. Durations of
+/// a century or more (up to `Duration::MAX`) mean "no limit".
 #[derive(Debug, Clone)]
 pub struct DispatcherBuilder {
     config: Config,
+    refusal: Refusal,
 }
 
 impl Default for DispatcherBuilder {
@@ -445,6 +614,7 @@ impl Default for DispatcherBuilder {
                 max_name_len: crate::limits::MAX_NAME_LEN,
                 max_subject_len: crate::limits::MAX_SUBJECT_LEN,
             },
+            refusal: Refusal::default(),
         }
     }
 }
@@ -463,15 +633,31 @@ impl DispatcherBuilder {
     /// counted in [`Stats`]. Announcements, timers and shutdown events may
     /// use a reserve of the same size again beyond that; past the reserve
     /// they are dropped, logged and counted in [`Stats::events_dropped`].
+    ///
+    /// Refused by [`build`](Self::build): 0 (nothing could be delivered),
+    /// and more than 16,777,216 (the queue is allocated up front).
     pub fn queue_capacity(mut self, capacity: usize) -> Self {
-        self.config.queue_capacity = capacity.max(1);
+        check_capacity(&mut self.refusal, "queue_capacity", capacity);
+        self.config.queue_capacity = capacity;
         self
     }
 
-    /// The largest frame accepted from an exchange peer (default 16 MiB,
-    /// at most 4 GiB). A peer announcing a larger one is disconnected
-    /// before anything is allocated for it.
+    /// The largest frame accepted from an exchange peer (default 16 MiB).
+    /// A peer announcing a larger one is disconnected before anything is
+    /// allocated for it.
+    ///
+    /// Refused by [`build`](Self::build): less than 1 KiB (not even a
+    /// handshake fits) and more than 4 GiB - 1 (a frame's length is 32 bits).
     pub fn max_frame_size(mut self, bytes: usize) -> Self {
+        self.refusal.check(bytes >= MIN_FRAME_SIZE, || {
+            format!("max_frame_size must be at least {MIN_FRAME_SIZE} bytes, got {bytes}")
+        });
+        self.refusal.check(bytes <= u32::MAX as usize, || {
+            format!(
+                "max_frame_size must be at most {} bytes, got {bytes}",
+                u32::MAX
+            )
+        });
         self.config.max_frame_size = bytes.min(u32::MAX as usize);
         self
     }
@@ -489,7 +675,13 @@ impl DispatcherBuilder {
     /// for the dead-peer timeout (see [`heartbeat`](Self::heartbeat)) is
     /// disconnected as a slow consumer, so congestion always ends; commands
     /// (also [`Dispatcher::shutdown`]) wait for it at most that long.
+    ///
+    /// Refused by [`build`](Self::build): less than 1 KiB (every peer
+    /// would be disconnected at its first message).
     pub fn max_outbound_buffer(mut self, bytes: usize) -> Self {
+        self.refusal.check(bytes >= MIN_FRAME_SIZE, || {
+            format!("max_outbound_buffer must be at least {MIN_FRAME_SIZE} bytes, got {bytes}")
+        });
         self.config.max_outbound_buffer = bytes;
         self
     }
@@ -500,9 +692,22 @@ impl DispatcherBuilder {
     /// services withdrawn and, on a client, reconnection started. This is
     /// what detects a half-open TCP peer. The timers are the dispatcher's,
     /// so busy services never delay them.
+    ///
+    /// Refused by [`build`](Self::build): an interval of zero (a heartbeat
+    /// on every turn), and a dead-peer timeout shorter than the interval
+    /// (every quiet peer would be dropped between two heartbeats).
     pub fn heartbeat(mut self, interval: Duration, dead_peer_timeout: Duration) -> Self {
-        self.config.heartbeat_interval = interval.max(Duration::from_millis(1));
-        self.config.dead_peer_timeout = dead_peer_timeout.max(interval);
+        self.refusal.check(!interval.is_zero(), || {
+            "heartbeat interval must be more than zero, got 0".to_owned()
+        });
+        self.refusal.check(dead_peer_timeout >= interval, || {
+            format!(
+                "heartbeat dead_peer_timeout must be at least the interval ({interval:?}), \
+                 got {dead_peer_timeout:?}"
+            )
+        });
+        self.config.heartbeat_interval = interval.min(NO_LIMIT);
+        self.config.dead_peer_timeout = dead_peer_timeout.min(NO_LIMIT);
         self
     }
 
@@ -510,13 +715,24 @@ impl DispatcherBuilder {
     /// its handshake before it is closed (default 3 s, like the 2 s NATS
     /// gives a client to authenticate: a connection that has not proved
     /// anything holds a slot no longer than this).
+    ///
+    /// Refused by [`build`](Self::build): zero (no connection could complete).
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
-        self.config.handshake_timeout = timeout;
+        self.refusal.check(!timeout.is_zero(), || {
+            "handshake_timeout must be more than zero, got 0".to_owned()
+        });
+        self.config.handshake_timeout = timeout.min(NO_LIMIT);
         self
     }
 
-    /// The timeout of [`Service::call`](crate::Service::call) (default 30 s).
+    /// The timeout of [`Service::call`](crate::Service::call) (default 30 s;
+    /// a century or more, up to `Duration::MAX`: no limit).
+    ///
+    /// Refused by [`build`](Self::build): zero (every call would time out).
     pub fn default_timeout(mut self, timeout: Duration) -> Self {
+        self.refusal.check(!timeout.is_zero(), || {
+            "default_timeout must be more than zero, got 0".to_owned()
+        });
         self.config.default_timeout = timeout;
         self
     }
@@ -550,7 +766,11 @@ impl DispatcherBuilder {
     }
 
     /// Starts the dispatcher thread.
+    ///
+    /// [`Error::InvalidArgument`] names the first setting that cannot work
+    /// (see each setting); nothing is started then.
     pub fn build(self) -> Result<Dispatcher> {
+        self.refusal.result()?;
         let poll = mio::Poll::new()?;
         let waker = mio::Waker::new(poll.registry(), event_loop::WAKER)?;
         let (tx, rx): (Sender<Command>, Receiver<Command>) =
@@ -558,6 +778,9 @@ impl DispatcherBuilder {
         let process = ProcessId::new(&self.config.name);
         let link = Arc::new(Link {
             commands: tx,
+            leftovers: rx.clone(),
+            closed: AtomicBool::new(false),
+            stop_now: AtomicBool::new(false),
             waker,
             wake_pending: AtomicBool::new(false),
             process,
@@ -571,9 +794,28 @@ impl DispatcherBuilder {
         let handle = std::thread::Builder::new()
             .name("netsvc-dispatcher".to_owned())
             .spawn(move || {
-                let result = event_loop::EventLoop::new(thread_link.clone(), poll, rx).run();
-                thread_link.mark_exited();
-                result
+                // Whatever happens in the loop, a panic included, the exit
+                // is marked and every caller released (the loop's drop
+                // fails the calls it held).
+                let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    event_loop::EventLoop::new(thread_link.clone(), poll, rx).run()
+                }));
+                let failure = match run {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(e.to_string()),
+                    Err(panic) => Some(format!(
+                        "the dispatcher thread panicked: {}",
+                        crate::event::panic_message(panic.as_ref())
+                    )),
+                };
+                if let Some(why) = &failure {
+                    log::error!("netsvc: dispatcher {} failed: {why}", thread_link.process);
+                }
+                thread_link.mark_exited(failure.clone());
+                match failure {
+                    None => Ok(()),
+                    Some(why) => Err(Error::DispatcherFailed(why)),
+                }
             })?;
         {
             let mut l = link.lifecycle();
@@ -592,6 +834,29 @@ impl Link {
     pub(crate) fn wake_pending(&self) -> &AtomicBool {
         &self.wake_pending
     }
+
+    /// Whether a shutdown asked the dispatcher to stop without a command.
+    pub(crate) fn stop_now(&self) -> bool {
+        self.stop_now.load(Ordering::SeqCst)
+    }
+}
+
+/// Makes the dispatcher thread of `d` panic, as a bug in it would: for
+/// tests of what follows (every pending call fails with [`Error::Closed`],
+/// [`Dispatcher::wait`] returns [`Error::DispatcherFailed`], dropping the
+/// last handle returns). Exists for tests only; never call it otherwise.
+#[doc(hidden)]
+pub fn panic_dispatcher(d: &Dispatcher) {
+    let _ = d.link.send(Command::Panic);
+}
+
+/// Blocks the dispatcher thread of `d` until `release` receives (or its
+/// sender is dropped), as a stall would: for tests of what a stalled
+/// dispatcher does to its callers, and of what it reads and judges once it
+/// runs again. Exists for tests only; never call it otherwise.
+#[doc(hidden)]
+pub fn stall_dispatcher(d: &Dispatcher, release: Receiver<()>) -> Result<()> {
+    d.link.send(Command::Stall(release))
 }
 
 #[allow(dead_code)]

@@ -69,6 +69,13 @@ pub enum Error {
     Io(std::io::Error),
     /// The dispatcher or the service has shut down (code 46).
     Closed,
+    /// A setting or argument that cannot work, for instance a queue of
+    /// capacity 0; the message names the setting and says why (code 56).
+    InvalidArgument(String),
+    /// The dispatcher thread failed (it panicked, or its poll failed): the
+    /// message says how. Every call it held failed with [`Error::Closed`]
+    /// (code 46).
+    DispatcherFailed(String),
 }
 
 impl Error {
@@ -79,10 +86,12 @@ impl Error {
             Error::ServiceUnavailable(_)
             | Error::DeliveryFailure(_)
             | Error::Io(_)
-            | Error::Closed => codes::SERVICE_UNAVAILABLE,
-            Error::InvalidTarget(_) | Error::VersionCap(_) | Error::Encode(_) => {
-                codes::PARAMETERS_INCORRECT
-            }
+            | Error::Closed
+            | Error::DispatcherFailed(_) => codes::SERVICE_UNAVAILABLE,
+            Error::InvalidTarget(_)
+            | Error::VersionCap(_)
+            | Error::Encode(_)
+            | Error::InvalidArgument(_) => codes::PARAMETERS_INCORRECT,
             Error::Service(f) => f.code,
             Error::Remote(_) => codes::APPLICATION_ERROR,
             Error::NoSuchMethod(_) | Error::UnsupportedVersion(_) => codes::METHOD_UNAVAILABLE,
@@ -107,6 +116,8 @@ impl fmt::Display for Error {
             Error::Encode(s) => write!(f, "encode error: {s}"),
             Error::Io(e) => write!(f, "I/O error: {e}"),
             Error::Closed => f.write_str("dispatcher or service closed"),
+            Error::InvalidArgument(s) => write!(f, "invalid argument: {s}"),
+            Error::DispatcherFailed(s) => write!(f, "dispatcher failed: {s}"),
         }
     }
 }
@@ -235,6 +246,8 @@ mod tests {
         assert_eq!(Error::Closed.code(), 46);
         assert_eq!(Error::Decode("x".into()).code(), 54);
         assert_eq!(Error::NoSuchMethod("x".into()).code(), 55);
+        assert_eq!(Error::InvalidArgument("x".into()).code(), 56);
+        assert_eq!(Error::DispatcherFailed("x".into()).code(), 46);
         assert_eq!(
             Error::Service(ServiceFailure::new(58, "aborted")).code(),
             58

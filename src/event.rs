@@ -62,7 +62,8 @@ pub enum Lifetime {
     None,
     /// Cached until expired with `expire_reports` or `purge_reports`.
     Forever,
-    /// Cached for the given time.
+    /// Cached for the given time; a century or more (up to `Duration::MAX`)
+    /// is the same as [`Forever`](Lifetime::Forever).
     For(Duration),
 }
 

@@ -103,9 +103,14 @@
 //! A call ends with its reply, the service's failure ([`Error::Service`] with
 //! an OSE code), [`Error::Timeout`], [`Error::ServiceUnavailable`] as soon as
 //! its destination is withdrawn, or [`Error::Closed`] when the dispatcher
-//! shuts down. A [`Request`] dropped unanswered fails its call with code 58;
-//! one dropped by a panicking handler, with 57. A reply for a caller that has
-//! gone is dropped and counted.
+//! shuts down (also when the dispatcher thread panics: then
+//! [`Dispatcher::wait`] returns [`Error::DispatcherFailed`]). A timeout of
+//! a century or more, up to `Duration::MAX`, means no limit. A handle's
+//! command that the dispatcher does not take or answer within its stall
+//! limit (dead-peer timeout + handshake timeout) fails with
+//! [`Error::Timeout`]. A [`Request`] dropped unanswered fails its call with
+//! code 58; one dropped by a panicking handler, with 57. A reply for a
+//! caller that has gone is dropped and counted.
 //!
 //! ## Shutdown
 //!
@@ -148,6 +153,8 @@ mod rpc;
 mod service;
 mod wire;
 
+#[doc(hidden)]
+pub use dispatcher::{panic_dispatcher, stall_dispatcher};
 pub use dispatcher::{Dispatcher, DispatcherBuilder, Stats};
 pub use error::{codes, Error, RemoteError, Result, ServiceFailure};
 pub use event::{

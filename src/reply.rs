@@ -83,7 +83,8 @@ impl<T: DeserializeOwned> PendingReply<T> {
         self.finish(result)
     }
 
-    /// Waits at most `timeout`. [`Error::Timeout`] if nothing came by then;
+    /// Waits at most `timeout` (a century or more, up to `Duration::MAX`:
+    /// no limit). [`Error::Timeout`] if nothing came by then;
     /// the call itself goes on until its own deadline and may be waited for
     /// again. [`Error::Closed`] if the outcome was already handed over.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<T> {
@@ -91,12 +92,13 @@ impl<T: DeserializeOwned> PendingReply<T> {
             return Err(Error::Closed);
         }
         if let Some((calls, deadline)) = &self.direct {
-            if Instant::now() + timeout >= *deadline {
+            if crate::dispatcher::deadline(Instant::now(), timeout) >= *deadline {
                 return self.finish(self.recv_until(calls, *deadline));
             }
         }
         let spin = self.direct.is_some();
-        match self.rx.recv_deadline(Some(Instant::now() + timeout), spin) {
+        let until = crate::dispatcher::deadline(Instant::now(), timeout);
+        match self.rx.recv_deadline(Some(until), spin) {
             Ok(result) => self.finish(result),
             Err(Empty::Timeout) => Err(Error::Timeout),
             Err(Empty::Disconnected) => self.finish(Err(Error::Closed)),

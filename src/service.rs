@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::direct::{Inbox, Waiting};
 use crate::dispatcher::command::{Command, Destination, MonitorKind, OutgoingCall, PublisherSpec};
-use crate::dispatcher::{join_unless_current, Counters, Link};
+use crate::dispatcher::{check_capacity, join_unless_current, Counters, Link, Refusal};
 use crate::error::{Error, Result};
 use crate::event::{run_handler, Answer, Event, Lifetime, Request};
 use crate::ids::{ConversationId, ServiceBinding};
@@ -39,6 +39,7 @@ pub struct ServiceBuilder {
     audience: String,
     groups: Vec<String>,
     capacity: usize,
+    refusal: Refusal,
 }
 
 impl fmt::Debug for ServiceBuilder {
@@ -55,12 +56,17 @@ impl fmt::Debug for ServiceBuilder {
 impl ServiceBuilder {
     pub(crate) fn new(link: Arc<Link>, name: &str) -> Self {
         let capacity = link.config.queue_capacity;
+        let mut refusal = Refusal::default();
+        refusal.check(!name.is_empty(), || {
+            "service name must not be empty".to_owned()
+        });
         ServiceBuilder {
             link,
             name: name.to_owned(),
             audience: "*".to_owned(),
             groups: Vec::new(),
             capacity,
+            refusal,
         }
     }
 
@@ -72,7 +78,12 @@ impl ServiceBuilder {
     }
 
     /// Joins a group as the service opens; may be given more than once.
+    ///
+    /// Refused by [`open`](Self::open): an empty group name.
     pub fn group(mut self, group: &str) -> Self {
+        self.refusal.check(!group.is_empty(), || {
+            format!("group name of service {:?} must not be empty", self.name)
+        });
         if !self.groups.iter().any(|g| g == group) {
             self.groups.push(group.to_owned());
         }
@@ -81,8 +92,12 @@ impl ServiceBuilder {
 
     /// The capacity of this service's event queue (default: the
     /// dispatcher's [`queue_capacity`](crate::DispatcherBuilder::queue_capacity)).
+    ///
+    /// Refused by [`open`](Self::open) and [`spawn`](Self::spawn): 0, and
+    /// more than 16,777,216 (the queue is allocated up front).
     pub fn queue_capacity(mut self, capacity: usize) -> Self {
-        self.capacity = capacity.max(1);
+        check_capacity(&mut self.refusal, "queue_capacity", capacity);
+        self.capacity = capacity;
         self
     }
 
@@ -90,10 +105,14 @@ impl ServiceBuilder {
     /// thread (`recv`, or `select!` over its [`receiver`](Service::receiver)).
     /// Monitors see it as Available before this returns.
     ///
-    /// A name, audience or group longer than the dispatcher's
+    /// [`Error::InvalidArgument`] for an empty service name (given to
+    /// [`Dispatcher::service`](crate::Dispatcher::service)), a name,
+    /// audience or group longer than the dispatcher's
     /// [`max_name_len`](crate::DispatcherBuilder::max_name_len) (default
-    /// 255 bytes) is refused with [`Error::InvalidTarget`].
+    /// 255 bytes), or another setting that cannot work (see each setting);
+    /// nothing is registered then.
     pub fn open(self) -> Result<Service> {
+        self.refusal.result()?;
         let max = self.link.config.max_name_len;
         let checked = limits::check_name("service name", &self.name, max)
             .and_then(|()| limits::check_name("service audience", &self.audience, max))
@@ -103,8 +122,7 @@ impl ServiceBuilder {
                     .try_for_each(|g| limits::check_name("group name", g, max))
             });
         if let Err(e) = checked {
-            // TODO(InvalidArgument): switch to Error::InvalidArgument at merge.
-            return Err(Error::InvalidTarget(e));
+            return Err(Error::InvalidArgument(e));
         }
         let agent = self.link.next_agent();
         // Data events are limited to `capacity`; the same again is kept in
@@ -137,7 +155,8 @@ impl ServiceBuilder {
     }
 
     /// Registers the service and runs `handler` for each of its events on a
-    /// worker thread named `netsvc-svc-<name>`.
+    /// worker thread named `netsvc-svc-<name>`. Refuses what
+    /// [`open`](Self::open) refuses.
     ///
     /// A panic in the handler is caught and logged; a request the handler
     /// was answering is failed with code 57, and the worker goes on with the
@@ -306,10 +325,18 @@ impl Service {
     /// Like [`spawn`](Self::spawn) with `threads` worker threads taking
     /// events from the one queue, each as soon as it is free. Events are
     /// then handled concurrently, so their order between threads is not kept.
+    ///
+    /// `threads` = 0 is refused with [`Error::InvalidArgument`] (nobody
+    /// would handle the events); the service is then dropped, so withdrawn.
     pub fn spawn_pool<F>(self, threads: usize, handler: F) -> Result<ServiceHandle>
     where
         F: Fn(&Service, Event) + Send + Sync + 'static,
     {
+        if threads == 0 {
+            return Err(Error::InvalidArgument(
+                "spawn_pool threads must be at least 1, got 0".to_owned(),
+            ));
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let svc = Arc::new(self);
         let handler = Arc::new(handler);
@@ -318,7 +345,7 @@ impl Service {
             link: svc.link.clone(),
             stop: stop.clone(),
         };
-        for i in 0..threads.max(1) {
+        for i in 0..threads {
             let (svc, stop, handler) = (svc.clone(), stop.clone(), handler.clone());
             let name = format!("netsvc-svc-{}-{i}", svc.binding.service_name());
             let worker = std::thread::Builder::new()
@@ -393,7 +420,7 @@ impl Service {
         match limits::check_name(what, s, max) {
             Ok(()) => true,
             Err(e) => {
-                // TODO(InvalidArgument): these calls return nothing to carry it.
+                // (These calls return nothing that could carry the error.)
                 log::warn!("netsvc: {}: ignored, {e}", self.binding);
                 false
             }
@@ -492,7 +519,7 @@ impl Service {
     /// Publishes a report to every subscriber whose pattern matches the
     /// subject, and caches it as `lifetime` says. A subject longer than
     /// [`max_subject_len`](crate::DispatcherBuilder::max_subject_len) is
-    /// refused with [`Error::InvalidTarget`].
+    /// refused with [`Error::InvalidArgument`].
     pub fn publish_report<T: Serialize + ?Sized>(
         &self,
         subject: &str,
@@ -501,6 +528,11 @@ impl Service {
     ) -> Result<()> {
         self.check_subject(subject)?;
         let payload = wire::encode(content)?;
+        let lifetime = match lifetime {
+            // Cached for longer than anyone will wait: for ever.
+            Lifetime::For(d) if d >= crate::dispatcher::NO_LIMIT => Lifetime::Forever,
+            other => other,
+        };
         self.link.send(Command::Publish {
             agent: self.agent(),
             subject: subject.to_owned(),
@@ -513,7 +545,7 @@ impl Service {
     /// delivered only if that agent holds a subscription to this service
     /// whose pattern matches the subject. A subject longer than
     /// [`max_subject_len`](crate::DispatcherBuilder::max_subject_len) is
-    /// refused with [`Error::InvalidTarget`].
+    /// refused with [`Error::InvalidArgument`].
     pub fn send_report<T: Serialize + ?Sized>(
         &self,
         subscriber: &ServiceBinding,
@@ -532,8 +564,7 @@ impl Service {
 
     fn check_subject(&self, subject: &str) -> Result<()> {
         limits::check_name("report subject", subject, self.link.config.max_subject_len)
-            // TODO(InvalidArgument): switch to Error::InvalidArgument at merge.
-            .map_err(Error::InvalidTarget)
+            .map_err(Error::InvalidArgument)
     }
 
     /// Removes this service's cached reports whose subjects match. A
@@ -568,7 +599,10 @@ impl Service {
         self.call_timeout(to, method, args, self.link.config.default_timeout)
     }
 
-    /// Calls a method and waits at most `timeout` for the reply.
+    /// Calls a method and waits at most `timeout` for the reply. A timeout
+    /// of a century or more (up to `Duration::MAX`) means no limit: the
+    /// call still ends with its answer, the destination's withdrawal or the
+    /// dispatcher's shutdown.
     pub fn call_timeout<R, A>(
         &self,
         to: &ServiceBinding,
@@ -647,13 +681,12 @@ impl Service {
     {
         // A method name longer than the limit would be refused by peers.
         limits::check_name("method name", method, self.link.config.max_name_len)
-            // TODO(InvalidArgument): switch to Error::InvalidArgument at merge.
-            .map_err(Error::InvalidTarget)?;
+            .map_err(Error::InvalidArgument)?;
         let conv = self.link.next_conversation();
         let (tx, rx) = crate::oneshot::slot();
         let (tx, payload) = match self.direct_inbox(&spec) {
             Some((inbox, to)) => {
-                let deadline = Instant::now() + spec.timeout;
+                let deadline = crate::dispatcher::deadline(Instant::now(), spec.timeout);
                 let waiting = Waiting {
                     reply: tx,
                     deadline,
@@ -747,11 +780,12 @@ impl Service {
     }
 
     /// Delivers [`Event::Timer(tag)`](Event::Timer) to this service after
-    /// `delay`, in order with its other events.
+    /// `delay`, in order with its other events. A delay of a century or
+    /// more (up to `Duration::MAX`) never fires.
     pub fn start_timer(&self, delay: Duration, tag: u64) {
         self.link.send_quiet(Command::StartTimer {
             agent: self.agent(),
-            at: std::time::Instant::now() + delay,
+            at: crate::dispatcher::deadline(Instant::now(), delay),
             tag,
         });
     }

@@ -167,3 +167,56 @@ fn exchange_connections_have_tcp_keepalive() {
     assert_ne!(timer_of(client_end, server_end), Some(2));
     ds.shutdown();
 }
+
+#[test]
+fn a_dispatcher_that_was_stalled_reads_before_it_judges() {
+    // The server heartbeats every 50 ms and is patient; the client gives a
+    // peer 300 ms. The client's dispatcher is then stalled for well over
+    // 300 ms while the server's heartbeats pile up in its socket: once it
+    // runs again, its overdue liveness check must read them and keep the
+    // link, not drop a healthy peer as dead.
+    let ds = Dispatcher::builder()
+        .name("server")
+        .heartbeat(INTERVAL, Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let ex = Exchange::server(&ds).listen("127.0.0.1:0").unwrap();
+    let echo = ds
+        .service("echo")
+        .spawn(|_s, ev| {
+            if let netsvc::Event::Request(r) = ev {
+                let x: u64 = r.decode().unwrap();
+                let _ = r.reply(&(x + 1));
+            }
+        })
+        .unwrap();
+    let dc = fast("client");
+    let cx = Exchange::client(&dc).connect_once(ex.local_addr()).unwrap();
+    assert_eq!(
+        cx.connections().recv_timeout(WAIT).unwrap().state(),
+        ConnectionState::Active
+    );
+    let me = dc.service("me").open().unwrap();
+    me.monitor_service_name("echo");
+    let echo_b = wait_announcement(&me, "echo", None, netsvc::ServiceStatus::Available)
+        .binding()
+        .clone();
+    assert_eq!(echo_b, *echo.binding());
+
+    let (release, stalled) = crossbeam_channel::bounded::<()>(1);
+    netsvc::stall_dispatcher(&dc, stalled).unwrap();
+    // Heartbeats from the server arrive while the client cannot read them:
+    // wait until several periods' worth has certainly been sent (the
+    // server counts its frames out).
+    let out0 = ds.stats().frames_out;
+    wait_stat(&ds, "frames_out", out0 + 10, |s| s.frames_out);
+    release.send(()).unwrap();
+
+    // A call through the link is handled after the overdue liveness check.
+    let r: u64 = me.call_timeout(&echo_b, "inc", &1u64, WAIT).unwrap();
+    assert_eq!(r, 2);
+    if let Ok(a) = cx.connections().try_recv() {
+        panic!("the link went down after the stall: {a}");
+    }
+    assert_eq!(dc.stats().reconnects, 0);
+}

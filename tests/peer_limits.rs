@@ -327,7 +327,7 @@ fn the_local_api_refuses_what_a_peer_would() {
     let long = "x".repeat(256);
     assert!(matches!(
         d.service(&long).open(),
-        Err(Error::InvalidTarget(e)) if e.contains("service name of 256 bytes, at most 255")
+        Err(Error::InvalidArgument(e)) if e.contains("service name of 256 bytes, at most 255")
     ));
     assert!(d.service("a").audience(&long).open().is_err());
     assert!(d.service("a").group(&long).open().is_err());
@@ -336,13 +336,13 @@ fn the_local_api_refuses_what_a_peer_would() {
     let subject = "s".repeat(1025);
     assert!(matches!(
         publisher.publish_report(&subject, &1u8, Lifetime::None),
-        Err(Error::InvalidTarget(_))
+        Err(Error::InvalidArgument(_))
     ));
     assert!(publisher
         .send_report(sub.binding(), &subject, &1u8)
         .is_err());
     let r: Result<u64> = sub.call(publisher.binding(), &long, &1u8);
-    assert!(matches!(r, Err(Error::InvalidTarget(_))));
+    assert!(matches!(r, Err(Error::InvalidArgument(_))));
     // Calls that return nothing ignore what is too long (with a warning).
     sub.subscribe_reports("pub", &subject);
     sub.subscribe_reports(&long, "*");

@@ -225,4 +225,9 @@ pub(crate) enum Command {
         allowed: bool,
     },
     Shutdown,
+    /// Blocks the dispatcher thread until the receiver receives or
+    /// disconnects (`stall_dispatcher`, for tests only).
+    Stall(crossbeam_channel::Receiver<()>),
+    /// Panics the dispatcher thread (`panic_dispatcher`, for tests only).
+    Panic,
 }

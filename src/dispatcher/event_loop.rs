@@ -13,10 +13,12 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, TrySendError};
 use mio::{Events, Poll, Token};
 
-use super::command::{Command, Destination, MonitorKind, OutgoingCall, PublisherSpec};
+use super::command::{
+    Command, Destination, ExchangeRole, MonitorKind, OutgoingCall, PublisherSpec,
+};
 use super::idmap::IdMap;
 use super::timers::{TimerId, Timers};
-use super::{Counters, Link};
+use super::{deadline, Counters, Link};
 use crate::direct::{Inbox, Waiting};
 use crate::error::{Error, Result};
 use crate::event::{
@@ -177,6 +179,24 @@ pub(crate) struct EventLoop {
     stopping: bool,
 }
 
+impl Drop for EventLoop {
+    /// After [`stop`](Self::stop) nothing is left here. After a panic
+    /// everything is: every local caller still waiting, routed or direct,
+    /// fails with [`Error::Closed`] now rather than waiting out its timeout.
+    /// (Remote callers see their connection close.)
+    fn drop(&mut self) {
+        let counters = &self.link.counters;
+        for (_, p) in self.pending.drain() {
+            if let Caller::Local(tx) = p.caller {
+                counters.hand_over(&tx, Err(Error::Closed));
+            }
+        }
+        for local in self.locals.values() {
+            local.inbox.calls.close(Some(&|| Error::Closed), counters);
+        }
+    }
+}
+
 impl EventLoop {
     pub(crate) fn new(link: Arc<Link>, poll: Poll, commands: Receiver<Command>) -> Self {
         EventLoop {
@@ -216,6 +236,10 @@ impl EventLoop {
                 log::error!("netsvc: poll failed, shutting down: {e}");
                 self.stop();
                 return Err(e.into());
+            }
+            if self.link.stop_now() {
+                self.stop();
+                return Ok(());
             }
             for event in events.iter() {
                 if event.token() != WAKER {
@@ -358,16 +382,24 @@ impl EventLoop {
                     self.deliver(agent, Event::Shutdown, Class::Control);
                 }
                 self.timers
-                    .start(Instant::now() + delay, TimerKind::Shutdown);
+                    .start(deadline(Instant::now(), delay), TimerKind::Shutdown);
             }
             Command::ExchangeOpen {
                 id,
                 group,
-                role,
+                mut role,
                 secret,
                 announce,
                 ack,
             } => {
+                if let ExchangeRole::Client {
+                    retry: Some(delay), ..
+                } = &mut role
+                {
+                    // A delay past any lifetime means: never again (and its
+                    // jitter must not overflow).
+                    *delay = (*delay).min(super::NO_LIMIT);
+                }
                 let _ = ack.send(self.exchange_open(id, group, role, secret, announce));
             }
             Command::ExchangeClose { id, ack } => {
@@ -379,6 +411,10 @@ impl EventLoop {
             }
             Command::Authorised { token, allowed } => self.authorised(token, allowed),
             Command::Shutdown => return Flow::Stop,
+            Command::Stall(release) => {
+                let _ = release.recv();
+            }
+            Command::Panic => panic!("panic_dispatcher: a panic on purpose, for a test"),
         }
         Flow::Continue
     }
@@ -979,18 +1015,22 @@ impl EventLoop {
             return;
         };
         let now = Instant::now();
-        let deadline = now + call.timeout;
-        let timer = self.timers.start(deadline, TimerKind::Call(conv));
-        let mut pending = Pending::new(Caller::Local(call.reply), None, timer, deadline);
+        let until = deadline(now, call.timeout);
+        let timer = self.timers.start(until, TimerKind::Call(conv));
+        let mut pending = Pending::new(Caller::Local(call.reply), None, timer, until);
         if let Some(period) = call.monitor {
             let period = period.max(2 * MIN_PROGRESS);
-            let t = self.timers.start(now + period, TimerKind::Monitor(conv));
+            let t = self
+                .timers
+                .start(deadline(now, period), TimerKind::Monitor(conv));
             pending.monitor = Some((period, t));
         }
         self.pending.insert(conv, pending);
         let opts = RouteOpts {
             oneway: call.oneway,
-            heartbeat: call.monitor.map(|d| (d / 2).max(MIN_PROGRESS)),
+            heartbeat: call
+                .monitor
+                .map(|d| (d / 2).clamp(MIN_PROGRESS, super::NO_LIMIT)),
         };
         match call.to {
             Destination::Agent(b) if self.registry.get(&b.key()).is_none() => {
@@ -1033,7 +1073,7 @@ impl EventLoop {
                 }
                 None => match call.wait {
                     Some(wait) if !wait.is_zero() => {
-                        let at = now + wait.min(call.timeout);
+                        let at = deadline(now, wait.min(call.timeout));
                         let timer = self.timers.start(at, TimerKind::Park(conv));
                         self.parked.push(Parked {
                             conv,
@@ -1135,7 +1175,7 @@ impl EventLoop {
         };
         let timer = self
             .timers
-            .start(Instant::now() + period, TimerKind::Heartbeat(conv));
+            .start(deadline(Instant::now(), period), TimerKind::Heartbeat(conv));
         p.heartbeat = Some((period, timer));
         match p.caller {
             Caller::Local(_) => self.progress(conv),
@@ -1153,7 +1193,7 @@ impl EventLoop {
             self.timers.cancel(timer);
             let timer = self
                 .timers
-                .start(Instant::now() + period, TimerKind::Monitor(conv));
+                .start(deadline(Instant::now(), period), TimerKind::Monitor(conv));
             p.monitor = Some((period, timer));
         } else if let Caller::Remote(token) = p.caller {
             self.send(token, &crate::wire::Message::Progress { conv });
@@ -1227,10 +1267,12 @@ impl EventLoop {
             Ok(()) => {
                 Counters::bump(&self.link.counters.requests_delivered);
                 if let Some(period) = opts.heartbeat {
+                    // A peer says how often; not so often that it costs a spin.
+                    let period = period.max(MIN_PROGRESS);
                     if let Some(p) = self.pending.get_mut(&conv) {
                         let timer = self
                             .timers
-                            .start(Instant::now() + period, TimerKind::Heartbeat(conv));
+                            .start(deadline(Instant::now(), period), TimerKind::Heartbeat(conv));
                         p.heartbeat = Some((period, timer));
                     }
                 }

@@ -91,7 +91,12 @@ impl RpcClient {
         }
     }
 
-    /// The timeout of `call` (default 60 s).
+    /// The timeout of `call` (default 60 s; a century or more, up to
+    /// `Duration::MAX`: no limit, the call still ends when its server
+    /// answers or goes away, or the dispatcher shuts down).
+    ///
+    /// Zero is refused by every `call` and `cast` with
+    /// [`Error::InvalidArgument`]: nothing could be delivered in no time.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.options.timeout = timeout;
         self
@@ -143,7 +148,24 @@ impl RpcClient {
         self.svc.as_ref().as_ref().map_err(|_| Error::Closed)
     }
 
+    /// The options that cannot work, refused by every call and cast.
+    fn check_options(&self) -> Result<()> {
+        let o = &self.options;
+        if o.timeout.is_zero() {
+            return Err(Error::InvalidArgument(
+                "RpcClient timeout must be more than zero, got 0".to_owned(),
+            ));
+        }
+        if o.call_monitor_timeout.is_some_and(|d| d.is_zero()) {
+            return Err(Error::InvalidArgument(
+                "RpcClient call_monitor_timeout must be more than zero, got 0".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
     fn envelope<A: Serialize + ?Sized>(&self, ctx: &Context, args: &A) -> Result<wire::Payload> {
+        self.check_options()?;
         let o = &self.options;
         if let Some(version) = &o.target.version {
             if !self.can_send_version(version) {
@@ -177,7 +199,7 @@ impl RpcClient {
         let wait = match o.retry {
             None => Some(o.timeout),
             Some(0) => None,
-            Some(n) => Some(RETRY_INTERVAL * n),
+            Some(n) => Some(RETRY_INTERVAL.saturating_mul(n)),
         };
         CallSpec {
             to,
@@ -281,7 +303,8 @@ impl Prepare {
         self
     }
 
-    /// Another timeout.
+    /// Another timeout (see [`RpcClient::timeout`]; zero is refused by
+    /// every call and cast).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.client.options.timeout = timeout;
         self
@@ -301,7 +324,8 @@ impl Prepare {
 
     /// The server sends heartbeats while it handles a call; the call fails
     /// with [`Error::Timeout`] if they stop for this long, even if the
-    /// call's own timeout is much longer.
+    /// call's own timeout is much longer. Zero is refused by every call
+    /// with [`Error::InvalidArgument`].
     pub fn call_monitor_timeout(mut self, timeout: Duration) -> Self {
         self.client.options.call_monitor_timeout = Some(timeout);
         self

@@ -324,7 +324,25 @@ impl NotificationListener {
 
     /// Starts listening: one service per topic, each on a thread of its own.
     /// An unknown priority name is [`Error::InvalidTarget`].
+    ///
+    /// No topics at all, or an empty topic or pool name, is
+    /// [`Error::InvalidArgument`]: nothing would be heard.
     pub fn start(self) -> Result<NotificationListenerHandle> {
+        if self.topics.is_empty() {
+            return Err(Error::InvalidArgument(
+                "NotificationListener topics must not be empty".to_owned(),
+            ));
+        }
+        if self.topics.iter().any(String::is_empty) {
+            return Err(Error::InvalidArgument(
+                "NotificationListener topic names must not be empty".to_owned(),
+            ));
+        }
+        if self.pool.as_deref() == Some("") {
+            return Err(Error::InvalidArgument(
+                "NotificationListener pool name must not be empty".to_owned(),
+            ));
+        }
         let mut handlers: HashMap<Priority, Handler> = HashMap::new();
         for (name, h) in self.handlers {
             let p = Priority::parse(&name).ok_or_else(|| {

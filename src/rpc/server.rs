@@ -3,11 +3,11 @@
 use std::fmt;
 use std::sync::Arc;
 
-use super::endpoint::{dispatch, Endpoint, RpcOutcome, RpcRequest};
+use super::endpoint::{dispatch, Endpoint, RpcRequest};
 use super::target::Target;
 use super::Serializer;
 use crate::dispatcher::Dispatcher;
-use crate::error::{RemoteError, Result};
+use crate::error::{codes, Error, Result};
 use crate::event::Event;
 use crate::service::ServiceHandle;
 
@@ -54,8 +54,12 @@ impl RpcServer {
     }
 
     /// How many threads run methods at once (default 1).
+    ///
+    /// 0 is refused by [`start`](Self::start) with
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument): nobody
+    /// would run the methods.
     pub fn threads(mut self, threads: usize) -> Self {
-        self.threads = threads.max(1);
+        self.threads = threads;
         self
     }
 
@@ -66,7 +70,20 @@ impl RpcServer {
     }
 
     /// Registers the server and starts its threads.
+    ///
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for
+    /// `threads(0)` or an empty topic, before anything is registered.
     pub fn start(self) -> Result<RpcServerHandle> {
+        if self.threads == 0 {
+            return Err(Error::InvalidArgument(
+                "RpcServer threads must be at least 1, got 0".to_owned(),
+            ));
+        }
+        if self.target.topic.is_empty() {
+            return Err(Error::InvalidArgument(
+                "RpcServer target topic must not be empty".to_owned(),
+            ));
+        }
         let server = match &self.target.server {
             Some(s) => s.clone(),
             None => self.d.process_id().to_string(),
@@ -89,11 +106,16 @@ impl RpcServer {
                     }
                     dispatch(&endpoints, request.method(), &rpc)
                 }
-                Err(e) => RpcOutcome::Remote(RemoteError {
-                    exc_type: "MessagingError".to_owned(),
-                    value: format!("not an RPC request: {e}"),
-                    traceback: Vec::new(),
-                }),
+                Err(e) => {
+                    // Undecodable (not an RPC request, or a context nested
+                    // too deep): that call fails with code 54, the server
+                    // goes on.
+                    let why = format!("not an RPC request: {e}");
+                    if let Err(e) = request.fail(codes::REQUEST_DECODING_ERROR, why) {
+                        log::warn!("netsvc: RPC failure not sent: {e}");
+                    }
+                    return;
+                }
             };
             if let Err(e) = request.reply(&outcome) {
                 log::warn!("netsvc: RPC reply not sent: {e}");

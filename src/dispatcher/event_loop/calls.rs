@@ -106,6 +106,15 @@ impl Calls {
         self.map.keys()
     }
 
+    /// Takes every pending call out.
+    pub(super) fn drain(
+        &mut self,
+    ) -> std::collections::hash_map::Drain<'_, ConversationId, Pending> {
+        self.by_conn.clear();
+        self.by_target.clear();
+        self.map.drain()
+    }
+
     /// How many pending calls came through that connection.
     pub(super) fn of_conn(&self, token: usize) -> usize {
         self.by_conn.get(&token).map_or(0, HashSet::len)

@@ -1515,7 +1515,6 @@ impl EventLoop {
         };
         self.net.congested.remove(&token);
         self.net.stalled.retain(|t| *t != token);
-        tell_why(&mut conn, why, reason);
         let _ = self.poll.registry().deregister(&mut conn.stream);
         if let Some(t) = conn.handshake_timer.take() {
             self.timers.cancel(t);
@@ -1527,6 +1526,8 @@ impl EventLoop {
         if authenticating || (why == Why::AuthenticationFailed && remote.is_none()) {
             Counters::bump(&self.link.counters.auth_failures);
         }
+        // (Counted first: a peer told why may look at the counters.)
+        tell_why(&mut conn, why, reason);
         if unexpected && conn.state != ConnState::Connecting {
             let peer = conn.peer;
             self.net.warnings.warn(
@@ -1680,7 +1681,10 @@ impl EventLoop {
                 if !oneway && !self.pending.contains_key(&conv) {
                     // A forwarded request coming through us again keeps its
                     // entry (and caller); route_request updates the target.
-                    let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+                    let deadline = crate::dispatcher::deadline(
+                        Instant::now(),
+                        Duration::from_millis(timeout_ms),
+                    );
                     let timer = self.timers.start(deadline, TimerKind::Call(conv));
                     let pending = Pending::new(Caller::Remote(token), Some(to), timer, deadline);
                     self.pending.insert(conv, pending);
