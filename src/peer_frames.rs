@@ -78,8 +78,13 @@ pub fn hello(uid: u64, group: &str) -> Vec<u8> {
 /// `Available`: a service of the peer's with this name, audience, key and
 /// groups.
 pub fn available(name: &str, audience: &str, key: Key, groups: &[&str]) -> Vec<u8> {
+    announce(&binding(name, audience, key, groups))
+}
+
+/// `Available`: announces that binding, as it is.
+pub fn announce(binding: &ServiceBinding) -> Vec<u8> {
     frame(&Message::Available {
-        binding: binding(name, audience, key, groups),
+        binding: binding.clone(),
     })
 }
 
