@@ -246,6 +246,7 @@ impl EventLoop {
                     self.net_event(event);
                 }
             }
+            self.read_stalled();
             // Wake events carry no data: the commands are in the channel.
             // Clear the flag before draining, so a command sent after the
             // drain wakes the next poll.
@@ -541,7 +542,13 @@ impl EventLoop {
                     log::trace!("netsvc: report dropped, queue of agent {agent} is full");
                 } else {
                     Counters::bump(&self.link.counters.events_dropped);
-                    log::warn!("netsvc: queue of agent {agent} is full beyond its reserve; dropped {event:?}");
+                    // (A peer's subscriptions can cause these in any number.)
+                    self.net.warnings.warn(
+                        "dropped",
+                        format_args!(
+                            "queue of agent {agent} is full beyond its reserve; dropped {event:?}"
+                        ),
+                    );
                 }
             }
         }

@@ -42,10 +42,9 @@ pub(super) fn visible(audience: &str, group: &str) -> bool {
     audience == "*" || (!audience.is_empty() && audience == group)
 }
 
-/// How many chunks of input one connection's turn reads at most, before
-/// the others are served (each chunk's frames are handled before the next
-/// is read).
-const CHUNKS_PER_TURN: usize = 4;
+/// How many chunks of input (64 KiB each) one connection's turn reads at
+/// most before the others are served: a flood is read a chunk a turn.
+const CHUNKS_PER_TURN: usize = 1;
 
 /// The largest frame a peer may send before its handshake and
 /// authentication are complete (a hello, a challenge, a proof): what an
@@ -230,7 +229,7 @@ pub(super) struct Net {
     /// Where a report's frame is encoded before it is queued.
     frame: Vec<u8>,
     /// Warnings a peer can cause, at most one line a second per kind.
-    warnings: Warnings,
+    pub(super) warnings: Warnings,
 }
 
 /// How many accepted connections may wait for the `authorise` callback's
@@ -247,7 +246,7 @@ pub(super) struct Warnings {
 }
 
 impl Warnings {
-    fn warn(&mut self, kind: &'static str, line: std::fmt::Arguments<'_>) {
+    pub(super) fn warn(&mut self, kind: &'static str, line: std::fmt::Arguments<'_>) {
         let now = Instant::now();
         let i = match self.kinds.iter().position(|(k, _, _)| *k == kind) {
             Some(i) => i,
@@ -1348,18 +1347,6 @@ impl EventLoop {
     /// Writes what each connection has queued, in as few writes as the
     /// sockets allow; drops a peer whose backlog passes the limit.
     pub(super) fn flush_dirty(&mut self) {
-        self.write_dirty();
-        // Input left unread (a fair share taken, or congestion now over):
-        // read the next share. What it queues goes out on the next turn.
-        if !self.net.congested() && !self.net.stalled.is_empty() {
-            for token in std::mem::take(&mut self.net.stalled) {
-                self.read_conn(token);
-            }
-        }
-    }
-
-    /// Writes what each connection has queued (see [`flush_dirty`](Self::flush_dirty)).
-    fn write_dirty(&mut self) {
         if self.net.dirty.is_empty() {
             return;
         }
@@ -1398,6 +1385,16 @@ impl EventLoop {
         }
         if self.net.dirty.is_empty() {
             self.net.dirty = dirty;
+        }
+    }
+
+    /// Reads the next share of the input left unread (a fair share taken,
+    /// or congestion now over); once a turn, after the turn's events.
+    pub(super) fn read_stalled(&mut self) {
+        if !self.net.congested() && !self.net.stalled.is_empty() {
+            for token in std::mem::take(&mut self.net.stalled) {
+                self.read_conn(token);
+            }
         }
     }
 
