@@ -354,15 +354,18 @@ impl ServerBuilder {
         self
     }
 
-    /// At most this many connections from one IP address may be in their
-    /// handshake at once (default 16). One more makes the oldest of them
-    /// give way: it is closed and counted in
+    /// At most this many connections from one IP address may be stuck in
+    /// their handshake at once (default 16). A handshake counts once it has
+    /// had a quarter of the handshake timeout (at most 500 ms) to complete;
+    /// fresh ones never do, so a burst of honest clients of one host is
+    /// taken whole. One more makes the oldest stuck one give way: it is
+    /// closed and counted in
     /// [`Stats::limits_breached`](crate::Stats::limits_breached). In the
     /// same way, a server with its maximum of connections closes its oldest
-    /// unfinished handshake to take a new one, and refuses the new one only
-    /// when every connection is an established link. So connections that
-    /// never complete a handshake cannot keep others out, however many; an
-    /// established link is never closed to make room.
+    /// stuck handshake to take a new one, and refuses the new one only when
+    /// there is none. So connections that never complete a handshake cannot
+    /// keep others out, however many; an established link is never closed
+    /// to make room.
     pub fn max_handshakes_per_address(mut self, n: usize) -> Self {
         self.limits.max_handshakes_per_address = n.max(1);
         self

@@ -278,11 +278,37 @@ fn silent_connections_give_way_to_a_new_client() {
         let mut b = [0u8; 1];
         let _ = s.read(&mut b);
     }
+    // A handshake counts as stuck, and may be made to give way, once it
+    // has had a quarter of the handshake timeout (at most 500 ms): that
+    // age is the rule itself, so it is waited out.
+    std::thread::sleep(Duration::from_millis(600));
     let d = Dispatcher::new().unwrap();
     let cx = client_once(&d, addr);
     let a = first(&cx);
     assert_eq!(a.state(), ConnectionState::Active, "{a}");
-    assert!(ds.stats().limits_breached >= 32, "{:?}", ds.stats());
+    assert!(ds.stats().limits_breached >= 1, "{:?}", ds.stats());
+}
+
+#[test]
+fn a_burst_of_honest_clients_from_one_address_is_taken_whole() {
+    // More clients than the handshake slots of one address, all at once
+    // (one host's processes reconnecting after a restart): fresh
+    // handshakes never give way, so every one of them gets its link.
+    let ds = Dispatcher::new().unwrap();
+    let ex = Exchange::server(&ds).listen("127.0.0.1:0").unwrap();
+    let addr = ex.local_addr();
+    let clients: Vec<(Dispatcher, Exchange)> = (0..48)
+        .map(|_| {
+            let d = Dispatcher::new().unwrap();
+            let cx = client_once(&d, addr);
+            (d, cx)
+        })
+        .collect();
+    for (_, cx) in &clients {
+        let a = first(cx);
+        assert_eq!(a.state(), ConnectionState::Active, "{a}");
+    }
+    assert_eq!(ds.stats().limits_breached, 0);
 }
 
 #[test]

@@ -42,6 +42,13 @@ pub(super) fn visible(audience: &str, group: &str) -> bool {
     audience == "*" || (!audience.is_empty() && audience == group)
 }
 
+/// How long a connection may be in its handshake before it counts against
+/// its address's handshake slots and may give way to a newer connection: a
+/// quarter of the handshake timeout, at most 500 ms.
+pub(super) fn handshake_grace(timeout: Duration) -> Duration {
+    (timeout / 4).min(Duration::from_millis(500))
+}
+
 /// How many chunks of input (64 KiB each) one connection's turn reads at
 /// most before the others are served: a flood is read a chunk a turn.
 const CHUNKS_PER_TURN: usize = 1;
@@ -633,6 +640,11 @@ impl EventLoop {
         let Some(exch) = self.net.exchanges.get(&id) else {
             return false;
         };
+        // A handshake holds a slot only once it has had time to complete:
+        // a burst of honest clients (all of one host reconnecting after a
+        // restart) is all fresh, and none of it gives way to the rest.
+        let grace = handshake_grace(self.link.config.handshake_timeout);
+        let now = Instant::now();
         let mut oldest_any: Option<(Instant, usize)> = None;
         let mut oldest_here: Option<(Instant, usize)> = None;
         let mut here = 0;
@@ -640,7 +652,8 @@ impl EventLoop {
             let Some(c) = self.net.conns.get(t) else {
                 continue;
             };
-            if matches!(c.state, ConnState::Active { .. }) {
+            let fresh = now.saturating_duration_since(c.opened) < grace;
+            if matches!(c.state, ConnState::Active { .. }) || fresh {
                 continue;
             }
             let entry = Some((c.opened, *t));
@@ -662,6 +675,11 @@ impl EventLoop {
         } else {
             return true;
         };
+        // (Nothing stale to evict: a full server refuses; below the
+        // maximum, fresh handshakes of one address are all taken.)
+        if evict.is_none() && !full {
+            return true;
+        }
         match evict {
             Some((_, t)) => {
                 Counters::bump(&self.link.counters.limits_breached);
