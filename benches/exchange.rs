@@ -47,7 +47,7 @@ const W3_SUBSCRIBERS: usize = 8;
 /// Idle client connections of the memory measurement.
 const IDLE_CLIENTS: u64 = 1000;
 /// The netsvc protocol version the idle connections announce (src/wire.rs).
-const PROTOCOL_VERSION: u16 = 1;
+const PROTOCOL_VERSION: u16 = 2;
 
 // ===================================================================
 // Entry: a role, or the parent.
@@ -778,6 +778,7 @@ fn hello_frame(uid: u64, label: &str) -> Vec<u8> {
     varint(&mut body, label.len() as u64);
     body.extend_from_slice(label.as_bytes());
     varint(&mut body, 0); // group: ""
+    body.push(0); // auth: false (no secret)
     let mut frame = (body.len() as u32).to_be_bytes().to_vec();
     frame.extend_from_slice(&body);
     frame
