@@ -72,6 +72,7 @@ pub(crate) struct Counters {
     pub limits_breached: AtomicU64,
     pub auth_failures: AtomicU64,
     pub casts_dropped: AtomicU64,
+    pub refused_frames: AtomicU64,
 }
 
 impl Counters {
@@ -143,6 +144,11 @@ pub struct Stats {
     /// full queue after their sender was already told they were sent, and
     /// were dropped: counted and logged here, at the receiving dispatcher.
     pub casts_dropped: u64,
+    /// Frames from an exchange peer that it had no right to send, dropped
+    /// (and logged, rate-limited): a reply for a call that was not sent to
+    /// it, or a request reusing the conversation id of a call pending here
+    /// for another caller.
+    pub refused_frames: u64,
 }
 
 /// What the thread that shuts down needs: the threads to join.
@@ -538,6 +544,7 @@ impl Dispatcher {
             limits_breached: get(&c.limits_breached),
             auth_failures: get(&c.auth_failures),
             casts_dropped: get(&c.casts_dropped),
+            refused_frames: get(&c.refused_frames),
         }
     }
 

@@ -128,8 +128,24 @@ pub fn request(
     timeout_ms: u64,
     heartbeat_ms: Option<u64>,
 ) -> Vec<u8> {
+    let conv = (sender.key().process, conv_seq);
+    request_in(conv, sender, to, method, payload, timeout_ms, heartbeat_ms)
+}
+
+/// [`request`] in any conversation `(process uid, sequence)`, someone
+/// else's included (as a peer that tries to take over a call would send).
+#[allow(clippy::too_many_arguments)]
+pub fn request_in(
+    conv: (u64, u64),
+    sender: &ServiceBinding,
+    to: Key,
+    method: &str,
+    payload: &[u8],
+    timeout_ms: u64,
+    heartbeat_ms: Option<u64>,
+) -> Vec<u8> {
     frame(&Message::Request {
-        conv: ConversationId::new(sender.key().process, conv_seq),
+        conv: ConversationId::new(conv.0, conv.1),
         sender: sender.clone(),
         to: to.into(),
         method: method.to_owned(),

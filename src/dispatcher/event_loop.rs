@@ -97,6 +97,9 @@ struct Pending {
     /// Callee side: while the request is handled here, a heartbeat goes to
     /// the caller every period.
     heartbeat: Option<(Duration, TimerId)>,
+    /// The exchange connection the request went out on, if it went to a
+    /// peer: the only one whose reply is taken.
+    via: Option<usize>,
 }
 
 impl Pending {
@@ -108,6 +111,7 @@ impl Pending {
             deadline,
             monitor: None,
             heartbeat: None,
+            via: None,
         }
     }
 }

@@ -1693,6 +1693,13 @@ impl EventLoop {
                     oneway,
                     heartbeat: heartbeat_ms.map(|ms| Duration::from_millis(ms).max(MIN_PROGRESS)),
                 };
+                if self.pending.contains_key(&conv) && !self.sent_to(conv, token) {
+                    // Another caller's call: the id is not this peer's to
+                    // reuse (a request forwarded back through here comes
+                    // from the link the call was sent to, and is kept).
+                    self.refuse_frame(token, "a request reusing a pending conversation id");
+                    return;
+                }
                 if !oneway && !self.pending.contains_key(&conv) {
                     // A forwarded request coming through us again keeps its
                     // entry (and caller); route_request updates the target.
@@ -1725,7 +1732,12 @@ impl EventLoop {
                 );
             }
             Message::Reply { conv, result } => {
-                self.complete(conv, result.map_err(Error::from));
+                // Only the link the call went out on may answer it.
+                if self.sent_to(conv, token) {
+                    self.complete(conv, result.map_err(Error::from));
+                } else {
+                    self.refuse_frame(token, "a reply for a call not sent to it");
+                }
             }
             Message::Subscribe {
                 subscriber,
@@ -1887,6 +1899,22 @@ impl EventLoop {
         self.limit(token, |l| l.max_memory, used, "bytes of connection memory")
     }
 
+    /// Whether the pending call `conv` is being handled through the
+    /// connection `token` (its request went out there).
+    fn sent_to(&self, conv: ConversationId, token: usize) -> bool {
+        self.pending.get(&conv).and_then(|p| p.via) == Some(token)
+    }
+
+    /// Drops a frame the peer had no right to send: counted and logged.
+    fn refuse_frame(&mut self, token: usize, what: &str) {
+        Counters::bump(&self.link.counters.refused_frames);
+        let peer = self.net.conns.get(&token).map(|c| c.peer);
+        self.net.warnings.warn(
+            "refused frame",
+            format_args!("dropped from {peer:?}: {what}"),
+        );
+    }
+
     fn learned_via(&self, key: &AgentKey, token: usize) -> bool {
         matches!(self.registry.get(key).map(|e| e.route), Some(Route::Remote(t)) if t == token)
     }
@@ -1945,6 +1973,11 @@ impl EventLoop {
         relay: Option<&[u8]>,
         opts: RouteOpts,
     ) {
+        if let Some(p) = self.pending.get_mut(&conv) {
+            if !opts.oneway {
+                p.via = Some(token);
+            }
+        }
         match relay {
             Some(raw) => self.push_body(token, raw),
             None => {

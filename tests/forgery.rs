@@ -1,0 +1,109 @@
+//! A peer may answer only the calls sent to it, and may not take over
+//! another caller's conversation: forged replies and hijacking requests
+//! from a raw peer are dropped and counted, and the real answer wins.
+
+mod util;
+
+use std::io::Write;
+use std::time::Duration;
+
+use crossbeam_channel::bounded;
+use netsvc::peer_frames::{self, Key};
+use netsvc::{ConversationId, Dispatcher, Event, Exchange, ServiceStatus};
+use util::*;
+
+/// `(process uid, sequence)` of a conversation id, from its display
+/// (`<16 hex digits>:<decimal>`).
+fn parts(conv: &ConversationId) -> (u64, u64) {
+    let text = conv.to_string();
+    let (p, s) = text.split_once(':').expect("process:seq");
+    (
+        u64::from_str_radix(p, 16).expect("hex process"),
+        s.parse().expect("decimal seq"),
+    )
+}
+
+#[test]
+fn forged_replies_and_hijacking_requests_are_dropped() {
+    // A server whose local caller calls a service of an honest client;
+    // that service holds the request until the test releases it.
+    let ds = Dispatcher::builder().name("server").build().unwrap();
+    let ex = Exchange::server(&ds).listen("127.0.0.1:0").unwrap();
+    let addr = ex.local_addr();
+    let echo = ds
+        .service("echo")
+        .spawn(|_s, ev| {
+            if let Event::Request(r) = ev {
+                let _ = r.reply(&999u64);
+            }
+        })
+        .unwrap();
+
+    let db = Dispatcher::builder().name("honest").build().unwrap();
+    let _cx = Exchange::client(&db)
+        .connect(addr, Duration::from_millis(100))
+        .unwrap();
+    let (conv_tx, conv_rx) = bounded(1);
+    let (release_tx, release_rx) = bounded::<()>(1);
+    let _slow = db
+        .service("slow")
+        .spawn(move |_s, ev| {
+            if let Event::Request(r) = ev {
+                let _ = conv_tx.send(*r.conversation_id());
+                let _ = release_rx.recv_timeout(WAIT);
+                let _ = r.reply(&1u64);
+            }
+        })
+        .unwrap();
+
+    let me = ds.service("me").open().unwrap();
+    me.monitor_service_name("slow");
+    let slow = wait_announcement(&me, "slow", None, ServiceStatus::Available)
+        .binding()
+        .clone();
+    let pending = me.request::<u64, _>(&slow, "m", &0u64).unwrap();
+    let conv = conv_rx.recv_timeout(WAIT).unwrap();
+    let (process, seq) = parts(&conv);
+    assert_eq!(process, ds.process_id().uid());
+
+    // A raw peer, with the server's table (so it knows every key).
+    let mut raw = raw::handshake(addr, 66);
+    let forged = peer_frames::reply(process, seq, &peer_frames::payload(&666u64));
+    for _ in 0..10 {
+        raw.write_all(&forged).unwrap();
+    }
+    wait_stat(&ds, "refused_frames", 10, |s| s.refused_frames);
+    assert!(pending.try_get().is_none(), "a forged reply was taken");
+
+    // The same conversation id, as a request of the raw peer's to echo:
+    // taken, it would move the call to echo (999) and its answer to us.
+    let sender = peer_frames::binding(
+        "raw",
+        "*",
+        Key {
+            process: 66,
+            agent: 1,
+        },
+        &[],
+    );
+    raw.write_all(&peer_frames::announce(&sender)).unwrap();
+    let hijack = peer_frames::request_in(
+        (process, seq),
+        &sender,
+        echo.binding().into(),
+        "m",
+        &peer_frames::payload(&0u64),
+        1000,
+        None,
+    );
+    raw.write_all(&hijack).unwrap();
+    wait_stat(&ds, "refused_frames", 11, |s| s.refused_frames);
+
+    // The honest answer is the one the caller gets.
+    release_tx.send(()).unwrap();
+    let got = pending.wait_timeout(WAIT).unwrap();
+    assert_eq!(got, 1);
+    // And the server still serves the raw peer's own calls.
+    let r: u64 = me.call_timeout(echo.binding(), "m", &0u64, WAIT).unwrap();
+    assert_eq!(r, 999);
+}
