@@ -145,9 +145,9 @@ pub struct Stats {
     /// were dropped: counted and logged here, at the receiving dispatcher.
     pub casts_dropped: u64,
     /// Frames from an exchange peer that it had no right to send, dropped
-    /// (and logged, rate-limited): a reply for a call that was not sent to
-    /// it, or a request reusing the conversation id of a call pending here
-    /// for another caller.
+    /// (and logged, rate-limited): a reply or a heartbeat for a call that
+    /// was not sent to it, or a request reusing the conversation id of a
+    /// call pending here for another caller.
     pub refused_frames: u64,
 }
 

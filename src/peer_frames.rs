@@ -176,6 +176,14 @@ pub fn report(publisher: Key, to: Option<Key>, subject: &str, payload: &[u8]) ->
     })
 }
 
+/// `Progress`: the call `conv_seq` of process `caller` is still being
+/// handled (a heartbeat toward its caller).
+pub fn progress(caller: u64, conv_seq: u64) -> Vec<u8> {
+    frame(&Message::Progress {
+        conv: ConversationId::new(caller, conv_seq),
+    })
+}
+
 /// `Heartbeat`: the link is alive.
 pub fn heartbeat() -> Vec<u8> {
     frame(&Message::Heartbeat)

@@ -1,6 +1,7 @@
 //! A peer may answer only the calls sent to it, and may not take over
 //! another caller's conversation: forged replies and hijacking requests
-//! from a raw peer are dropped and counted, and the real answer wins.
+//! (and heartbeats) from a raw peer are dropped and counted, and the real
+//! answer wins.
 
 mod util;
 
@@ -74,6 +75,9 @@ fn forged_replies_and_hijacking_requests_are_dropped() {
     }
     wait_stat(&ds, "refused_frames", 10, |s| s.refused_frames);
     assert!(pending.try_get().is_none(), "a forged reply was taken");
+    // Nor may it keep the call's heartbeat monitor alive.
+    raw.write_all(&peer_frames::progress(process, seq)).unwrap();
+    wait_stat(&ds, "refused_frames", 11, |s| s.refused_frames);
 
     // The same conversation id, as a request of the raw peer's to echo:
     // taken, it would move the call to echo (999) and its answer to us.
@@ -97,7 +101,7 @@ fn forged_replies_and_hijacking_requests_are_dropped() {
         None,
     );
     raw.write_all(&hijack).unwrap();
-    wait_stat(&ds, "refused_frames", 11, |s| s.refused_frames);
+    wait_stat(&ds, "refused_frames", 12, |s| s.refused_frames);
 
     // The honest answer is the one the caller gets.
     release_tx.send(()).unwrap();

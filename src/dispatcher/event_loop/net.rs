@@ -1719,7 +1719,13 @@ impl EventLoop {
                 }
                 self.route_request(conv, to, method, payload, sender, Some((token, raw)), opts);
             }
-            Message::Progress { conv } => self.progress(conv),
+            // Heartbeats of a call come from where the call went, or not at all.
+            Message::Progress { conv } if self.sent_to(conv, token) => self.progress(conv),
+            // (A late one, for a call already over, is no one's business.)
+            Message::Progress { conv } if !self.pending.contains_key(&conv) => {}
+            Message::Progress { .. } => {
+                self.refuse_frame(token, "a heartbeat for a call not sent to it")
+            }
             Message::Heartbeat => {}
             // (Taken by on_frame; here for completeness.)
             Message::Closing { reason } => self.peer_closing(token, &reason),
