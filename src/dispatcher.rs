@@ -146,8 +146,9 @@ pub struct Stats {
     pub casts_dropped: u64,
     /// Frames from an exchange peer that it had no right to send, dropped
     /// (and logged, rate-limited): a reply or a heartbeat for a call that
-    /// was not sent to it, or a request reusing the conversation id of a
-    /// call pending here for another caller.
+    /// was not sent to it, a request reusing the conversation id of a
+    /// call pending here for another caller, or a report in the name of a
+    /// publisher the peer did not announce.
     pub refused_frames: u64,
 }
 

@@ -111,3 +111,50 @@ fn forged_replies_and_hijacking_requests_are_dropped() {
     let r: u64 = me.call_timeout(echo.binding(), "m", &0u64, WAIT).unwrap();
     assert_eq!(r, 999);
 }
+
+#[test]
+fn reports_in_another_process_name_are_dropped() {
+    let ds = Dispatcher::builder().name("server").build().unwrap();
+    let ex = Exchange::server(&ds).listen("127.0.0.1:0").unwrap();
+    let addr = ex.local_addr();
+    let db = Dispatcher::builder().name("honest").build().unwrap();
+    let _cx = Exchange::client(&db)
+        .connect(addr, Duration::from_millis(100))
+        .unwrap();
+    let publisher = db.service("pub").open().unwrap();
+
+    let sub = ds.service("sub").open().unwrap();
+    sub.monitor_service_name("pub");
+    let pb = wait_announcement(&sub, "pub", None, ServiceStatus::Available)
+        .binding()
+        .clone();
+    sub.subscribe_reports("pub", "t.*");
+    // The publisher hears of the subscription once it is in place.
+    let s = subscription(&publisher);
+    assert_eq!(s.subject(), "t.*");
+
+    // A raw peer publishes in the honest publisher's name.
+    let mut raw = raw::handshake(addr, 67);
+    let forged = peer_frames::report((&pb).into(), None, "t.x", &peer_frames::payload(&666u64));
+    raw.write_all(&forged).unwrap();
+    let to_one = peer_frames::report(
+        (&pb).into(),
+        Some(sub.binding().into()),
+        "t.y",
+        &peer_frames::payload(&667u64),
+    );
+    raw.write_all(&to_one).unwrap();
+    wait_stat(&ds, "refused_frames", 2, |s| s.refused_frames);
+
+    // The genuine report is the first and only one the subscriber gets.
+    publisher
+        .publish_report("t.x", &1u64, netsvc::Lifetime::None)
+        .unwrap();
+    let r = wait_for(&sub, "a report", |e| match e {
+        Event::Report(r) => Some(r),
+        _ => None,
+    });
+    assert_eq!(r.decode::<u64>().unwrap(), 1);
+    assert_eq!(r.publisher(), &pb);
+    assert_quiet(&sub);
+}

@@ -28,6 +28,9 @@ pub(super) struct Fanout {
     pub locals: Vec<AgentId>,
     /// Connections leading to remote subscribers, each once.
     pub remotes: Vec<usize>,
+    /// The connection the publisher was learned through (`None` for a
+    /// local one): the only one its reports may come from.
+    pub from: Option<usize>,
 }
 
 /// The remembered answers, valid for one state of the routing table, the
@@ -104,9 +107,14 @@ impl EventLoop {
         binding: Option<&ServiceBinding>,
         subject: &str,
     ) -> Option<Fanout> {
+        let entry = self.registry.get(&publisher);
+        let from = match entry.map(|e| e.route) {
+            Some(Route::Remote(t)) => Some(t),
+            _ => None,
+        };
         let binding = match binding {
             Some(b) => b.clone(),
-            None => self.registry.get(&publisher)?.binding.clone(),
+            None => entry?.binding.clone(),
         };
         let mut subscribers = std::mem::take(&mut self.scratch);
         subscribers.clear();
@@ -128,6 +136,7 @@ impl EventLoop {
             binding,
             locals,
             remotes,
+            from,
         })
     }
 }

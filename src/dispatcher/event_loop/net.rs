@@ -2046,7 +2046,10 @@ impl EventLoop {
         if let Some(to) = report.to {
             return self.remote_report_to(token, to, report, raw);
         }
-        self.with_fanout(report.publisher, None, report.subject, |this, fanout| {
+        let genuine = self.with_fanout(report.publisher, None, report.subject, |this, fanout| {
+            if fanout.from != Some(token) {
+                return false; // in the name of a publisher not of this link
+            }
             if !fanout.locals.is_empty() {
                 let payload = Payload::from(report.payload);
                 this.deliver_reports(&fanout.locals, &fanout.binding, &fanout.subject, &payload);
@@ -2056,19 +2059,26 @@ impl EventLoop {
                     this.push_body(t, raw);
                 }
             }
+            true
         });
-        // (A publisher withdrawn meanwhile: nobody to deliver for.)
+        // (None: a publisher withdrawn meanwhile, nobody to deliver for.)
+        if genuine == Some(false) {
+            self.refuse_frame(token, "a report in the name of a publisher not of its link");
+        }
     }
 
     /// A report for one subscriber (`send_report` on the far side).
     fn remote_report_to(&mut self, token: usize, to: AgentKey, report: ReportRef<'_>, raw: &[u8]) {
-        let Some(publisher) = self
+        let Some((publisher, route)) = self
             .registry
             .get(&report.publisher)
-            .map(|e| e.binding.clone())
+            .map(|e| (e.binding.clone(), e.route))
         else {
             return; // withdrawn meanwhile
         };
+        if route != Route::Remote(token) {
+            return self.refuse_frame(token, "a report in the name of a publisher not of its link");
+        }
         match self.route_of(&to) {
             Some(Route::Local(agent)) => {
                 let r = Report {
