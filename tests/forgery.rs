@@ -31,14 +31,7 @@ fn forged_replies_and_hijacking_requests_are_dropped() {
     let ds = Dispatcher::builder().name("server").build().unwrap();
     let ex = Exchange::server(&ds).listen("127.0.0.1:0").unwrap();
     let addr = ex.local_addr();
-    let echo = ds
-        .service("echo")
-        .spawn(|_s, ev| {
-            if let Event::Request(r) = ev {
-                let _ = r.reply(&999u64);
-            }
-        })
-        .unwrap();
+    let echo = spawn_u64(&ds, "echo", |_| 999);
 
     let db = Dispatcher::builder().name("honest").build().unwrap();
     let _cx = Exchange::client(&db)

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use netsvc::{ConnectionAnnouncement, ConnectionState, Dispatcher, Exchange, InactiveReason};
 use util::raw;
-use util::WAIT;
+use util::{spawn_u64, WAIT};
 
 /// The first announcement of an exchange.
 fn first(ex: &Exchange) -> ConnectionAnnouncement {
@@ -327,15 +327,7 @@ fn a_slow_authorise_callback_stalls_only_the_connection_it_decides_on() {
         })
         .listen("127.0.0.1:0")
         .unwrap();
-    let echo = ds
-        .service("echo")
-        .spawn(|_s, ev| {
-            if let netsvc::Event::Request(r) = ev {
-                let x: u64 = r.decode().unwrap();
-                let _ = r.reply(&(x + 1));
-            }
-        })
-        .unwrap();
+    let echo = spawn_u64(&ds, "echo", |x| x + 1);
     let d = Dispatcher::new().unwrap();
     let cx = client_once(&d, ex.local_addr());
     assert_eq!(first(&cx).state(), ConnectionState::Active);

@@ -181,15 +181,7 @@ fn a_dispatcher_that_was_stalled_reads_before_it_judges() {
         .build()
         .unwrap();
     let ex = Exchange::server(&ds).listen("127.0.0.1:0").unwrap();
-    let echo = ds
-        .service("echo")
-        .spawn(|_s, ev| {
-            if let netsvc::Event::Request(r) = ev {
-                let x: u64 = r.decode().unwrap();
-                let _ = r.reply(&(x + 1));
-            }
-        })
-        .unwrap();
+    let echo = spawn_u64(&ds, "echo", |x| x + 1);
     let dc = fast("client");
     let cx = Exchange::client(&dc).connect_once(ex.local_addr()).unwrap();
     assert_eq!(

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use netsvc::{
     Dispatcher, Event, PublisherAnnouncement, Report, Request, Service, ServiceAnnouncement,
-    ServiceStatus, Stats, SubscriptionAnnouncement,
+    ServiceHandle, ServiceStatus, Stats, SubscriptionAnnouncement,
 };
 
 /// How long any single wait in a test may take before the test fails.
@@ -151,4 +151,17 @@ pub fn wait_stat(d: &Dispatcher, what: &str, n: u64, get: impl Fn(&Stats) -> u64
 /// [`wait_stat`] for `limits_breached`.
 pub fn wait_breaches(d: &Dispatcher, n: u64) {
     wait_stat(d, "limits_breached", n, |s| s.limits_breached);
+}
+
+/// Spawns a service `name` on `d` that answers every request carrying a
+/// u64 with `answer` of it.
+pub fn spawn_u64(d: &Dispatcher, name: &str, answer: fn(u64) -> u64) -> ServiceHandle {
+    d.service(name)
+        .spawn(move |_s, ev| {
+            if let Event::Request(r) = ev {
+                let x: u64 = r.decode().unwrap_or_default();
+                let _ = r.reply(&answer(x));
+            }
+        })
+        .expect("spawn a service")
 }

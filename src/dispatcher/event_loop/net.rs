@@ -911,8 +911,8 @@ impl EventLoop {
             // before more comes in, and a relay that congests an output
             // stops the reading below. Before the handshake and
             // authentication are done, a peer gets a few KiB, no more.
-            let active = matches!(conn.state, ConnState::Active { .. });
-            let (limit, max) = if active {
+            let mut active = matches!(conn.state, ConnState::Active { .. });
+            let (mut limit, max) = if active {
                 let limit = self.link.config.max_frame_size;
                 (limit, crate::frame::READ_CHUNK.max(rbuf.wanted(limit)))
             } else {
@@ -932,17 +932,18 @@ impl EventLoop {
                 }
             };
             loop {
-                // (The handshake may have completed on the frame before.)
-                let active = self
-                    .net
-                    .conns
-                    .get(&token)
-                    .is_some_and(|c| matches!(c.state, ConnState::Active { .. }));
-                let limit = if active {
-                    self.link.config.max_frame_size
-                } else {
-                    limit
-                };
+                // The handshake may have completed on the frame before:
+                // looked up only until it has (not per frame of a link).
+                if !active {
+                    active = self
+                        .net
+                        .conns
+                        .get(&token)
+                        .is_some_and(|c| matches!(c.state, ConnState::Active { .. }));
+                    if active {
+                        limit = self.link.config.max_frame_size;
+                    }
+                }
                 let body = match rbuf.next_frame(limit) {
                     Ok(Some(body)) => body,
                     Ok(None) => break,
