@@ -149,7 +149,7 @@ struct BindingData {
     audience: String,
     agent: AgentId,
     process: ProcessId,
-    #[serde(deserialize_with = "crate::wire::bounded::strings")]
+    #[serde(deserialize_with = "crate::bounded::strings")]
     groups: Vec<String>,
     /// For an agent of this process: its queue, while it is open (see
     /// `direct.rs`). Never sent: a binding from a peer has none.

@@ -130,6 +130,7 @@
 #![forbid(unsafe_code)]
 
 mod auth;
+mod bounded;
 mod direct;
 mod dispatcher;
 mod error;

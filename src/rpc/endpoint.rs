@@ -154,14 +154,14 @@ pub(crate) struct RpcRequest {
     pub version: Option<String>,
     /// Copied as one buffer, not decoded byte by byte (the same bytes on
     /// the wire as a sequence).
-    #[serde(with = "crate::wire::bounded::bytes")]
+    #[serde(with = "crate::bounded::bytes")]
     pub args: Vec<u8>,
 }
 
 /// The outcome of an RPC request, as the reply's payload.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum RpcOutcome {
-    Ok(#[serde(with = "crate::wire::bounded::bytes")] Vec<u8>),
+    Ok(#[serde(with = "crate::bounded::bytes")] Vec<u8>),
     NoSuchMethod(String),
     UnsupportedVersion(String),
     Remote(RemoteError),
