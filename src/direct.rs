@@ -21,10 +21,10 @@ use std::time::Instant;
 
 use crossbeam_channel::Sender;
 
-use crate::dispatcher::Counters;
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::ids::ConversationId;
+use crate::stats::Counters;
 use crate::wire::Payload;
 
 /// Where a local service's events go, for callers in the same dispatcher.

@@ -10,9 +10,10 @@ use serde::Serialize;
 
 use crate::direct::DirectCalls;
 use crate::dispatcher::command::Command;
-use crate::dispatcher::{Counters, Link};
+use crate::dispatcher::Link;
 use crate::error::{codes, Error, Result, ServiceFailure};
 use crate::ids::{ConversationId, ServiceBinding};
+use crate::stats::Counters;
 use crate::wire::{self, Payload};
 
 /// One thing that happened to a service, delivered in order on its queue.

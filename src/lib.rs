@@ -152,11 +152,12 @@ mod reply;
 mod reports;
 mod rpc;
 mod service;
+mod stats;
 mod wire;
 
 #[doc(hidden)]
 pub use dispatcher::{panic_dispatcher, stall_dispatcher};
-pub use dispatcher::{Dispatcher, DispatcherBuilder, Stats};
+pub use dispatcher::{Dispatcher, DispatcherBuilder};
 pub use error::{codes, Error, RemoteError, Result, ServiceFailure};
 pub use event::{
     Event, Lifetime, PublisherAnnouncement, Report, Request, ServiceAnnouncement, ServiceStatus,
@@ -174,6 +175,7 @@ pub use rpc::{
     Value, DEFAULT_EXCHANGE,
 };
 pub use service::{Service, ServiceBuilder, ServiceHandle};
+pub use stats::Stats;
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

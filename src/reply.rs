@@ -10,10 +10,11 @@ use serde::de::DeserializeOwned;
 
 use crate::direct::DirectCalls;
 use crate::dispatcher::command::Command;
-use crate::dispatcher::{Counters, Link};
+use crate::dispatcher::Link;
 use crate::error::{Error, Result};
 use crate::ids::ConversationId;
 use crate::oneshot::{Empty, Receiver};
+use crate::stats::Counters;
 use crate::wire::{self, Payload};
 
 /// A reply that will come: from [`Service::request`](crate::Service::request).

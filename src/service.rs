@@ -12,13 +12,14 @@ use serde::Serialize;
 
 use crate::direct::{Inbox, Waiting};
 use crate::dispatcher::command::{Command, Destination, MonitorKind, OutgoingCall, PublisherSpec};
-use crate::dispatcher::{check_capacity, join_unless_current, Counters, Link, Refusal};
+use crate::dispatcher::{check_capacity, join_unless_current, Link, Refusal};
 use crate::error::{Error, Result};
 use crate::event::{run_handler, Answer, Event, Lifetime, Request};
 use crate::ids::{ConversationId, ServiceBinding};
 use crate::limits;
 use crate::methods::Methods;
 use crate::reply::PendingReply;
+use crate::stats::Counters;
 use crate::wire;
 
 /// How a call is made: where to, and with which options.

@@ -18,7 +18,7 @@ use super::command::{
 };
 use super::idmap::IdMap;
 use super::timers::{TimerId, Timers};
-use super::{deadline, Counters, Link};
+use super::{deadline, Link};
 use crate::direct::{Inbox, Waiting};
 use crate::error::{Error, Result};
 use crate::event::{
@@ -29,6 +29,7 @@ use crate::ids::{AgentId, AgentKey, ConversationId, ServiceBinding};
 use crate::pattern::Pattern;
 use crate::registry::{Registry, Route};
 use crate::reports::{Reports, Target};
+use crate::stats::Counters;
 use crate::wire::Payload;
 
 /// The shortest period of the heartbeats a callee sends for a call being

@@ -19,7 +19,6 @@ use super::{Caller, Class, EventLoop, Pending, RouteOpts, TimerKind, MIN_PROGRES
 use crate::auth::{self, Secret, Side};
 use crate::dispatcher::command::{Authorise, ExchangeRole, Limits};
 use crate::dispatcher::idmap::IdMap;
-use crate::dispatcher::Counters;
 use crate::error::{Error, Result};
 use crate::event::{Event, Report};
 use crate::exchange::{ConnectionAnnouncement, ConnectionState, InactiveReason as Why};
@@ -27,6 +26,7 @@ use crate::frame::{Fill, ReadBuffer, WriteBuffer};
 use crate::ids::{AgentKey, ConversationId, ProcessId, ServiceBinding};
 use crate::limits;
 use crate::registry::{Ordered, Route};
+use crate::stats::Counters;
 use crate::wire::{self, Hello, Incoming, Message, Payload, ReportRef};
 
 /// Above this much unsent output a connection is congested: its dispatcher

@@ -1,0 +1,104 @@
+//! The dispatcher's counters: [`Counters`], which the dispatcher thread and
+//! the handles bump, and [`Stats`], the public snapshot of them.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::oneshot;
+
+/// Counters, updated by the dispatcher thread, read by
+/// [`Dispatcher::stats`](crate::Dispatcher::stats).
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub requests_delivered: AtomicU64,
+    pub replies_delivered: AtomicU64,
+    pub busy_replies: AtomicU64,
+    pub late_replies: AtomicU64,
+    pub calls_timed_out: AtomicU64,
+    pub reports_published: AtomicU64,
+    pub reports_delivered: AtomicU64,
+    pub reports_dropped: AtomicU64,
+    pub events_dropped: AtomicU64,
+    pub frames_in: AtomicU64,
+    pub frames_out: AtomicU64,
+    pub reconnects: AtomicU64,
+    pub slow_consumers: AtomicU64,
+    pub limits_breached: AtomicU64,
+    pub auth_failures: AtomicU64,
+    pub casts_dropped: AtomicU64,
+    pub refused_frames: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Hands an outcome to a waiting caller, counted in `replies_delivered`
+    /// before the caller can see it (a caller that reads the stats after
+    /// its reply finds it counted); false, and not counted, if the caller
+    /// no longer waits.
+    pub(crate) fn hand_over<T>(&self, to: &oneshot::Sender<T>, outcome: T) -> bool {
+        self.replies_delivered.fetch_add(1, Ordering::Relaxed);
+        let delivered = to.send(outcome).is_ok();
+        if !delivered {
+            self.replies_delivered.fetch_sub(1, Ordering::Relaxed);
+        }
+        delivered
+    }
+}
+
+/// A snapshot of the dispatcher's counters, from
+/// [`Dispatcher::stats`](crate::Dispatcher::stats).
+///
+/// Every count is since the dispatcher started.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Requests put on a service's queue.
+    pub requests_delivered: u64,
+    /// Replies and failures handed back to a waiting caller.
+    pub replies_delivered: u64,
+    /// Requests refused with code 50 because the service's queue was full.
+    pub busy_replies: u64,
+    /// Replies that arrived after their caller had timed out or gone away,
+    /// and were dropped.
+    pub late_replies: u64,
+    /// Calls failed with [`Error::Timeout`](crate::Error::Timeout).
+    pub calls_timed_out: u64,
+    /// Reports published (each counted once, whatever its subscribers).
+    pub reports_published: u64,
+    /// Reports put on a subscriber's queue.
+    pub reports_delivered: u64,
+    /// Reports dropped because a subscriber's queue was full.
+    pub reports_dropped: u64,
+    /// Announcements and timer events dropped because a service's queue
+    /// was full even counting its reserve (see
+    /// [`DispatcherBuilder::queue_capacity`](crate::DispatcherBuilder::queue_capacity)).
+    pub events_dropped: u64,
+    /// Frames received from exchange connections.
+    pub frames_in: u64,
+    /// Frames sent on exchange connections.
+    pub frames_out: u64,
+    /// Exchange client reconnections.
+    pub reconnects: u64,
+    /// Exchange peers disconnected because their outbound buffer passed its limit.
+    pub slow_consumers: u64,
+    /// Exchange peers refused or disconnected for passing a limit: a
+    /// server's limits per connection (connections, services,
+    /// subscriptions, pending calls, groups per service, memory), or the
+    /// dispatcher's lengths of names and subjects (any peer).
+    pub limits_breached: u64,
+    /// Exchange links refused because authentication failed (wrong key, no
+    /// key, or a replayed handshake).
+    pub auth_failures: u64,
+    /// Casts (one-way requests, including notifications) that reached a
+    /// full queue after their sender was already told they were sent, and
+    /// were dropped: counted and logged here, at the receiving dispatcher.
+    pub casts_dropped: u64,
+    /// Frames from an exchange peer that it had no right to send, dropped
+    /// (and logged, rate-limited): a reply or a heartbeat for a call that
+    /// was not sent to it, a request reusing the conversation id of a
+    /// call pending here for another caller, or a report in the name of a
+    /// publisher the peer did not announce.
+    pub refused_frames: u64,
+}
