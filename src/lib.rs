@@ -131,6 +131,7 @@
 
 mod auth;
 mod bounded;
+mod config;
 mod direct;
 mod dispatcher;
 mod error;

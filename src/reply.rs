@@ -93,12 +93,12 @@ impl<T: DeserializeOwned> PendingReply<T> {
             return Err(Error::Closed);
         }
         if let Some((calls, deadline)) = &self.direct {
-            if crate::dispatcher::deadline(Instant::now(), timeout) >= *deadline {
+            if crate::config::deadline(Instant::now(), timeout) >= *deadline {
                 return self.finish(self.recv_until(calls, *deadline));
             }
         }
         let spin = self.direct.is_some();
-        let until = crate::dispatcher::deadline(Instant::now(), timeout);
+        let until = crate::config::deadline(Instant::now(), timeout);
         match self.rx.recv_deadline(Some(until), spin) {
             Ok(result) => self.finish(result),
             Err(Empty::Timeout) => Err(Error::Timeout),

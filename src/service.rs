@@ -10,9 +10,10 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::config::{check_capacity, Refusal};
 use crate::direct::{Inbox, Waiting};
 use crate::dispatcher::command::{Command, Destination, MonitorKind, OutgoingCall, PublisherSpec};
-use crate::dispatcher::{check_capacity, join_unless_current, Link, Refusal};
+use crate::dispatcher::{join_unless_current, Link};
 use crate::error::{Error, Result};
 use crate::event::{run_handler, Answer, Event, Lifetime, Request};
 use crate::ids::{ConversationId, ServiceBinding};
@@ -531,7 +532,7 @@ impl Service {
         let payload = wire::encode(content)?;
         let lifetime = match lifetime {
             // Cached for longer than anyone will wait: for ever.
-            Lifetime::For(d) if d >= crate::dispatcher::NO_LIMIT => Lifetime::Forever,
+            Lifetime::For(d) if d >= crate::config::NO_LIMIT => Lifetime::Forever,
             other => other,
         };
         self.link.send(Command::Publish {
@@ -687,7 +688,7 @@ impl Service {
         let (tx, rx) = crate::oneshot::slot();
         let (tx, payload) = match self.direct_inbox(&spec) {
             Some((inbox, to)) => {
-                let deadline = crate::dispatcher::deadline(Instant::now(), spec.timeout);
+                let deadline = crate::config::deadline(Instant::now(), spec.timeout);
                 let waiting = Waiting {
                     reply: tx,
                     deadline,
@@ -786,7 +787,7 @@ impl Service {
     pub fn start_timer(&self, delay: Duration, tag: u64) {
         self.link.send_quiet(Command::StartTimer {
             agent: self.agent(),
-            at: crate::dispatcher::deadline(Instant::now(), delay),
+            at: crate::config::deadline(Instant::now(), delay),
             tag,
         });
     }

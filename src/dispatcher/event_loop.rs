@@ -18,7 +18,8 @@ use super::command::{
 };
 use super::idmap::IdMap;
 use super::timers::{TimerId, Timers};
-use super::{deadline, Link};
+use super::Link;
+use crate::config::{deadline, NO_LIMIT};
 use crate::direct::{Inbox, Waiting};
 use crate::error::{Error, Result};
 use crate::event::{
@@ -404,7 +405,7 @@ impl EventLoop {
                 {
                     // A delay past any lifetime means: never again (and its
                     // jitter must not overflow).
-                    *delay = (*delay).min(super::NO_LIMIT);
+                    *delay = (*delay).min(NO_LIMIT);
                 }
                 let _ = ack.send(self.exchange_open(id, group, role, secret, announce));
             }
@@ -1040,9 +1041,7 @@ impl EventLoop {
         self.pending.insert(conv, pending);
         let opts = RouteOpts {
             oneway: call.oneway,
-            heartbeat: call
-                .monitor
-                .map(|d| (d / 2).clamp(MIN_PROGRESS, super::NO_LIMIT)),
+            heartbeat: call.monitor.map(|d| (d / 2).clamp(MIN_PROGRESS, NO_LIMIT)),
         };
         match call.to {
             Destination::Agent(b) if self.registry.get(&b.key()).is_none() => {

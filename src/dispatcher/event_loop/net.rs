@@ -1704,10 +1704,8 @@ impl EventLoop {
                 if !oneway && !self.pending.contains_key(&conv) {
                     // A forwarded request coming through us again keeps its
                     // entry (and caller); route_request updates the target.
-                    let deadline = crate::dispatcher::deadline(
-                        Instant::now(),
-                        Duration::from_millis(timeout_ms),
-                    );
+                    let deadline =
+                        crate::config::deadline(Instant::now(), Duration::from_millis(timeout_ms));
                     let timer = self.timers.start(deadline, TimerKind::Call(conv));
                     let pending = Pending::new(Caller::Remote(token), Some(to), timer, deadline);
                     self.pending.insert(conv, pending);
