@@ -132,6 +132,7 @@
 mod auth;
 mod bounded;
 mod config;
+mod connection;
 mod direct;
 mod dispatcher;
 mod error;
@@ -156,6 +157,7 @@ mod service;
 mod stats;
 mod wire;
 
+pub use connection::{ConnectionAnnouncement, ConnectionState, InactiveReason};
 #[doc(hidden)]
 pub use dispatcher::{panic_dispatcher, stall_dispatcher};
 pub use dispatcher::{Dispatcher, DispatcherBuilder};
@@ -164,9 +166,7 @@ pub use event::{
     Event, Lifetime, PublisherAnnouncement, Report, Request, ServiceAnnouncement, ServiceStatus,
     SubscriptionAnnouncement, SubscriptionStatus,
 };
-pub use exchange::{
-    ClientBuilder, ConnectionAnnouncement, ConnectionState, Exchange, InactiveReason, ServerBuilder,
-};
+pub use exchange::{ClientBuilder, Exchange, ServerBuilder};
 pub use ids::{AgentId, ConversationId, ProcessId, ServiceBinding};
 pub use methods::Methods;
 pub use reply::PendingReply;

@@ -146,8 +146,8 @@ pub(crate) enum HelloError {
 
 impl HelloError {
     /// The cause, as a connection announcement names it.
-    pub(crate) fn why(&self) -> crate::exchange::InactiveReason {
-        use crate::exchange::InactiveReason as Why;
+    pub(crate) fn why(&self) -> crate::connection::InactiveReason {
+        use crate::connection::InactiveReason as Why;
         match self {
             HelloError::NotNetsvc => Why::NotNetsvc,
             HelloError::Version(_) => Why::ProtocolVersion,

@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
+use crate::connection::ConnectionAnnouncement;
 use crate::direct::{Inbox, Waiting};
 use crate::error::{Result, ServiceFailure};
 use crate::event::Lifetime;
-use crate::exchange::ConnectionAnnouncement;
 use crate::ids::{AgentId, ConversationId, ServiceBinding};
 use crate::wire::Payload;
 

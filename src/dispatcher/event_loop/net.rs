@@ -17,11 +17,11 @@ use mio::{Interest, Token};
 
 use super::{Caller, Class, EventLoop, Pending, RouteOpts, TimerKind, MIN_PROGRESS};
 use crate::auth::{self, Secret, Side};
+use crate::connection::{ConnectionAnnouncement, ConnectionState, InactiveReason as Why};
 use crate::dispatcher::command::{Authorise, ExchangeRole, Limits};
 use crate::dispatcher::idmap::IdMap;
 use crate::error::{Error, Result};
 use crate::event::{Event, Report};
-use crate::exchange::{ConnectionAnnouncement, ConnectionState, InactiveReason as Why};
 use crate::frame::{Fill, ReadBuffer, WriteBuffer};
 use crate::ids::{AgentKey, ConversationId, ProcessId, ServiceBinding};
 use crate::limits;

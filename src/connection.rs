@@ -1,0 +1,150 @@
+//! The public connection types of an exchange: [`ConnectionAnnouncement`],
+//! [`ConnectionState`] and [`InactiveReason`], made by the dispatcher's
+//! connections and read from [`Exchange::connections`](crate::Exchange::connections).
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use crate::ids::ProcessId;
+
+/// Whether an exchange link is up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConnectionState {
+    /// The link is up: the handshake completed.
+    Active,
+    /// The link was lost, or (on a client) a connection attempt failed.
+    Inactive,
+}
+
+/// Why an exchange link went down, or a connection attempt failed: the
+/// cause carried by an [`Inactive`](ConnectionState::Inactive)
+/// [`ConnectionAnnouncement`] (with a sentence of detail beside it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum InactiveReason {
+    /// The connection was refused: nothing listens at the address.
+    Refused,
+    /// The address could not be reached, or connecting failed otherwise.
+    Unreachable,
+    /// The peer does not speak netsvc (its first bytes are not a netsvc
+    /// handshake).
+    NotNetsvc,
+    /// The peer speaks another version of the exchange protocol.
+    ProtocolVersion,
+    /// The peer's exchange group is not this exchange's.
+    GroupMismatch,
+    /// Authentication failed: a wrong secret, a secret on one side only, or
+    /// a proof that does not check.
+    AuthenticationFailed,
+    /// The handshake did not complete within the time allowed.
+    HandshakeTimeout,
+    /// Nothing arrived from the peer for the dead-peer timeout: presumed dead.
+    HeartbeatTimeout,
+    /// The peer did not read what was sent to it fast enough.
+    SlowConsumer,
+    /// The peer closed the connection (or reset it).
+    ClosedByPeer,
+    /// The peer passed one of this side's limits (frame size, services,
+    /// subscriptions, names, memory...).
+    LimitBreached,
+    /// The peer sent bytes that are not a valid frame or message.
+    BadInput,
+    /// Reading or writing the socket failed.
+    Io,
+    /// This side closed the link: the exchange was closed or the dispatcher
+    /// stopped.
+    Closed,
+}
+
+impl InactiveReason {
+    /// The reason as a short phrase, as it is displayed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InactiveReason::Refused => "connection refused",
+            InactiveReason::Unreachable => "unreachable",
+            InactiveReason::NotNetsvc => "not a netsvc peer",
+            InactiveReason::ProtocolVersion => "protocol version mismatch",
+            InactiveReason::GroupMismatch => "exchange group mismatch",
+            InactiveReason::AuthenticationFailed => "authentication failed",
+            InactiveReason::HandshakeTimeout => "handshake timeout",
+            InactiveReason::HeartbeatTimeout => "heartbeat timeout",
+            InactiveReason::SlowConsumer => "slow consumer",
+            InactiveReason::ClosedByPeer => "closed by peer",
+            InactiveReason::LimitBreached => "limit breached",
+            InactiveReason::BadInput => "bad input",
+            InactiveReason::Io => "I/O error",
+            InactiveReason::Closed => "closed",
+        }
+    }
+}
+
+impl fmt::Display for InactiveReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A link of an exchange came up or went down.
+///
+/// An `Active` announcement is made only once the handshake, and
+/// authentication where a secret is set, have completed on this side. An
+/// `Inactive` one says why ([`reason`](Self::reason), [`detail`](Self::detail)).
+/// It displays as `ACTIVE <process> (<address>)` or
+/// `INACTIVE <process or -> (<address>): <reason>: <detail>`.
+#[derive(Debug, Clone)]
+pub struct ConnectionAnnouncement {
+    pub(crate) state: ConnectionState,
+    pub(crate) remote_process: Option<ProcessId>,
+    pub(crate) remote_address: SocketAddr,
+    pub(crate) reason: Option<InactiveReason>,
+    pub(crate) detail: String,
+}
+
+impl fmt::Display for ConnectionAnnouncement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.state {
+            ConnectionState::Active => "ACTIVE",
+            ConnectionState::Inactive => "INACTIVE",
+        };
+        match &self.remote_process {
+            Some(p) => write!(f, "{state} {p} ({})", self.remote_address)?,
+            None => write!(f, "{state} - ({})", self.remote_address)?,
+        }
+        if let Some(reason) = self.reason {
+            write!(f, ": {reason}")?;
+            if !self.detail.is_empty() {
+                write!(f, ": {}", self.detail)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ConnectionAnnouncement {
+    /// Active or Inactive.
+    pub fn state(&self) -> ConnectionState {
+        self.state
+    }
+
+    /// The process at the other end, once the handshake told it; `None`
+    /// for a failed attempt.
+    pub fn remote_process(&self) -> Option<&ProcessId> {
+        self.remote_process.as_ref()
+    }
+
+    /// The peer's socket address.
+    pub fn remote_address(&self) -> SocketAddr {
+        self.remote_address
+    }
+
+    /// Why the link went down or the attempt failed; `None` for `Active`.
+    pub fn reason(&self) -> Option<InactiveReason> {
+        self.reason
+    }
+
+    /// A sentence on the cause, for logs and people (empty for `Active`):
+    /// for instance `"peer's exchange group is \"a\", ours is \"b\""`.
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
+}
