@@ -1,287 +1,23 @@
 //! The [`Dispatcher`]: one thread that owns all routing state.
 
-pub(crate) mod command;
 mod event_loop;
 mod idmap;
 mod timers;
 
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread::{JoinHandle, ThreadId};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, TrySendError};
+use crossbeam_channel::Receiver;
 
-use crate::config::{check_capacity, deadline, Config, Refusal, NO_LIMIT};
+use crate::config::{check_capacity, Config, Refusal, NO_LIMIT};
 use crate::error::{Error, Result};
-use crate::ids::{AgentId, ConversationId, ProcessId, ServiceBinding};
+use crate::ids::{ProcessId, ServiceBinding};
+use crate::mailbox::command::Command;
+use crate::mailbox::Link;
 use crate::service::ServiceBuilder;
-use crate::stats::{Counters, Stats};
-use command::Command;
-
-/// How many commands may wait for the dispatcher before senders block. A
-/// sender blocked here is pushed back on, never dropped. (crossbeam makes
-/// every slot up front: 65,536 slots cost each dispatcher 11 MiB.)
-const COMMAND_CAPACITY: usize = 4096;
-
-/// What the thread that shuts down needs: the threads to join.
-#[derive(Default)]
-struct Lifecycle {
-    thread: Option<JoinHandle<Result<()>>>,
-    dispatcher_thread: Option<ThreadId>,
-    exited: bool,
-    /// Why the dispatcher thread failed (panicked, or its poll failed).
-    failure: Option<String>,
-    workers: HashMap<AgentId, Vec<JoinHandle<()>>>,
-}
-
-/// What every handle shares with the dispatcher thread: the command channel,
-/// the waker, identities, counters and the threads to join.
-pub(crate) struct Link {
-    commands: Sender<Command>,
-    /// The same channel's receiving end: once the dispatcher has exited,
-    /// whoever finds a command stuck in it drops it, so that the answer
-    /// channels it carries disconnect and their waiters return.
-    leftovers: Receiver<Command>,
-    /// Set as the dispatcher thread leaves (on every path, a panic
-    /// included): commands are refused from then on.
-    closed: AtomicBool,
-    /// Set by a shutdown that could not queue its command: the dispatcher
-    /// stops at its next turn.
-    stop_now: AtomicBool,
-    waker: mio::Waker,
-    /// Set by a sender that woke the dispatcher; cleared by the dispatcher
-    /// before it drains the commands, so a wake is issued at most once per drain.
-    wake_pending: AtomicBool,
-    pub(crate) process: ProcessId,
-    next_id: AtomicU64,
-    pub(crate) counters: Counters,
-    pub(crate) config: Config,
-    lifecycle: Mutex<Lifecycle>,
-    exited: Condvar,
-}
-
-impl Link {
-    /// How long a user thread waits for the dispatcher to take a command
-    /// or answer one: the longest it can legitimately stall (a congested
-    /// peer holds it for at most the dead-peer timeout) plus the handshake
-    /// timeout as a margin.
-    pub(crate) fn stall_limit(&self) -> Duration {
-        self.config
-            .dead_peer_timeout
-            .saturating_add(self.config.handshake_timeout)
-    }
-
-    /// Drops every command left in the channel after the dispatcher exited.
-    fn drop_leftovers(&self) {
-        while let Ok(cmd) = self.leftovers.try_recv() {
-            drop(cmd);
-        }
-    }
-
-    /// Sends a command to the dispatcher and wakes it if it may be asleep.
-    ///
-    /// [`Error::Closed`] at once if the dispatcher has exited;
-    /// [`Error::Timeout`] if its queue stays full for the
-    /// [`stall_limit`](Self::stall_limit).
-    pub(crate) fn send(&self, cmd: Command) -> Result<()> {
-        self.send_by(cmd, None)
-    }
-
-    /// [`send`](Self::send), waiting for room in the queue until `by`
-    /// (`None`: the stall limit from now).
-    fn send_by(&self, cmd: Command, by: Option<Instant>) -> Result<()> {
-        if self.closed.load(Ordering::SeqCst) {
-            return Err(Error::Closed);
-        }
-        if event_loop::on_dispatcher_thread() {
-            // The dispatcher never waits on itself: a full queue here would
-            // be a deadlock, so the command is refused instead.
-            match self.commands.try_send(cmd) {
-                Ok(()) => {}
-                Err(TrySendError::Full(_)) => {
-                    log::warn!(
-                        "netsvc: command queue full on the dispatcher thread; command dropped"
-                    );
-                    return Err(Error::Closed);
-                }
-                Err(TrySendError::Disconnected(_)) => return Err(Error::Closed),
-            }
-        } else {
-            let sent = match self.commands.try_send(cmd) {
-                Ok(()) => Ok(()),
-                Err(TrySendError::Full(cmd)) => {
-                    let by = by.unwrap_or_else(|| deadline(Instant::now(), self.stall_limit()));
-                    self.commands.send_deadline(cmd, by)
-                }
-                Err(TrySendError::Disconnected(cmd)) => Err(SendTimeoutError::Disconnected(cmd)),
-            };
-            match sent {
-                Ok(()) => {}
-                Err(SendTimeoutError::Timeout(_)) => {
-                    log::warn!(
-                        "netsvc: dispatcher {} took no command for {:?}; command not sent",
-                        self.process,
-                        self.stall_limit()
-                    );
-                    return Err(Error::Timeout);
-                }
-                Err(SendTimeoutError::Disconnected(_)) => return Err(Error::Closed),
-            }
-        }
-        if self.closed.load(Ordering::SeqCst) {
-            // The dispatcher left meanwhile: this command (and any other
-            // left behind) will never be taken.
-            self.drop_leftovers();
-            return Err(Error::Closed);
-        }
-        if !self.wake_pending.swap(true, Ordering::AcqRel) {
-            if let Err(e) = self.waker.wake() {
-                log::error!("netsvc: cannot wake the dispatcher: {e}");
-                return Err(Error::Io(e));
-            }
-        }
-        Ok(())
-    }
-
-    /// [`send`](Self::send) for paths that have nobody to report to (drops).
-    pub(crate) fn send_quiet(&self, cmd: Command) {
-        let _ = self.send(cmd);
-    }
-
-    /// Sends a command that carries its own answer channel and waits for
-    /// it, at most the [`stall_limit`](Self::stall_limit) in all:
-    /// [`Error::Timeout`] past it, [`Error::Closed`] as soon as the
-    /// dispatcher has exited.
-    pub(crate) fn ask<T>(&self, make: impl FnOnce(Sender<T>) -> Command) -> Result<T> {
-        let by = deadline(Instant::now(), self.stall_limit());
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        self.send_by(make(tx), Some(by))?;
-        match rx.recv_deadline(by) {
-            Ok(answer) => Ok(answer),
-            Err(RecvTimeoutError::Disconnected) => Err(Error::Closed),
-            Err(RecvTimeoutError::Timeout) => {
-                log::warn!(
-                    "netsvc: dispatcher {} did not answer within {:?}",
-                    self.process,
-                    self.stall_limit()
-                );
-                Err(Error::Timeout)
-            }
-        }
-    }
-
-    pub(crate) fn next_id(&self) -> u64 {
-        self.next_id.fetch_add(1, Ordering::Relaxed)
-    }
-
-    pub(crate) fn next_agent(&self) -> AgentId {
-        AgentId(self.next_id.fetch_add(1, Ordering::Relaxed))
-    }
-
-    pub(crate) fn next_conversation(&self) -> ConversationId {
-        ConversationId::new(
-            self.process.uid(),
-            self.next_id.fetch_add(1, Ordering::Relaxed),
-        )
-    }
-
-    fn lifecycle(&self) -> MutexGuard<'_, Lifecycle> {
-        // A panic while holding this lock leaves plain data behind: go on.
-        self.lifecycle.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub(crate) fn add_worker(&self, agent: AgentId, handle: JoinHandle<()>) {
-        let mut l = self.lifecycle();
-        if l.exited {
-            // Shut down meanwhile: the worker ends as soon as its queue
-            // disconnects; join it here so that no thread is left behind.
-            drop(l);
-            join_unless_current(handle.thread().id(), handle);
-        } else {
-            l.workers.entry(agent).or_default().push(handle);
-        }
-    }
-
-    pub(crate) fn take_workers(&self, agent: AgentId) -> Vec<JoinHandle<()>> {
-        self.lifecycle().workers.remove(&agent).unwrap_or_default()
-    }
-
-    /// Called by the dispatcher thread as it leaves, on every path: no
-    /// command is taken from now on, those left are dropped (their waiters
-    /// return), and whoever waits for the exit is told, with `failure`.
-    fn mark_exited(&self, failure: Option<String>) {
-        self.closed.store(true, Ordering::SeqCst);
-        self.drop_leftovers();
-        let mut l = self.lifecycle();
-        l.exited = true;
-        l.failure = failure;
-        drop(l);
-        self.exited.notify_all();
-    }
-
-    /// Why the dispatcher thread failed, once it has exited.
-    fn failure(&self) -> Option<String> {
-        self.lifecycle().failure.clone()
-    }
-
-    /// Stops the dispatcher thread and joins it and every worker thread,
-    /// except the calling thread itself. Idempotent.
-    pub(crate) fn shutdown(&self) {
-        if let Err(Error::Timeout) = self.send(Command::Shutdown) {
-            // The queue stayed full: stop at the next turn instead.
-            self.stop_now.store(true, Ordering::SeqCst);
-            if let Err(e) = self.waker.wake() {
-                log::error!("netsvc: cannot wake the dispatcher: {e}");
-            }
-        }
-        let me = std::thread::current().id();
-        let mut l = self.lifecycle();
-        if l.dispatcher_thread == Some(me) {
-            return; // a drop on the dispatcher thread: it is leaving anyway
-        }
-        if let Some(handle) = l.thread.take() {
-            drop(l);
-            // The thread logged its own failure, if any.
-            if let Err(p) = handle.join() {
-                log::error!(
-                    "netsvc: dispatcher thread panicked outside its loop: {}",
-                    crate::event::panic_message(p.as_ref())
-                );
-            }
-            l = self.lifecycle();
-        }
-        while !l.exited {
-            l = self.exited.wait(l).unwrap_or_else(|e| e.into_inner());
-        }
-        let workers: Vec<_> = l.workers.drain().flat_map(|(_, h)| h).collect();
-        drop(l);
-        for handle in workers {
-            join_unless_current(handle.thread().id(), handle);
-        }
-    }
-
-    /// Whether the dispatcher thread has left its loop.
-    pub(crate) fn has_exited(&self) -> bool {
-        self.lifecycle().exited
-    }
-
-    /// Blocks until the dispatcher thread has left its loop.
-    fn wait_exited(&self) {
-        let mut l = self.lifecycle();
-        while !l.exited {
-            l = self.exited.wait(l).unwrap_or_else(|e| e.into_inner());
-        }
-    }
-}
-
-pub(crate) fn join_unless_current(id: ThreadId, handle: JoinHandle<()>) {
-    if id != std::thread::current().id() && handle.join().is_err() {
-        log::error!("netsvc: a worker thread panicked outside its handler");
-    }
-}
+use crate::stats::Stats;
 
 /// Shuts the dispatcher down when the last [`Dispatcher`] handle is dropped.
 struct LastHandle(Arc<Link>);
@@ -619,23 +355,9 @@ impl DispatcherBuilder {
         self.refusal.result()?;
         let poll = mio::Poll::new()?;
         let waker = mio::Waker::new(poll.registry(), event_loop::WAKER)?;
-        let (tx, rx): (Sender<Command>, Receiver<Command>) =
-            crossbeam_channel::bounded(COMMAND_CAPACITY);
         let process = ProcessId::new(&self.config.name);
-        let link = Arc::new(Link {
-            commands: tx,
-            leftovers: rx.clone(),
-            closed: AtomicBool::new(false),
-            stop_now: AtomicBool::new(false),
-            waker,
-            wake_pending: AtomicBool::new(false),
-            process,
-            next_id: AtomicU64::new(1),
-            counters: Counters::default(),
-            config: self.config,
-            lifecycle: Mutex::new(Lifecycle::default()),
-            exited: Condvar::new(),
-        });
+        let (link, rx) = Link::new(waker, process, self.config);
+        let link = Arc::new(link);
         let thread_link = link.clone();
         let handle = std::thread::Builder::new()
             .name("netsvc-dispatcher".to_owned())
@@ -663,27 +385,12 @@ impl DispatcherBuilder {
                     Some(why) => Err(Error::DispatcherFailed(why)),
                 }
             })?;
-        {
-            let mut l = link.lifecycle();
-            l.dispatcher_thread = Some(handle.thread().id());
-            l.thread = Some(handle);
-        }
+        link.set_thread(handle);
         log::debug!("netsvc: dispatcher {} started", link.process);
         Ok(Dispatcher {
             _last: Arc::new(LastHandle(link.clone())),
             link,
         })
-    }
-}
-
-impl Link {
-    pub(crate) fn wake_pending(&self) -> &AtomicBool {
-        &self.wake_pending
-    }
-
-    /// Whether a shutdown asked the dispatcher to stop without a command.
-    pub(crate) fn stop_now(&self) -> bool {
-        self.stop_now.load(Ordering::SeqCst)
     }
 }
 

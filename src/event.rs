@@ -9,10 +9,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::direct::DirectCalls;
-use crate::dispatcher::command::Command;
-use crate::dispatcher::Link;
 use crate::error::{codes, Error, Result, ServiceFailure};
 use crate::ids::{ConversationId, ServiceBinding};
+use crate::mailbox::command::Command;
+use crate::mailbox::Link;
 use crate::stats::Counters;
 use crate::wire::{self, Payload};
 

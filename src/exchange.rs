@@ -16,9 +16,10 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::auth::Secret;
 use crate::connection::ConnectionAnnouncement;
-use crate::dispatcher::command::{Authorise, Command, ExchangeRole, Limits};
-use crate::dispatcher::{Dispatcher, Link};
+use crate::dispatcher::Dispatcher;
 use crate::error::{Error, Result};
+use crate::mailbox::command::{Authorise, Command, ExchangeRole, Limits};
+use crate::mailbox::Link;
 
 /// How many connection announcements wait unread before newer ones are
 /// dropped (they are notices; the routing state does not depend on them).
@@ -312,14 +313,6 @@ pub struct ClientBuilder {
     link: Arc<Link>,
     group: String,
     secret: Option<Secret>,
-}
-
-impl fmt::Debug for Link {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Link")
-            .field("process", &self.process)
-            .finish()
-    }
 }
 
 impl ClientBuilder {

@@ -144,6 +144,7 @@ pub mod fuzzing;
 mod fuzzing_frames;
 mod ids;
 mod limits;
+mod mailbox;
 mod methods;
 mod oneshot;
 mod pattern;

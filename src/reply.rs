@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 
 use crate::direct::DirectCalls;
-use crate::dispatcher::command::Command;
-use crate::dispatcher::Link;
 use crate::error::{Error, Result};
 use crate::ids::ConversationId;
+use crate::mailbox::command::Command;
+use crate::mailbox::Link;
 use crate::oneshot::{Empty, Receiver};
 use crate::stats::Counters;
 use crate::wire::{self, Payload};

@@ -12,12 +12,12 @@ use serde::Serialize;
 
 use crate::config::{check_capacity, Refusal};
 use crate::direct::{Inbox, Waiting};
-use crate::dispatcher::command::{Command, Destination, MonitorKind, OutgoingCall, PublisherSpec};
-use crate::dispatcher::{join_unless_current, Link};
 use crate::error::{Error, Result};
 use crate::event::{run_handler, Answer, Event, Lifetime, Request};
 use crate::ids::{ConversationId, ServiceBinding};
 use crate::limits;
+use crate::mailbox::command::{Command, Destination, MonitorKind, OutgoingCall, PublisherSpec};
+use crate::mailbox::{join_unless_current, Link};
 use crate::methods::Methods;
 use crate::reply::PendingReply;
 use crate::stats::Counters;

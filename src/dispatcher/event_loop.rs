@@ -5,7 +5,6 @@ mod calls;
 mod fanout;
 mod net;
 
-use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,12 +12,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, TrySendError};
 use mio::{Events, Poll, Token};
 
-use super::command::{
-    Command, Destination, ExchangeRole, MonitorKind, OutgoingCall, PublisherSpec,
-};
 use super::idmap::IdMap;
 use super::timers::{TimerId, Timers};
-use super::Link;
 use crate::config::{deadline, NO_LIMIT};
 use crate::direct::{Inbox, Waiting};
 use crate::error::{Error, Result};
@@ -27,6 +22,10 @@ use crate::event::{
     ServiceStatus, SubscriptionAnnouncement, SubscriptionStatus,
 };
 use crate::ids::{AgentId, AgentKey, ConversationId, ServiceBinding};
+use crate::mailbox::command::{
+    Command, Destination, ExchangeRole, MonitorKind, OutgoingCall, PublisherSpec,
+};
+use crate::mailbox::{Link, ON_DISPATCHER};
 use crate::pattern::Pattern;
 use crate::registry::{Registry, Route};
 use crate::reports::{Reports, Target};
@@ -44,15 +43,6 @@ pub(crate) const WAKER: Token = Token(0);
 /// At most this many commands are handled between two polls, so timers and
 /// sockets are served even while senders flood the queue.
 const COMMANDS_PER_TURN: usize = 4096;
-
-thread_local! {
-    static ON_DISPATCHER: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Whether the calling thread is a dispatcher thread.
-pub(crate) fn on_dispatcher_thread() -> bool {
-    ON_DISPATCHER.with(Cell::get)
-}
 
 /// A service of this dispatcher, as the dispatcher sees it.
 struct Local {

@@ -11,9 +11,9 @@ use super::endpoint::{RpcOutcome, RpcRequest};
 use super::target::{version_is_compatible, Target};
 use super::value::Context;
 use super::Serializer;
-use crate::dispatcher::command::Destination;
 use crate::dispatcher::Dispatcher;
 use crate::error::{Error, Result};
+use crate::mailbox::command::Destination;
 use crate::service::{CallSpec, Service};
 use crate::wire;
 

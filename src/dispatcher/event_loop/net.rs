@@ -18,13 +18,13 @@ use mio::{Interest, Token};
 use super::{Caller, Class, EventLoop, Pending, RouteOpts, TimerKind, MIN_PROGRESS};
 use crate::auth::{self, Secret, Side};
 use crate::connection::{ConnectionAnnouncement, ConnectionState, InactiveReason as Why};
-use crate::dispatcher::command::{Authorise, ExchangeRole, Limits};
 use crate::dispatcher::idmap::IdMap;
 use crate::error::{Error, Result};
 use crate::event::{Event, Report};
 use crate::frame::{Fill, ReadBuffer, WriteBuffer};
 use crate::ids::{AgentKey, ConversationId, ProcessId, ServiceBinding};
 use crate::limits;
+use crate::mailbox::command::{Authorise, ExchangeRole, Limits};
 use crate::registry::{Ordered, Route};
 use crate::stats::Counters;
 use crate::wire::{self, Hello, Incoming, Message, Payload, ReportRef};
@@ -713,7 +713,7 @@ impl EventLoop {
                                 false
                             });
                     if link
-                        .send(crate::dispatcher::command::Command::Authorised { token, allowed })
+                        .send(crate::mailbox::command::Command::Authorised { token, allowed })
                         .is_err()
                     {
                         return; // the dispatcher has stopped
