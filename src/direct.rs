@@ -1,12 +1,13 @@
 //! Calls between services of one dispatcher, straight from the caller's
 //! thread onto the callee's queue and back, without the dispatcher thread.
 //!
-//! The dispatcher still owns routing: it makes an [`Inbox`] when a service
-//! opens and holds the only strong reference to it. The service's bindings
-//! carry a weak one. A caller that holds a binding of a live local service
-//! puts the request on its queue itself, and the handler answers the caller
-//! itself: two threads instead of three, which on two cores is the
-//! difference between a spin and a sleep per hop.
+//! The dispatcher still owns routing: it holds the only strong reference to
+//! a service's `Inbox` (its queue, in `mailbox/inbox.rs`, made when the
+//! service opens). The service's bindings carry a weak one. A caller that
+//! holds a binding of a live local service puts the request on its queue
+//! itself, and the handler answers the caller itself: two threads instead
+//! of three, which on two cores is the difference between a spin and a
+//! sleep per hop.
 //!
 //! What the dispatcher would otherwise do for such a call is done here:
 //! the queue's capacity (busy, code 50), the deadline (the caller's own
@@ -19,24 +20,10 @@ use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
-use crossbeam_channel::Sender;
-
 use crate::error::{Error, Result};
-use crate::event::Event;
 use crate::ids::ConversationId;
 use crate::stats::Counters;
 use crate::wire::Payload;
-
-/// Where a local service's events go, for callers in the same dispatcher.
-pub(crate) struct Inbox {
-    /// The process (dispatcher) uid the service belongs to: a binding used
-    /// with another dispatcher's service goes through that dispatcher.
-    pub process: u64,
-    pub events: Sender<Event>,
-    /// Requests are refused as busy once this many events are queued.
-    pub capacity: usize,
-    pub calls: std::sync::Arc<DirectCalls>,
-}
 
 /// The callers waiting for answers from one service, by conversation.
 #[derive(Default)]
@@ -115,15 +102,6 @@ impl DirectCalls {
                 counters.hand_over(&w.reply, Err(why()));
             }
         }
-    }
-}
-
-impl std::fmt::Debug for Inbox {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Inbox")
-            .field("queued", &self.events.len())
-            .field("capacity", &self.capacity)
-            .finish()
     }
 }
 

@@ -1,5 +1,6 @@
 //! Identities: processes, agents, conversations, and service bindings.
 
+use std::any::Any;
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::{BuildHasher, Hash, Hasher};
@@ -8,8 +9,6 @@ use std::sync::{Arc, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-
-use crate::direct::Inbox;
 
 /// The identity of one [`Dispatcher`](crate::Dispatcher): unique per
 /// dispatcher, also between dispatchers of one OS process, and between
@@ -151,10 +150,12 @@ struct BindingData {
     process: ProcessId,
     #[serde(deserialize_with = "crate::bounded::strings")]
     groups: Vec<String>,
-    /// For an agent of this process: its queue, while it is open (see
-    /// `direct.rs`). Never sent: a binding from a peer has none.
+    /// For an agent of this process: its queue, while it is open (an
+    /// `Inbox`, see `mailbox/inbox.rs` and `direct.rs`; erased here, so that
+    /// identities need not know what a queue holds). Never sent: a binding
+    /// from a peer has none.
     #[serde(skip)]
-    inbox: Option<Weak<Inbox>>,
+    inbox: Option<Weak<dyn Any + Send + Sync>>,
 }
 
 impl ServiceBinding {
@@ -183,7 +184,7 @@ impl ServiceBinding {
         agent: AgentId,
         process: ProcessId,
         groups: Vec<String>,
-        inbox: Weak<Inbox>,
+        inbox: Weak<dyn Any + Send + Sync>,
     ) -> Self {
         ServiceBinding(Arc::new(BindingData {
             name,
@@ -196,8 +197,8 @@ impl ServiceBinding {
     }
 
     /// The queue of the agent if it is a service of this process and still
-    /// open.
-    pub(crate) fn inbox(&self) -> Option<Arc<Inbox>> {
+    /// open (`Inbox::of` gives it its type back).
+    pub(crate) fn queue(&self) -> Option<Arc<dyn Any + Send + Sync>> {
         self.0.inbox.as_ref().and_then(Weak::upgrade)
     }
 

@@ -4,6 +4,7 @@
 //! the [`Command`]s sent on it.
 
 pub(crate) mod command;
+pub(crate) mod inbox;
 
 use std::cell::Cell;
 use std::collections::HashMap;

@@ -11,12 +11,13 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::config::{check_capacity, Refusal};
-use crate::direct::{Inbox, Waiting};
+use crate::direct::Waiting;
 use crate::error::{Error, Result};
 use crate::event::{run_handler, Answer, Event, Lifetime, Request};
 use crate::ids::{ConversationId, ServiceBinding};
 use crate::limits;
 use crate::mailbox::command::{Command, Destination, MonitorKind, OutgoingCall, PublisherSpec};
+use crate::mailbox::inbox::Inbox;
 use crate::mailbox::{join_unless_current, Link};
 use crate::methods::Methods;
 use crate::reply::PendingReply;
@@ -142,7 +143,7 @@ impl ServiceBuilder {
             agent,
             self.link.process.clone(),
             self.groups,
-            Arc::downgrade(&inbox),
+            Inbox::downgrade(&inbox),
         );
         self.link.ask(|ack| Command::Open {
             binding: binding.clone(),
@@ -729,7 +730,7 @@ impl Service {
         if spec.oneway || spec.monitor.is_some() {
             return None;
         }
-        let inbox = to.inbox()?;
+        let inbox = Inbox::of(to)?;
         (inbox.process == self.link.process.uid()).then(|| (inbox, to.clone()))
     }
 

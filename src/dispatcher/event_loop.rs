@@ -15,7 +15,7 @@ use mio::{Events, Poll, Token};
 use super::idmap::IdMap;
 use super::timers::{TimerId, Timers};
 use crate::config::{deadline, NO_LIMIT};
-use crate::direct::{Inbox, Waiting};
+use crate::direct::Waiting;
 use crate::error::{Error, Result};
 use crate::event::{
     Answer, Event, Lifetime, PublisherAnnouncement, Report, Request, ServiceAnnouncement,
@@ -25,6 +25,7 @@ use crate::ids::{AgentId, AgentKey, ConversationId, ServiceBinding};
 use crate::mailbox::command::{
     Command, Destination, ExchangeRole, MonitorKind, OutgoingCall, PublisherSpec,
 };
+use crate::mailbox::inbox::Inbox;
 use crate::mailbox::{Link, ON_DISPATCHER};
 use crate::pattern::Pattern;
 use crate::registry::{Registry, Route};

@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
+use super::inbox::Inbox;
 use crate::connection::ConnectionAnnouncement;
-use crate::direct::{Inbox, Waiting};
+use crate::direct::Waiting;
 use crate::error::{Result, ServiceFailure};
 use crate::event::Lifetime;
 use crate::ids::{AgentId, ConversationId, ServiceBinding};
