@@ -8,11 +8,9 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::direct::DirectCalls;
+use crate::direct::{DirectCalls, Waiting};
 use crate::error::{codes, Error, Result, ServiceFailure};
 use crate::ids::{ConversationId, ServiceBinding};
-use crate::mailbox::command::Command;
-use crate::mailbox::Link;
 use crate::stats::Counters;
 use crate::wire::{self, Payload};
 
@@ -81,12 +79,50 @@ pub struct Request {
     pub(crate) sender: ServiceBinding,
     pub(crate) receiver: ServiceBinding,
     pub(crate) payload: Payload,
-    pub(crate) link: Arc<Link>,
+    pub(crate) link: Arc<dyn Responder>,
     pub(crate) answered: bool,
     /// A cast: nobody waits for an answer.
     pub(crate) oneway: bool,
     /// The way back to the caller.
     pub(crate) answer: Answer,
+}
+
+/// What a [`Request`] needs of the dispatcher it came from, to answer, fail
+/// or forward it through that dispatcher.
+///
+/// The dispatcher's `Link` (in `mailbox.rs`) implements it, each method
+/// sending the dispatcher one command; a request holds it as
+/// `Arc<dyn Responder>`. It exists so that the event types, which the
+/// mailbox's commands carry, do not import the mailbox above them.
+pub(crate) trait Responder: Send + Sync {
+    /// The dispatcher's counters.
+    fn counters(&self) -> &Counters;
+
+    /// Whether the dispatcher thread has left its loop.
+    fn has_exited(&self) -> bool;
+
+    /// Hands the dispatcher the outcome of a call it holds.
+    fn reply(
+        &self,
+        conv: ConversationId,
+        result: std::result::Result<Payload, ServiceFailure>,
+    ) -> Result<()>;
+
+    /// Tells the dispatcher that a call it tracks was answered straight to
+    /// its caller (and counted, if `delivered`): it forgets the call.
+    fn done(&self, conv: ConversationId, delivered: bool) -> Result<()>;
+
+    /// Passes a request on to `to` with the original sender; a `caller`
+    /// that called directly is tracked by the dispatcher from then on.
+    fn forward(
+        &self,
+        conv: ConversationId,
+        to: ServiceBinding,
+        method: String,
+        payload: Payload,
+        sender: ServiceBinding,
+        caller: Option<Waiting>,
+    ) -> Result<()>;
 }
 
 /// How the outcome of a request travels back to its caller.
@@ -105,36 +141,40 @@ pub(crate) enum Answer {
 
 /// A request dropped by a panicking handler: its conversation, the way
 /// back, the link, and the name of the service that held it.
-type Stashed = (ConversationId, Answer, Arc<Link>, String);
+type Stashed = (ConversationId, Answer, Arc<dyn Responder>, String);
 
 /// Sends a failure back to a caller, whichever way it waits.
-fn send_failure(conv: ConversationId, answer: Answer, link: &Link, failure: ServiceFailure) {
+fn send_failure(
+    conv: ConversationId,
+    answer: Answer,
+    link: &dyn Responder,
+    failure: ServiceFailure,
+) {
     match answer {
         Answer::Direct(calls) => {
             let _ = settle(link, &calls, conv, Err(Error::Service(failure)));
         }
-        Answer::Dispatcher | Answer::Tracked(_) => link.send_quiet(Command::Reply {
-            conv,
-            result: Err(failure),
-        }),
+        Answer::Dispatcher | Answer::Tracked(_) => {
+            let _ = link.reply(conv, Err(failure));
+        }
     }
 }
 
 /// Hands an outcome to a direct caller, counting it as the dispatcher would
 /// and, like a reply through it, [`Error::Closed`] once it has stopped.
 fn settle(
-    link: &Link,
+    link: &dyn Responder,
     calls: &DirectCalls,
     conv: ConversationId,
     result: Result<Payload>,
 ) -> Result<()> {
-    if calls.answer(&conv, result, &link.counters) {
+    if calls.answer(&conv, result, link.counters()) {
         return Ok(());
     }
     if link.has_exited() {
         return Err(Error::Closed);
     }
-    Counters::bump(&link.counters.late_replies);
+    Counters::bump(&link.counters().late_replies);
     Ok(())
 }
 
@@ -158,7 +198,7 @@ pub(crate) fn run_handler<F: FnOnce()>(f: F) -> std::thread::Result<()> {
             let failure = ServiceFailure::new(codes::APPLICATION_ERROR, "application error")
                 .with_origin(origin)
                 .with_details(format!("handler panicked: {message}"));
-            send_failure(conv, answer, &link, failure);
+            send_failure(conv, answer, &*link, failure);
         }
     }
     result
@@ -242,17 +282,14 @@ impl Request {
         match (result, answer) {
             (result, Answer::Direct(calls)) => {
                 let result = result.map_err(|f| Error::Service(self.with_origin(f)));
-                settle(&self.link, &calls, conv, result)
+                settle(&*self.link, &calls, conv, result)
             }
             (Ok(payload), Answer::Tracked(tx)) => {
-                let delivered = self.link.counters.hand_over(&tx, Ok(payload));
-                self.link.send(Command::Done { conv, delivered })
+                let delivered = self.link.counters().hand_over(&tx, Ok(payload));
+                self.link.done(conv, delivered)
             }
-            (Err(failure), _) => self.link.send(Command::Reply {
-                conv,
-                result: Err(self.with_origin(failure)),
-            }),
-            (ok, Answer::Dispatcher) => self.link.send(Command::Reply { conv, result: ok }),
+            (Err(failure), _) => self.link.reply(conv, Err(self.with_origin(failure))),
+            (ok, Answer::Dispatcher) => self.link.reply(conv, ok),
         }
     }
 
@@ -292,20 +329,20 @@ impl Request {
                 Some(waiting) => Some(waiting),
                 None => {
                     // Timed out or failed meanwhile: nobody to forward for.
-                    Counters::bump(&self.link.counters.late_replies);
+                    Counters::bump(&self.link.counters().late_replies);
                     return Ok(());
                 }
             },
             _ => None,
         };
-        self.link.send(Command::Forward {
-            conv: self.conv,
-            to: to.clone(),
+        self.link.forward(
+            self.conv,
+            to.clone(),
             method,
-            payload: self.payload.clone(),
-            sender: self.sender.clone(),
+            self.payload.clone(),
+            self.sender.clone(),
             caller,
-        })
+        )
     }
 
     fn failure(&self, code: i32, description: impl Into<String>) -> ServiceFailure {
@@ -339,14 +376,14 @@ impl Drop for Request {
                 let failure = ServiceFailure::new(codes::APPLICATION_ERROR, "application error")
                     .with_origin(origin)
                     .with_details("dropped by a panicking thread");
-                send_failure(self.conv, answer, &self.link, failure);
+                send_failure(self.conv, answer, &*self.link, failure);
             }
             return;
         }
         let failure = self
             .failure(codes::RESPONSE_ABORTED, "response aborted")
             .with_details("request dropped without an answer");
-        send_failure(self.conv, answer, &self.link, failure);
+        send_failure(self.conv, answer, &*self.link, failure);
     }
 }
 

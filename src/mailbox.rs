@@ -17,9 +17,12 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, TrySendError};
 
 use crate::config::{deadline, Config};
-use crate::error::{Error, Result};
-use crate::ids::{AgentId, ConversationId, ProcessId};
+use crate::direct::Waiting;
+use crate::error::{Error, Result, ServiceFailure};
+use crate::event::Responder;
+use crate::ids::{AgentId, ConversationId, ProcessId, ServiceBinding};
 use crate::stats::Counters;
+use crate::wire::Payload;
 use command::Command;
 
 thread_local! {
@@ -346,5 +349,48 @@ impl fmt::Debug for Link {
         f.debug_struct("Link")
             .field("process", &self.process)
             .finish()
+    }
+}
+
+/// A request answers through the dispatcher it came from with commands on
+/// this link.
+impl Responder for Link {
+    fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    fn has_exited(&self) -> bool {
+        Link::has_exited(self)
+    }
+
+    fn reply(
+        &self,
+        conv: ConversationId,
+        result: std::result::Result<Payload, ServiceFailure>,
+    ) -> Result<()> {
+        self.send(Command::Reply { conv, result })
+    }
+
+    fn done(&self, conv: ConversationId, delivered: bool) -> Result<()> {
+        self.send(Command::Done { conv, delivered })
+    }
+
+    fn forward(
+        &self,
+        conv: ConversationId,
+        to: ServiceBinding,
+        method: String,
+        payload: Payload,
+        sender: ServiceBinding,
+        caller: Option<Waiting>,
+    ) -> Result<()> {
+        self.send(Command::Forward {
+            conv,
+            to,
+            method,
+            payload,
+            sender,
+            caller,
+        })
     }
 }
