@@ -25,6 +25,10 @@ use crate::stats::Counters;
 use crate::wire::Payload;
 use command::Command;
 
+/// The link's log lines keep the target they had when it was part of the
+/// dispatcher's module, so that filters and logs naming it still see them.
+const LOG_TARGET: &str = "netsvc::dispatcher";
+
 thread_local! {
     /// Set by the dispatcher thread as its loop starts.
     pub(crate) static ON_DISPATCHER: Cell<bool> = const { Cell::new(false) };
@@ -149,6 +153,7 @@ impl Link {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) => {
                     log::warn!(
+                        target: LOG_TARGET,
                         "netsvc: command queue full on the dispatcher thread; command dropped"
                     );
                     return Err(Error::Closed);
@@ -168,6 +173,7 @@ impl Link {
                 Ok(()) => {}
                 Err(SendTimeoutError::Timeout(_)) => {
                     log::warn!(
+                        target: LOG_TARGET,
                         "netsvc: dispatcher {} took no command for {:?}; command not sent",
                         self.process,
                         self.stall_limit()
@@ -185,7 +191,7 @@ impl Link {
         }
         if !self.wake_pending.swap(true, Ordering::AcqRel) {
             if let Err(e) = self.waker.wake() {
-                log::error!("netsvc: cannot wake the dispatcher: {e}");
+                log::error!(target: LOG_TARGET, "netsvc: cannot wake the dispatcher: {e}");
                 return Err(Error::Io(e));
             }
         }
@@ -210,6 +216,7 @@ impl Link {
             Err(RecvTimeoutError::Disconnected) => Err(Error::Closed),
             Err(RecvTimeoutError::Timeout) => {
                 log::warn!(
+                    target: LOG_TARGET,
                     "netsvc: dispatcher {} did not answer within {:?}",
                     self.process,
                     self.stall_limit()
@@ -280,7 +287,7 @@ impl Link {
             // The queue stayed full: stop at the next turn instead.
             self.stop_now.store(true, Ordering::SeqCst);
             if let Err(e) = self.waker.wake() {
-                log::error!("netsvc: cannot wake the dispatcher: {e}");
+                log::error!(target: LOG_TARGET, "netsvc: cannot wake the dispatcher: {e}");
             }
         }
         let me = std::thread::current().id();
@@ -293,6 +300,7 @@ impl Link {
             // The thread logged its own failure, if any.
             if let Err(p) = handle.join() {
                 log::error!(
+                    target: LOG_TARGET,
                     "netsvc: dispatcher thread panicked outside its loop: {}",
                     crate::event::panic_message(p.as_ref())
                 );
@@ -327,7 +335,7 @@ impl Link {
 /// own service).
 pub(crate) fn join_unless_current(id: ThreadId, handle: JoinHandle<()>) {
     if id != std::thread::current().id() && handle.join().is_err() {
-        log::error!("netsvc: a worker thread panicked outside its handler");
+        log::error!(target: LOG_TARGET, "netsvc: a worker thread panicked outside its handler");
     }
 }
 
