@@ -1,4 +1,5 @@
-//! What a service receives: [`Event`] and the values it carries.
+//! What a service receives: [`Event`] and the values it carries, and how a
+//! [`Request`] answers its caller (the `Responder` its dispatcher gives it).
 
 use std::cell::RefCell;
 use std::fmt;

@@ -1,7 +1,8 @@
-//! The way into a dispatcher thread: the [`Link`] that every handle shares
-//! with it (its command channel and waker, the identities it hands out, its
-//! counters and configuration, and the threads to join at shutdown), and
-//! the [`Command`]s sent on it.
+//! The ways in: into a dispatcher thread, the [`Link`] that every handle
+//! shares with it (its command channel and waker, the identities it hands
+//! out, its counters and configuration, and the threads to join at
+//! shutdown) and the [`Command`]s sent on it; into a service's queue, the
+//! [`Inbox`](inbox::Inbox) that local callers put their requests on.
 
 pub(crate) mod command;
 pub(crate) mod inbox;
