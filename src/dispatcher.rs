@@ -1,9 +1,35 @@
 //! The [`Dispatcher`]: one thread that owns all routing state.
+//!
+//! Who owns what, and which way data flows (each layer imports only the
+//! layers below it):
+//!
+//! ```text
+//!  public handles   Dispatcher  Service  Exchange  MemoryLink  PendingReply  RPC
+//!                        |  commands (bounded channel) + waker  ^  replies, events
+//!                        v                                      |  (oneshots, queues)
+//!  event loop       dispatcher/event_loop.rs: polls, takes commands, runs timers,
+//!                   hands each to the core or to a transport
+//!                        |                                  ^
+//!                        v                                  |
+//!  routing core     routing/: registry, reports and their cache, pending and
+//!                   parked calls, the core's timers; every routing decision,
+//!                   no I/O. Knows links as PeerIds.
+//!                        |  Outbox: frames to carry,        ^  peer_up, frame,
+//!                        v  links to close                  |  peer_down
+//!  transports       transport/exchange.rs (handshake, auth, heartbeats,
+//!                   per-link output and flow control) over transport/stream.rs
+//!                   (TCP); transport/memory.rs (two dispatchers, no sockets)
+//!                        |                                  ^
+//!                        v                                  |
+//!  foundation       wire (encoding), frame, ids, error, auth, limits, pattern
+//! ```
+//!
+//! Local services are reached by the core through their queues (an event
+//! for a full queue is refused, never waited on), and they answer through
+//! the commands channel or straight to a local caller (`direct`).
 
 pub(crate) mod command;
 mod event_loop;
-mod idmap;
-mod timers;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -806,7 +832,7 @@ impl DispatcherBuilder {
                 // is marked and every caller released (the loop's drop
                 // fails the calls it held).
                 let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    event_loop::EventLoop::new(thread_link.clone(), poll, rx).run()
+                    event_loop::EventLoop::new(thread_link.clone(), poll, rx)?.run()
                 }));
                 let failure = match run {
                     Ok(Ok(())) => None,
@@ -839,6 +865,16 @@ impl DispatcherBuilder {
 }
 
 impl Link {
+    /// Wakes the dispatcher thread (from another dispatcher's: an
+    /// in-memory link carried frames to it), at most once per drain.
+    pub(crate) fn wake(&self) {
+        if !self.wake_pending.swap(true, Ordering::AcqRel) {
+            if let Err(e) = self.waker.wake() {
+                log::error!("netsvc: cannot wake the dispatcher: {e}");
+            }
+        }
+    }
+
     pub(crate) fn wake_pending(&self) -> &AtomicBool {
         &self.wake_pending
     }

@@ -141,16 +141,18 @@ pub mod fuzzing;
 mod fuzzing_frames;
 mod ids;
 mod limits;
+mod memory;
 mod methods;
 mod oneshot;
 mod pattern;
 #[doc(hidden)]
 pub mod peer_frames;
-mod registry;
 mod reply;
-mod reports;
+mod routing;
 mod rpc;
 mod service;
+mod transport;
+mod warnings;
 mod wire;
 
 #[doc(hidden)]
@@ -165,6 +167,7 @@ pub use exchange::{
     ClientBuilder, ConnectionAnnouncement, ConnectionState, Exchange, InactiveReason, ServerBuilder,
 };
 pub use ids::{AgentId, ConversationId, ProcessId, ServiceBinding};
+pub use memory::MemoryLink;
 pub use methods::Methods;
 pub use reply::PendingReply;
 pub use rpc::{

@@ -417,6 +417,28 @@ pub(crate) fn encode_frame(message: &Message) -> Result<Vec<u8>> {
     })
 }
 
+/// Appends a message's frame (prefix and body) to `out`, straight into it;
+/// on error `out` is left as it was.
+pub(crate) fn encode_frame_into(out: &mut Vec<u8>, message: &Message) -> Result<()> {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    let encoded = bincode::serde::encode_into_std_write(message, &mut *out, config())
+        .map_err(|e| Error::Encode(e.to_string()))
+        .and_then(|n| {
+            u32::try_from(n).map_err(|_| Error::Encode("message larger than 4 GiB".into()))
+        });
+    match encoded {
+        Ok(len) => {
+            out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+            Ok(())
+        }
+        Err(e) => {
+            out.truncate(start);
+            Err(e)
+        }
+    }
+}
+
 /// Appends to `out` the frame (prefix and body) of a
 /// [`Message::Report`] with these fields, byte for byte what
 /// [`encode_frame`] makes of one, without building the message (its subject
