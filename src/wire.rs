@@ -417,12 +417,13 @@ pub(crate) fn encode_frame(message: &Message) -> Result<Vec<u8>> {
     })
 }
 
-/// Appends a message's frame (prefix and body) to `out`, straight into it;
-/// on error `out` is left as it was.
-pub(crate) fn encode_frame_into(out: &mut Vec<u8>, message: &Message) -> Result<()> {
+/// Appends to `out` a frame of `value` encoded as bincode: its length
+/// prefix, then its bytes, straight into `out`. On error `out` is left as
+/// it was.
+fn encode_prefixed(out: &mut Vec<u8>, value: impl Serialize) -> Result<()> {
     let start = out.len();
     out.extend_from_slice(&[0; 4]);
-    let encoded = bincode::serde::encode_into_std_write(message, &mut *out, config())
+    let encoded = bincode::serde::encode_into_std_write(value, &mut *out, config())
         .map_err(|e| Error::Encode(e.to_string()))
         .and_then(|n| {
             u32::try_from(n).map_err(|_| Error::Encode("message larger than 4 GiB".into()))
@@ -439,6 +440,12 @@ pub(crate) fn encode_frame_into(out: &mut Vec<u8>, message: &Message) -> Result<
     }
 }
 
+/// Appends a message's frame (prefix and body) to `out`, straight into it;
+/// on error `out` is left as it was.
+pub(crate) fn encode_frame_into(out: &mut Vec<u8>, message: &Message) -> Result<()> {
+    encode_prefixed(out, message)
+}
+
 /// Appends to `out` the frame (prefix and body) of a
 /// [`Message::Report`] with these fields, byte for byte what
 /// [`encode_frame`] makes of one, without building the message (its subject
@@ -450,24 +457,7 @@ pub(crate) fn encode_report_frame(
     subject: &str,
     payload: &Payload,
 ) -> Result<()> {
-    let start = out.len();
-    out.extend_from_slice(&[0; 4]);
-    let fields = (REPORT_TAG, publisher, to, subject, payload);
-    let encoded = bincode::serde::encode_into_std_write(fields, &mut *out, config())
-        .map_err(|e| Error::Encode(e.to_string()))
-        .and_then(|n| {
-            u32::try_from(n).map_err(|_| Error::Encode("message larger than 4 GiB".into()))
-        });
-    match encoded {
-        Ok(len) => {
-            out[start..start + 4].copy_from_slice(&len.to_be_bytes());
-            Ok(())
-        }
-        Err(e) => {
-            out.truncate(start);
-            Err(e)
-        }
-    }
+    encode_prefixed(out, (REPORT_TAG, publisher, to, subject, payload))
 }
 
 impl Serialize for Payload {

@@ -90,26 +90,7 @@ fn dispatcher(name: &str) -> Dispatcher {
 
 /// A spawned service of audience "*" answering with twice its u64 argument.
 fn doubler(d: &Dispatcher, name: &str) -> ServiceHandle {
-    d.service(name)
-        .spawn(|_svc, ev| {
-            if let Event::Request(r) = ev {
-                let x: u64 = r.decode().unwrap();
-                let _ = r.reply(&(x * 2));
-            }
-        })
-        .unwrap()
-}
-
-/// Waits until a service named `name` is Available in `d`; its binding.
-fn await_service(d: &Dispatcher, name: &str) -> ServiceBinding {
-    let watcher = d
-        .service(&format!("watch-{name}"))
-        .audience("")
-        .open()
-        .unwrap();
-    watcher.monitor_service_name(name);
-    let a = wait_announcement(&watcher, name, None, ServiceStatus::Available);
-    a.binding().clone()
+    spawn_u64(d, name, |x| x * 2)
 }
 
 /// Calls the doubler `name` of another dispatcher from `d`: once answered,
@@ -305,7 +286,7 @@ fn groups_and_cached_reports(via: Via) {
     let _worker = worker
         .spawn(|_svc, ev| {
             if let Event::Request(r) = ev {
-                let x: u64 = r.decode().unwrap();
+                let x: u64 = r.decode().unwrap_or_default();
                 let _ = r.reply(&(x * 2));
             }
         })

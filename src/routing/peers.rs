@@ -78,8 +78,6 @@ pub(crate) struct PeerInfo {
     /// between its clients and holds each to its limits); `None` on a
     /// client (its one link carries the whole exchange's table).
     pub limits: Option<Limits>,
-    /// How the link is named in logs (the peer's address, for instance).
-    pub label: String,
 }
 
 /// Bytes of state a peer made this process hold, counted against its
@@ -92,9 +90,13 @@ pub(crate) struct Usage {
     pub hidden_bytes: usize,
 }
 
-/// One peer, as the core keeps it while its link is up.
+/// One peer, as the core keeps it while its link is up (boxed in the map:
+/// a server holds one per client, idle ones included).
 pub(crate) struct Peer {
-    pub info: PeerInfo,
+    pub remote: ProcessId,
+    /// The exchange it belongs to (its group and limits are in
+    /// [`Peers::scopes`]).
+    pub exchange: u64,
     /// Agents learned through this link, in order.
     pub learned: Ordered<AgentKey>,
     pub usage: Usage,
@@ -103,11 +105,23 @@ pub(crate) struct Peer {
     pub closing: bool,
 }
 
+/// What the peers of one exchange share.
+pub(crate) struct Scope {
+    /// The exchange group: which audiences its links show.
+    pub group: String,
+    /// On the server side, its limits (see [`PeerInfo::limits`]).
+    pub limits: Option<Limits>,
+    /// How many of its peers are up (the scope goes with the last).
+    pub peers: usize,
+}
+
 /// Every peer whose link is up, and the subscribers known only through
 /// their subscriptions.
 #[derive(Default)]
 pub(crate) struct Peers {
-    pub map: IdMap<PeerId, Peer>,
+    pub map: IdMap<PeerId, Box<Peer>>,
+    /// By exchange id.
+    pub scopes: IdMap<u64, Scope>,
     /// Remote agents known only as subscribers (their audience hides them
     /// from the registry): where to send their reports.
     pub hidden: HashMap<AgentKey, (ServiceBinding, PeerId)>,

@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::peers::{Peer, PeerId, PeerInfo, Usage};
+use super::peers::{Peer, PeerId, PeerInfo, Scope, Usage};
 use super::registry::{Ordered, Route};
 use super::{Caller, Class, Core, Pending, RouteOpts, TimerKind, MIN_PROGRESS};
 use crate::dispatcher::command::Limits;
@@ -44,16 +44,21 @@ impl Core {
     /// sent this process's table (local services, and on a server those
     /// learned from its other clients).
     pub(crate) fn peer_up(&mut self, peer: PeerId, info: PeerInfo) {
-        log::debug!("netsvc: {peer} up: {} ({})", info.remote, info.label);
-        self.peers.map.insert(
-            peer,
-            Peer {
-                info,
-                learned: Ordered::default(),
-                usage: Usage::default(),
-                closing: false,
-            },
-        );
+        log::debug!("netsvc: {peer} up: {}", info.remote);
+        let scope = self.peers.scopes.entry(info.exchange).or_insert(Scope {
+            group: info.group,
+            limits: info.limits,
+            peers: 0,
+        });
+        scope.peers += 1;
+        let p = Peer {
+            remote: info.remote,
+            exchange: info.exchange,
+            learned: Ordered::default(),
+            usage: Usage::default(),
+            closing: false,
+        };
+        self.peers.map.insert(peer, Box::new(p));
         let bindings: Vec<ServiceBinding> = self
             .registry
             .all()
@@ -91,22 +96,22 @@ impl Core {
         Taken::Done
     }
 
-    /// A peer's link went down (`detail` says how): every binding learned
+    /// A peer's link went down (`lost` says how, for the errors of the calls
+    /// that fail with it: "connection to ... lost"): every binding learned
     /// through it is withdrawn, newest first (and the other links of a
     /// server hear of it), its hidden subscribers go, and the calls that
     /// came through it are dropped (nobody is left to answer).
-    pub(crate) fn peer_down(&mut self, peer: PeerId, detail: &str) {
+    pub(crate) fn peer_down(&mut self, peer: PeerId, lost: &str) {
         let Some(p) = self.peers.map.get_mut(&peer) else {
             return;
         };
         // Nothing more is sent to it while what it carried is withdrawn.
         p.closing = true;
         let learned: Vec<AgentKey> = p.learned.iter().rev().copied().collect();
-        let label = p.info.label.clone();
-        log::debug!("netsvc: {peer} ({label}) down: {detail}");
+        log::debug!("netsvc: {peer} down: {lost}");
         for key in learned {
             if self.learned_via(&key, peer) {
-                self.remove_agent(key, &format!("connection to {label} lost"), true);
+                self.remove_agent(key, lost, true);
             }
         }
         let hidden: Vec<(AgentKey, ServiceBinding)> = self
@@ -124,7 +129,14 @@ impl Core {
         for conv in self.pending.callers_on(peer) {
             self.forget(conv);
         }
-        self.peers.map.remove(&peer);
+        if let Some(p) = self.peers.map.remove(&peer) {
+            if let Some(scope) = self.peers.scopes.get_mut(&p.exchange) {
+                scope.peers -= 1;
+                if scope.peers == 0 {
+                    self.peers.scopes.remove(&p.exchange);
+                }
+            }
+        }
     }
 
     // ----- what the core asks of the transports -----
@@ -154,15 +166,18 @@ impl Core {
         let Some(p) = self.peers.map.get(&peer).filter(|p| !p.closing) else {
             return false;
         };
-        if !visible(binding.service_audience(), &p.info.group) {
+        let Some(scope) = self.peers.scopes.get(&p.exchange) else {
+            return false;
+        };
+        if !visible(binding.service_audience(), &scope.group) {
             return false;
         }
         match route {
             Route::Local(_) => true,
             // A server relays between its own clients, never back.
             Route::Remote(from) => {
-                let from_exchange = self.peers.map.get(&from).map(|f| f.info.exchange);
-                from != peer && p.info.limits.is_some() && from_exchange == Some(p.info.exchange)
+                let from_exchange = self.peers.map.get(&from).map(|f| f.exchange);
+                from != peer && scope.limits.is_some() && from_exchange == Some(p.exchange)
             }
         }
     }
@@ -437,7 +452,8 @@ impl Core {
     /// [`ServerBuilder::max_connection_memory`](crate::ServerBuilder::max_connection_memory)
     /// for why a client applies only the lengths).
     fn server_limits(&self, peer: PeerId) -> Option<Limits> {
-        self.peers.map.get(&peer)?.info.limits
+        let p = self.peers.map.get(&peer)?;
+        self.peers.scopes.get(&p.exchange)?.limits
     }
 
     /// Closes a connection whose peer passed a limit, logged and counted.
@@ -494,14 +510,10 @@ impl Core {
     /// Drops a frame the peer had no right to send: counted and logged.
     fn refuse_frame(&mut self, peer: PeerId, what: &str) {
         Counters::bump(&self.link.counters.refused_frames);
-        let label = self
-            .peers
-            .map
-            .get(&peer)
-            .map_or("", |p| p.info.label.as_str());
+        let remote = self.peers.map.get(&peer).map(|p| p.remote.clone());
         self.warnings.warn(
             "refused frame",
-            format_args!("dropped from {label} ({peer}): {what}"),
+            format_args!("dropped from {peer} ({remote:?}): {what}"),
         );
     }
 

@@ -1271,7 +1271,6 @@ impl Exchanges {
             exchange,
             group: exch.group.clone(),
             limits,
-            label: peer.to_string(),
         };
         core.peer_up(PeerId(token), info);
         self.carry(core);
@@ -1524,7 +1523,7 @@ impl Exchanges {
             // Everything learned through it goes (and the other clients of
             // a server hear of it).
             self.active -= 1;
-            core.peer_down(PeerId(token), reason);
+            core.peer_down(PeerId(token), &format!("connection to {} lost", conn.peer));
             self.carry(core);
         }
         let exchange = conn.exchange;

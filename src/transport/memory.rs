@@ -73,7 +73,6 @@ impl Memory {
             exchange,
             group: end.group.clone(),
             limits: end.server.then(Limits::default),
-            label: format!("memory link {}", end.link),
         };
         self.by_link.insert(end.link, token);
         self.ends.insert(token, end);
@@ -94,6 +93,7 @@ impl Memory {
             return;
         };
         self.by_link.remove(&end.link);
+        let (end_link, end_remote) = (end.link, end.remote.clone());
         if why != Why::Closed {
             log::warn!("netsvc: closing {} to {}: {reason}", end.link, end.remote);
         }
@@ -102,7 +102,8 @@ impl Memory {
         if let Some(other) = other.upgrade() {
             other.wake();
         }
-        core.peer_down(PeerId(token), reason);
+        let lost = format!("memory link {} to {} lost", end_link, end_remote);
+        core.peer_down(PeerId(token), &lost);
     }
 
     /// Carries out what the core asked of these links, in order.
