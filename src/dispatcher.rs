@@ -16,7 +16,7 @@
 //!                   no I/O. Knows links as PeerIds.
 //!                        |  Outbox: frames to carry,        ^  peer_up, frame,
 //!                        v  links to close                  |  peer_down
-//!  transports       transport/exchange.rs (handshake, auth, heartbeats,
+//!  transports       transport/exchange/ (handshake, auth, heartbeats,
 //!                   per-link output and flow control) over transport/stream.rs
 //!                   (TCP); transport/memory.rs (two dispatchers, no sockets)
 //!                        |                                  ^

@@ -12,6 +12,10 @@
 //!
 //! A new transport is a module here, a variant of `Kind`, and a field of
 //! the event loop that calls its `carry`, its receiving and its `stop`.
+//! A peer is one remote process: a transport that carries many over one
+//! connection (a NATS link) gives each its own `PeerId`, and one whose
+//! connections are clients of another kind (HTTP requests, event streams)
+//! translates their requests into the frames the core takes.
 //!
 //! - [`exchange`]: the exchange protocol over byte streams (TCP): listeners,
 //!   handshake, authentication, heartbeats, per-link flow control;
