@@ -325,3 +325,40 @@ fn a_dispatcher_cannot_be_linked_to_itself() {
     let e = MemoryLink::join(&d, &d).unwrap_err();
     assert!(matches!(e, Error::InvalidArgument(_)), "{e:?}");
 }
+
+/// An in-memory link is bounded as an exchange link is: a far side that
+/// takes nothing (its dispatcher is stalled) is closed as a slow consumer
+/// once the frames waiting for it pass `max_outbound_buffer`, and the far
+/// side withdraws what it learned through the link when it runs again.
+#[test]
+fn a_memory_link_whose_far_side_takes_nothing_is_closed_as_a_slow_consumer() {
+    let server = Dispatcher::builder()
+        .name("server")
+        .max_outbound_buffer(64 * 1024)
+        .build()
+        .unwrap();
+    let client = dispatcher("client");
+    let _link = MemoryLink::join(&client, &server).unwrap();
+    let news = server.service("news").open().unwrap();
+    await_service(&client, "news");
+    let sub = client.service("sub").open().unwrap();
+    let watcher = client.service("watcher").audience("").open().unwrap();
+    watcher.monitor_service_name("news");
+    wait_announcement(&watcher, "news", None, ServiceStatus::Available);
+    sub.subscribe_reports("news", "*");
+    assert_eq!(subscription(&news).status(), SubscriptionStatus::Requested);
+
+    let (release, stalled) = crossbeam_channel::bounded::<()>(0);
+    stall_dispatcher(&client, stalled).unwrap();
+    // 256 reports of 1 KiB: four times the budget, all for the stalled side.
+    let payload = vec![7u8; 1024];
+    for i in 0..256 {
+        news.publish_report(&format!("r{i}"), &payload, Lifetime::None)
+            .unwrap();
+    }
+    wait_stat(&server, "slow_consumers", 1, |s| s.slow_consumers);
+    drop(release);
+    wait_announcement(&watcher, "news", None, ServiceStatus::Withdrawn);
+    assert!(client.lookup_service_name("news").is_empty());
+    assert!(server.lookup_service_name("sub").is_empty());
+}
