@@ -1,8 +1,37 @@
 //! The [`Dispatcher`]: one thread that owns all routing state.
+//!
+//! Who owns what, and which way data flows. (Which module may import which
+//! is the table in `tests/layers.rs`: the layers below import nothing from
+//! those above, and the transports import the core, whose `Core`, `Outbox`
+//! and `PeerId`s they use, not the other way round.)
+//!
+//! ```text
+//!  public handles   Dispatcher  Service  Exchange  MemoryLink  PendingReply  RPC
+//!                        |  commands (bounded channel) + waker  ^  replies, events
+//!                        v                                      |  (oneshots, queues)
+//!  event loop       dispatcher/event_loop.rs: polls, takes commands, runs timers,
+//!                   hands each to the core or to a transport
+//!                        |                                  ^
+//!                        v                                  |
+//!  routing core     routing/: registry, reports and their cache, pending and
+//!                   parked calls, the core's timers; every routing decision,
+//!                   no I/O. Knows links as PeerIds.
+//!                        |  Outbox: frames to carry,        ^  peer_up, frame,
+//!                        v  links to close                  |  peer_down
+//!  transports       transport/exchange/ (handshake, auth, heartbeats,
+//!                   per-link output and flow control) over transport/stream.rs
+//!                   (TCP); transport/memory.rs (two dispatchers, no sockets)
+//!                        |                                  ^
+//!                        v                                  |
+//!  below them       mailbox (Link, Command, Inbox), event, direct, wire
+//!                   (encoding), frame, ids, config, stats, error, auth, limits
+//! ```
+//!
+//! Local services are reached by the core through their queues (an event
+//! for a full queue is refused, never waited on), and they answer through
+//! the commands channel or straight to a local caller (`direct`).
 
 mod event_loop;
-mod idmap;
-mod timers;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -366,7 +395,7 @@ impl DispatcherBuilder {
                 // is marked and every caller released (the loop's drop
                 // fails the calls it held).
                 let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    event_loop::EventLoop::new(thread_link.clone(), poll, rx).run()
+                    event_loop::EventLoop::new(thread_link.clone(), poll, rx)?.run()
                 }));
                 let failure = match run {
                     Ok(Ok(())) => None,

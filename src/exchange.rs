@@ -59,15 +59,7 @@ impl Exchange {
             group: String::new(),
             authorise: None,
             secret: None,
-            limits: Limits {
-                max_connections: 1024,
-                max_services: 10_000,
-                max_subscriptions: 100_000,
-                max_handshakes_per_address: 16,
-                max_pending_calls: crate::limits::MAX_PENDING_CALLS,
-                max_groups: crate::limits::MAX_GROUPS,
-                max_memory: crate::limits::MAX_CONNECTION_MEMORY,
-            },
+            limits: Limits::default(),
         }
     }
 

@@ -154,9 +154,7 @@ pub(crate) struct WriteBuffer {
 impl WriteBuffer {
     /// Appends one frame: its length prefix, then its bytes.
     pub(crate) fn push_frame(&mut self, body: &[u8]) {
-        self.buf
-            .extend_from_slice(&(body.len() as u32).to_be_bytes());
-        self.buf.extend_from_slice(body);
+        put_frame(&mut self.buf, body);
     }
 
     /// Appends bytes that already carry their prefix (a frame encoded once
@@ -198,6 +196,12 @@ impl WriteBuffer {
         }
         Ok(true)
     }
+}
+
+/// Appends one frame to `out`: its length prefix, then its bytes.
+pub(crate) fn put_frame(out: &mut Vec<u8>, body: &[u8]) {
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(body);
 }
 
 /// Encodes a frame with its prefix into a new buffer.

@@ -145,17 +145,19 @@ mod fuzzing_frames;
 mod ids;
 mod limits;
 mod mailbox;
+mod memory;
 mod methods;
 mod oneshot;
 mod pattern;
 #[doc(hidden)]
 pub mod peer_frames;
-mod registry;
 mod reply;
-mod reports;
+mod routing;
 mod rpc;
 mod service;
 mod stats;
+mod transport;
+mod warnings;
 mod wire;
 
 pub use connection::{ConnectionAnnouncement, ConnectionState, InactiveReason};
@@ -169,6 +171,7 @@ pub use event::{
 };
 pub use exchange::{ClientBuilder, Exchange, ServerBuilder};
 pub use ids::{AgentId, ConversationId, ProcessId, ServiceBinding};
+pub use memory::MemoryLink;
 pub use methods::Methods;
 pub use reply::PendingReply;
 pub use rpc::{

@@ -341,6 +341,16 @@ pub(crate) fn join_unless_current(id: ThreadId, handle: JoinHandle<()>) {
 }
 
 impl Link {
+    /// Wakes the dispatcher thread (from another dispatcher's: an
+    /// in-memory link carried frames to it), at most once per drain.
+    pub(crate) fn wake(&self) {
+        if !self.wake_pending.swap(true, Ordering::AcqRel) {
+            if let Err(e) = self.waker.wake() {
+                log::error!(target: LOG_TARGET, "netsvc: cannot wake the dispatcher: {e}");
+            }
+        }
+    }
+
     /// Set by a sender that woke the dispatcher; the dispatcher clears it
     /// before it drains the commands.
     pub(crate) fn wake_pending(&self) -> &AtomicBool {

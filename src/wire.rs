@@ -364,21 +364,13 @@ pub(crate) fn encode_frame(message: &Message) -> Result<Vec<u8>> {
     })
 }
 
-/// Appends to `out` the frame (prefix and body) of a
-/// [`Message::Report`] with these fields, byte for byte what
-/// [`encode_frame`] makes of one, without building the message (its subject
-/// `String`) or a buffer of its own. On error `out` is left as it was.
-pub(crate) fn encode_report_frame(
-    out: &mut Vec<u8>,
-    publisher: AgentKey,
-    to: Option<AgentKey>,
-    subject: &str,
-    payload: &Payload,
-) -> Result<()> {
+/// Appends to `out` a frame of `value` encoded as bincode: its length
+/// prefix, then its bytes, straight into `out`. On error `out` is left as
+/// it was.
+fn encode_prefixed(out: &mut Vec<u8>, value: impl Serialize) -> Result<()> {
     let start = out.len();
     out.extend_from_slice(&[0; 4]);
-    let fields = (REPORT_TAG, publisher, to, subject, payload);
-    let encoded = bincode::serde::encode_into_std_write(fields, &mut *out, config())
+    let encoded = bincode::serde::encode_into_std_write(value, &mut *out, config())
         .map_err(|e| Error::Encode(e.to_string()))
         .and_then(|n| {
             u32::try_from(n).map_err(|_| Error::Encode("message larger than 4 GiB".into()))
@@ -393,6 +385,26 @@ pub(crate) fn encode_report_frame(
             Err(e)
         }
     }
+}
+
+/// Appends a message's frame (prefix and body) to `out`, straight into it;
+/// on error `out` is left as it was.
+pub(crate) fn encode_frame_into(out: &mut Vec<u8>, message: &Message) -> Result<()> {
+    encode_prefixed(out, message)
+}
+
+/// Appends to `out` the frame (prefix and body) of a
+/// [`Message::Report`] with these fields, byte for byte what
+/// [`encode_frame`] makes of one, without building the message (its subject
+/// `String`) or a buffer of its own. On error `out` is left as it was.
+pub(crate) fn encode_report_frame(
+    out: &mut Vec<u8>,
+    publisher: AgentKey,
+    to: Option<AgentKey>,
+    subject: &str,
+    payload: &Payload,
+) -> Result<()> {
+    encode_prefixed(out, (REPORT_TAG, publisher, to, subject, payload))
 }
 
 impl Serialize for Payload {

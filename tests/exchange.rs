@@ -91,19 +91,6 @@ fn doubler(d: &Dispatcher, name: &str) -> ServiceHandle {
         .unwrap()
 }
 
-/// Waits until a service named `name` is Available in `d` and returns its
-/// binding. The watcher has audience "" so it never leaves `d`.
-fn await_service(d: &Dispatcher, name: &str) -> ServiceBinding {
-    let watcher = d
-        .service(&format!("watch-{name}"))
-        .audience("")
-        .open()
-        .unwrap();
-    watcher.monitor_service_name(name);
-    let a = wait_announcement(&watcher, name, None, ServiceStatus::Available);
-    a.binding().clone()
-}
-
 /// Calls the doubler `name` (in another process) from `d`: when the reply
 /// is back, `d` has taken in everything the path to that service sent
 /// before it (frames are ordered on each link).

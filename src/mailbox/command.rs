@@ -12,7 +12,7 @@ use crate::connection::ConnectionAnnouncement;
 use crate::direct::Waiting;
 use crate::error::{Result, ServiceFailure};
 use crate::event::Lifetime;
-use crate::ids::{AgentId, ConversationId, ServiceBinding};
+use crate::ids::{AgentId, ConversationId, ProcessId, ServiceBinding};
 use crate::wire::Payload;
 
 /// Whose reports a subscription asks for.
@@ -81,6 +81,50 @@ pub(crate) struct Limits {
     pub max_pending_calls: usize,
     pub max_groups: usize,
     pub max_memory: usize,
+}
+
+impl Default for Limits {
+    /// A server's limits unless its builder says otherwise.
+    fn default() -> Self {
+        Limits {
+            max_connections: 1024,
+            max_services: 10_000,
+            max_subscriptions: 100_000,
+            max_handshakes_per_address: 16,
+            max_pending_calls: crate::limits::MAX_PENDING_CALLS,
+            max_groups: crate::limits::MAX_GROUPS,
+            max_memory: crate::limits::MAX_CONNECTION_MEMORY,
+        }
+    }
+}
+
+/// One end of an in-memory link between two dispatchers of one process
+/// (`transport::memory`): what its dispatcher needs to carry the link.
+pub(crate) struct MemoryEnd {
+    /// The link's id, the same at both ends.
+    pub link: u64,
+    /// The dispatcher at the other end.
+    pub remote: ProcessId,
+    /// The exchange group the link shows.
+    pub group: String,
+    /// Whether this end is the server's (it relays between its links and
+    /// holds them to its limits).
+    pub server: bool,
+    /// Frame bodies to the other end, and from it.
+    pub tx: Sender<Vec<u8>>,
+    pub rx: crossbeam_channel::Receiver<Vec<u8>>,
+    /// Bytes sent by this end and not yet taken by the other, and the
+    /// other way round: each end's output budget.
+    pub sent: Arc<std::sync::atomic::AtomicUsize>,
+    pub received: Arc<std::sync::atomic::AtomicUsize>,
+    /// The other dispatcher, to wake when frames are sent to it.
+    pub other: std::sync::Weak<super::Link>,
+}
+
+impl std::fmt::Debug for MemoryEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MemoryEnd(link {}, to {})", self.link, self.remote)
+    }
 }
 
 /// What an exchange does.
@@ -218,6 +262,15 @@ pub(crate) enum Command {
     },
     ShutdownAfter {
         delay: Duration,
+    },
+    /// Joins an in-memory link (`MemoryLink::join`).
+    MemoryOpen {
+        end: MemoryEnd,
+        ack: Sender<()>,
+    },
+    /// Closes an in-memory link.
+    MemoryClose {
+        link: u64,
     },
     /// A server's `authorise` callback decided on a connection (it runs
     /// on a thread of its own, not on the dispatcher's).

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use netsvc::{
     Dispatcher, Event, PublisherAnnouncement, Report, Request, Service, ServiceAnnouncement,
-    ServiceHandle, ServiceStatus, Stats, SubscriptionAnnouncement,
+    ServiceBinding, ServiceHandle, ServiceStatus, Stats, SubscriptionAnnouncement,
 };
 
 /// How long any single wait in a test may take before the test fails.
@@ -151,6 +151,19 @@ pub fn wait_stat(d: &Dispatcher, what: &str, n: u64, get: impl Fn(&Stats) -> u64
 /// [`wait_stat`] for `limits_breached`.
 pub fn wait_breaches(d: &Dispatcher, n: u64) {
     wait_stat(d, "limits_breached", n, |s| s.limits_breached);
+}
+
+/// Waits until a service named `name` is Available in `d` and returns its
+/// binding. The watcher has audience "" so it never leaves `d`.
+pub fn await_service(d: &Dispatcher, name: &str) -> ServiceBinding {
+    let watcher = d
+        .service(&format!("watch-{name}"))
+        .audience("")
+        .open()
+        .expect("open a watcher");
+    watcher.monitor_service_name(name);
+    let a = wait_announcement(&watcher, name, None, ServiceStatus::Available);
+    a.binding().clone()
 }
 
 /// Spawns a service `name` on `d` that answers every request carrying a

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::PeerId;
 use crate::event::Lifetime;
 use crate::ids::AgentKey;
 use crate::pattern::Pattern;
@@ -18,7 +19,7 @@ pub(crate) struct Sub {
     pub pattern: Pattern,
     /// The exchange connection whose peer made it, if one did: it counts
     /// against that connection's limits.
-    owner: Option<usize>,
+    owner: Option<PeerId>,
 }
 
 impl Sub {
@@ -55,7 +56,7 @@ struct SubList {
 
 impl SubList {
     /// Adds a subscription unless the same one is there; true if added.
-    fn add(&mut self, subscriber: AgentKey, pattern: &str, owner: Option<usize>) -> Option<&Sub> {
+    fn add(&mut self, subscriber: AgentKey, pattern: &str, owner: Option<PeerId>) -> Option<&Sub> {
         let mine = self.index.entry(subscriber).or_default();
         if mine.contains_key(pattern) {
             return None;
@@ -135,7 +136,7 @@ pub(crate) struct Reports {
     holdings: HashMap<AgentKey, HashSet<Target>>,
     /// Per exchange connection: how many subscriptions its peer made that
     /// are held, and what they cost in bytes.
-    owners: HashMap<usize, (usize, usize)>,
+    owners: HashMap<PeerId, (usize, usize)>,
     /// The latest cached report per subject, per publisher agent.
     cache: HashMap<AgentKey, HashMap<Arc<str>, Cached>>,
     /// Changes with every subscription added or removed (what remembered
@@ -166,7 +167,7 @@ impl Reports {
 
     /// What a connection's peer has made this process hold: subscriptions,
     /// and their cost in bytes.
-    pub(crate) fn owned(&self, token: usize) -> (usize, usize) {
+    pub(crate) fn owned(&self, token: PeerId) -> (usize, usize) {
         self.owners.get(&token).copied().unwrap_or((0, 0))
     }
 
@@ -193,7 +194,7 @@ impl Reports {
         subscriber: AgentKey,
         target: Target,
         pattern: &str,
-        owner: Option<usize>,
+        owner: Option<PeerId>,
     ) -> bool {
         self.generation += 1;
         let list = match &target {
@@ -260,7 +261,7 @@ impl Reports {
         subscriber: AgentKey,
         publisher: AgentKey,
         pattern: &str,
-        owner: Option<usize>,
+        owner: Option<PeerId>,
     ) -> bool {
         self.add(subscriber, Target::Agent(publisher), pattern, owner)
     }
@@ -535,12 +536,12 @@ mod tests {
         let mut r = Reports::default();
         let p = key(100);
         for i in 0..1000 {
-            r.subscribe_agent(key(i), p, "x", Some(9));
+            r.subscribe_agent(key(i), p, "x", Some(PeerId(9)));
         }
-        assert_eq!(r.owned(9).0, 1000);
+        assert_eq!(r.owned(PeerId(9)).0, 1000);
         r.remove_publisher(p);
         assert!(r.holdings.is_empty());
-        assert_eq!(r.owned(9), (0, 0));
+        assert_eq!(r.owned(PeerId(9)), (0, 0));
         assert!(r.remove_subscriber(key(1)).is_empty());
     }
 
@@ -551,18 +552,18 @@ mod tests {
         let mut r = Reports::default();
         let (s, p) = (key(1), key(2));
         for i in 0..100_000 {
-            assert!(r.subscribe_agent(s, p, &format!("s{i}"), Some(1)));
+            assert!(r.subscribe_agent(s, p, &format!("s{i}"), Some(PeerId(1))));
         }
         assert!(r.holds_agent(s, p, "s99999"));
         assert!(
-            !r.subscribe_agent(s, p, "s5", Some(1)),
+            !r.subscribe_agent(s, p, "s5", Some(PeerId(1))),
             "a repeat is not added"
         );
         assert!(!r.unsubscribe_agent(s, p, "never"));
-        assert_eq!(r.owned(1).0, 100_000);
+        assert_eq!(r.owned(PeerId(1)).0, 100_000);
         assert!(r.unsubscribe_agent(s, p, "s5"));
-        assert_eq!(r.owned(1).0, 99_999);
+        assert_eq!(r.owned(PeerId(1)).0, 99_999);
         assert_eq!(r.remove_subscriber(s).len(), 99_999);
-        assert_eq!(r.owned(1), (0, 0));
+        assert_eq!(r.owned(PeerId(1)), (0, 0));
     }
 }

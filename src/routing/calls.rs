@@ -5,7 +5,7 @@
 use std::collections::hash_map::Keys;
 use std::collections::{HashMap, HashSet};
 
-use super::{Caller, Pending};
+use super::{Caller, PeerId, Pending};
 use crate::ids::{AgentKey, ConversationId};
 
 /// A map of pending calls by conversation, indexed by the connection a
@@ -16,7 +16,7 @@ use crate::ids::{AgentKey, ConversationId};
 #[derive(Default)]
 pub(super) struct Calls {
     map: HashMap<ConversationId, Pending>,
-    by_conn: HashMap<usize, HashSet<ConversationId>>,
+    by_conn: HashMap<PeerId, HashSet<ConversationId>>,
     by_target: HashMap<AgentKey, HashSet<ConversationId>>,
 }
 
@@ -81,7 +81,7 @@ impl Calls {
     }
 
     /// The calls whose caller is on that connection.
-    pub(super) fn callers_on(&self, token: usize) -> Vec<ConversationId> {
+    pub(super) fn callers_on(&self, token: PeerId) -> Vec<ConversationId> {
         self.by_conn
             .get(&token)
             .map(|s| s.iter().copied().collect())
@@ -116,7 +116,7 @@ impl Calls {
     }
 
     /// How many pending calls came through that connection.
-    pub(super) fn of_conn(&self, token: usize) -> usize {
+    pub(super) fn of_conn(&self, token: PeerId) -> usize {
         self.by_conn.get(&token).map_or(0, HashSet::len)
     }
 }

@@ -10,9 +10,9 @@
 
 use std::sync::Arc;
 
-use super::EventLoop;
+use super::registry::Route;
+use super::{Core, PeerId};
 use crate::ids::{AgentId, AgentKey, ServiceBinding};
-use crate::registry::Route;
 
 /// How many publisher-and-subject answers are kept.
 const ENTRIES: usize = 8;
@@ -27,10 +27,10 @@ pub(super) struct Fanout {
     /// Local subscribers, each once.
     pub locals: Vec<AgentId>,
     /// Connections leading to remote subscribers, each once.
-    pub remotes: Vec<usize>,
+    pub remotes: Vec<PeerId>,
     /// The connection the publisher was learned through (`None` for a
     /// local one): the only one its reports may come from.
-    pub from: Option<usize>,
+    pub from: Option<PeerId>,
 }
 
 /// The remembered answers, valid for one state of the routing table, the
@@ -43,13 +43,13 @@ pub(super) struct FanoutCache {
     victim: usize,
 }
 
-impl EventLoop {
+impl Core {
     /// The state everything a fan-out depends on is in.
     fn fanout_stamp(&self) -> (u64, u64, u64) {
         (
             self.registry.generation(),
             self.reports.generation(),
-            self.net.subscribers_generation(),
+            self.peers.hidden_generation,
         )
     }
 

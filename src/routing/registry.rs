@@ -23,7 +23,7 @@ pub(crate) enum Route {
     Local(AgentId),
     /// A service in another process, through the exchange connection with
     /// this token.
-    Remote(usize),
+    Remote(crate::routing::PeerId),
 }
 
 #[derive(Debug)]
@@ -366,7 +366,10 @@ mod tests {
     #[test]
     fn an_agent_arrives_with_its_groups_once_each() {
         let mut r = Registry::default();
-        let b = r.insert(binding(1, "n", &["a", "b", "a"]), Route::Remote(3));
+        let b = r.insert(
+            binding(1, "n", &["a", "b", "a"]),
+            Route::Remote(crate::routing::PeerId(3)),
+        );
         assert_eq!(b.groups(), ["a".to_string(), "b".to_string()]);
         assert_eq!(r.group_count(&b.key()), 2);
         assert!(r.join(&b.key(), "a").is_none());
@@ -383,7 +386,10 @@ mod tests {
         let mut r = Registry::default();
         let groups: Vec<String> = (0..20_000).map(|i| format!("g{i}")).collect();
         let refs: Vec<&str> = groups.iter().map(String::as_str).collect();
-        let b = r.insert(binding(1, "n", &refs), Route::Remote(1));
+        let b = r.insert(
+            binding(1, "n", &refs),
+            Route::Remote(crate::routing::PeerId(1)),
+        );
         assert_eq!(r.group_members("g19999").count(), 1);
         assert!(r.remove(&b.key()).is_some());
         assert_eq!(r.group_members("g0").count(), 0);

@@ -1,0 +1,284 @@
+//! The publish/subscribe side of the core: subscriptions by name or by
+//! agent, their announcements, publishing (through the fan-out cache) and
+//! the cached reports a late subscriber gets.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::reports::Target;
+use super::{Class, Core};
+use crate::event::{
+    Event, Lifetime, PublisherAnnouncement, Report, ServiceStatus, SubscriptionAnnouncement,
+    SubscriptionStatus,
+};
+use crate::ids::{AgentId, AgentKey, ServiceBinding};
+use crate::mailbox::command::PublisherSpec;
+use crate::pattern::Pattern;
+use crate::stats::Counters;
+use crate::wire::Payload;
+
+use super::PeerId;
+
+impl Core {
+    pub(super) fn subscribe(
+        &mut self,
+        agent: AgentId,
+        publisher: PublisherSpec,
+        pattern: &str,
+        on: bool,
+    ) {
+        let Some(local) = self.locals.get(&agent) else {
+            return;
+        };
+        let me = local.binding.key();
+        match publisher {
+            PublisherSpec::Name(name) => {
+                let publishers: Vec<ServiceBinding> =
+                    self.registry.by_name(&name).cloned().collect();
+                if on {
+                    // Which publishers this subscriber is new to, before adding.
+                    let fresh: Vec<bool> = publishers
+                        .iter()
+                        .map(|p| !self.reports.subscribed(me, p.key(), &name))
+                        .collect();
+                    if !self.reports.subscribe_name(me, &name, pattern) {
+                        return;
+                    }
+                    for (p, fresh) in publishers.iter().zip(fresh) {
+                        self.subscription_started(me, p, pattern, fresh);
+                    }
+                } else if self.reports.unsubscribe_name(me, &name, pattern) {
+                    for p in &publishers {
+                        self.subscription_ended(me, p, pattern);
+                    }
+                }
+            }
+            PublisherSpec::Binding(binding) => {
+                if !self.subscribe_agent(me, binding.key(), pattern, on, None) && on {
+                    // Nothing to subscribe to: say so rather than stay silent.
+                    let ann = PublisherAnnouncement {
+                        publisher: binding,
+                        status: ServiceStatus::Withdrawn,
+                    };
+                    self.deliver(agent, Event::Publisher(ann), Class::Control);
+                }
+            }
+        }
+    }
+
+    /// A subscription of `me` to one publisher agent starts or ends; false
+    /// if there is no such publisher. `owner`: the exchange connection whose
+    /// peer asked, if one did (the subscription counts against it).
+    pub(super) fn subscribe_agent(
+        &mut self,
+        me: AgentKey,
+        pkey: AgentKey,
+        pattern: &str,
+        on: bool,
+        owner: Option<PeerId>,
+    ) -> bool {
+        let Some(p) = self.registry.get(&pkey).map(|e| e.binding.clone()) else {
+            return false;
+        };
+        let name = p.service_name().to_owned();
+        if on {
+            let fresh = !self.reports.subscribed(me, pkey, &name);
+            if self.reports.subscribe_agent(me, pkey, pattern, owner) {
+                self.subscription_started(me, &p, pattern, fresh);
+            }
+        } else if self.reports.unsubscribe_agent(me, pkey, pattern) {
+            self.subscription_ended(me, &p, pattern);
+        }
+        true
+    }
+
+    /// A subscription of `subscriber` against `publisher` took effect:
+    /// Requested to the publisher, Available to the subscriber if it is new
+    /// to this publisher, then the matching cached reports.
+    pub(super) fn subscription_started(
+        &mut self,
+        subscriber: AgentKey,
+        publisher: &ServiceBinding,
+        pattern: &str,
+        fresh: bool,
+    ) {
+        let Some(sub_binding) = self.binding_of(&subscriber) else {
+            return;
+        };
+        let ann = SubscriptionAnnouncement {
+            subscriber: sub_binding,
+            subject: pattern.to_owned(),
+            status: SubscriptionStatus::Requested,
+        };
+        self.deliver_key(publisher.key(), Event::Subscription(ann), Class::Control);
+        if fresh {
+            let ann = PublisherAnnouncement {
+                publisher: publisher.clone(),
+                status: ServiceStatus::Available,
+            };
+            self.deliver_key(subscriber, Event::Publisher(ann), Class::Control);
+        }
+        let cached = self
+            .reports
+            .cached(publisher.key(), &Pattern::new(pattern), Instant::now());
+        for (subject, payload) in cached {
+            let report = Report {
+                publisher: publisher.clone(),
+                subject,
+                payload,
+            };
+            self.deliver_key(subscriber, Event::Report(report), Class::Data);
+        }
+    }
+
+    /// A subscription ended (the subscriber is still there): Withdrawn to
+    /// the publisher, and to the subscriber if nothing else ties it to it.
+    pub(super) fn subscription_ended(
+        &mut self,
+        subscriber: AgentKey,
+        publisher: &ServiceBinding,
+        pattern: &str,
+    ) {
+        if let Some(sub_binding) = self.binding_of(&subscriber) {
+            let ann = SubscriptionAnnouncement {
+                subscriber: sub_binding,
+                subject: pattern.to_owned(),
+                status: SubscriptionStatus::Withdrawn,
+            };
+            self.deliver_key(publisher.key(), Event::Subscription(ann), Class::Control);
+        }
+        if !self
+            .reports
+            .subscribed(subscriber, publisher.key(), publisher.service_name())
+        {
+            let ann = PublisherAnnouncement {
+                publisher: publisher.clone(),
+                status: ServiceStatus::Withdrawn,
+            };
+            self.deliver_key(subscriber, Event::Publisher(ann), Class::Control);
+        }
+    }
+
+    /// A new agent appeared: the subscriptions by its name take effect.
+    pub(super) fn publisher_appeared(&mut self, key: AgentKey) {
+        let Some(publisher) = self.binding_of(&key) else {
+            return;
+        };
+        let subs = self.reports.name_subs(publisher.service_name());
+        let mut seen: std::collections::HashSet<AgentKey> = std::collections::HashSet::new();
+        for s in subs {
+            let fresh = seen.insert(s.subscriber);
+            self.subscription_started(s.subscriber, &publisher, s.pattern.as_str(), fresh);
+        }
+    }
+
+    /// A withdrawn subscriber: every publisher it subscribed to hears so.
+    pub(super) fn subscriber_vanished(&mut self, key: AgentKey, binding: &ServiceBinding) {
+        for (target, pattern) in self.reports.remove_subscriber(key) {
+            let publishers: Vec<AgentKey> = match target {
+                Target::Name(name) => self.registry.by_name(&name).map(|b| b.key()).collect(),
+                Target::Agent(a) => vec![a],
+            };
+            for p in publishers {
+                if p == key {
+                    continue;
+                }
+                let ann = SubscriptionAnnouncement {
+                    subscriber: binding.clone(),
+                    subject: pattern.clone(),
+                    status: SubscriptionStatus::Withdrawn,
+                };
+                self.deliver_key(p, Event::Subscription(ann), Class::Control);
+            }
+        }
+    }
+
+    /// A withdrawn publisher: its subscribers hear so; subscriptions by name
+    /// stay for the next agent of that name.
+    pub(super) fn publisher_vanished(&mut self, key: AgentKey, binding: &ServiceBinding) {
+        let mut subscribers = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for s in self.reports.subs_against(key, binding.service_name()) {
+            if seen.insert(s.subscriber) {
+                subscribers.push(s.subscriber);
+            }
+        }
+        self.reports.remove_publisher(key);
+        for s in subscribers {
+            let ann = PublisherAnnouncement {
+                publisher: binding.clone(),
+                status: ServiceStatus::Withdrawn,
+            };
+            self.deliver_key(s, Event::Publisher(ann), Class::Control);
+        }
+    }
+
+    pub(super) fn publish(
+        &mut self,
+        agent: AgentId,
+        subject: String,
+        payload: Payload,
+        lifetime: Lifetime,
+    ) {
+        let Some(local) = self.locals.get(&agent) else {
+            return;
+        };
+        let publisher = local.binding.clone();
+        let key = publisher.key();
+        Counters::bump(&self.link.counters.reports_published);
+        // Local subscribers get the report on their queues; each connection
+        // leading to remote subscribers gets one frame, encoded once.
+        self.with_fanout(key, Some(&publisher), &subject, |this, fanout| {
+            this.reports.store(key, &fanout.subject, &payload, lifetime);
+            this.deliver_reports(&fanout.locals, &publisher, &fanout.subject, &payload);
+            if !fanout.remotes.is_empty() {
+                this.send_report_frame(&fanout.remotes, key, None, &fanout.subject, &payload);
+            }
+        });
+    }
+
+    /// Puts one report on the queues of these local subscribers.
+    pub(super) fn deliver_reports(
+        &mut self,
+        agents: &[AgentId],
+        publisher: &ServiceBinding,
+        subject: &Arc<str>,
+        payload: &Payload,
+    ) {
+        for &agent in agents {
+            let report = Report {
+                publisher: publisher.clone(),
+                subject: subject.clone(),
+                payload: payload.clone(),
+            };
+            self.deliver(agent, Event::Report(report), Class::Data);
+        }
+    }
+
+    pub(super) fn send_report(
+        &mut self,
+        agent: AgentId,
+        to: &ServiceBinding,
+        subject: String,
+        payload: Payload,
+    ) {
+        let Some(local) = self.locals.get(&agent) else {
+            return;
+        };
+        let publisher = local.binding.clone();
+        let to = to.key();
+        if !self
+            .reports
+            .wants(to, publisher.key(), publisher.service_name(), &subject)
+        {
+            log::debug!("netsvc: send_report from {publisher}: the destination holds no matching subscription");
+            return;
+        }
+        let report = Report {
+            publisher,
+            subject: subject.into(),
+            payload,
+        };
+        self.deliver_key(to, Event::Report(report), Class::Data);
+    }
+}

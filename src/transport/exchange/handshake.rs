@@ -1,0 +1,272 @@
+//! The handshake: hellos, the group and version checks, the shared-secret
+//! challenge and proofs, and the link becoming a peer of the core.
+
+use super::*;
+
+impl Exchanges {
+    pub(super) fn send_hello(&mut self, token: usize, core: &mut Core) {
+        let Some(conn) = self.conns.get(&token) else {
+            return;
+        };
+        let (group, auth) = self
+            .exchanges
+            .get(&conn.exchange)
+            .map(|e| (e.group.clone(), e.secret.is_some()))
+            .unwrap_or_default();
+        let hello = Hello {
+            process: self.link.process.clone(),
+            group,
+            auth,
+        };
+        match wire::encode_hello(&hello) {
+            Ok(body) => {
+                if let Some(conn) = self.conns.get_mut(&token) {
+                    conn.wbuf.push_frame(&body);
+                    Counters::bump(&self.link.counters.frames_out);
+                    self.dirty.push(token);
+                }
+            }
+            Err(e) => self.close_conn(token, Why::Io, &format!("cannot encode hello: {e}"), core),
+        }
+    }
+
+    pub(super) fn handshake_expired(&mut self, token: usize, core: &mut Core) {
+        let Some(state) = self.conns.get(&token).map(|c| c.state.clone()) else {
+            return;
+        };
+        let limit = self.link.config.handshake_timeout;
+        match state {
+            ConnState::Active { .. } => {}
+            ConnState::Connecting => self.close_conn(
+                token,
+                Why::Unreachable,
+                &format!("connect did not complete within {limit:?}"),
+                core,
+            ),
+            _ => self.close_conn(
+                token,
+                Why::HandshakeTimeout,
+                &format!("no handshake within {limit:?}"),
+                core,
+            ),
+        }
+    }
+
+    pub(super) fn handshake_done(&mut self, token: usize, hello: Hello, core: &mut Core) {
+        let Some(conn) = self.conns.get(&token) else {
+            return;
+        };
+        let exchange = conn.exchange;
+        let group = self
+            .exchanges
+            .get(&exchange)
+            .map(|e| e.group.clone())
+            .unwrap_or_default();
+        if hello.group != group {
+            let reason = format!(
+                "handshake refused: peer's exchange group is {:?}, ours is {group:?}",
+                hello.group
+            );
+            self.close_conn(token, Why::GroupMismatch, &reason, core);
+            return;
+        }
+        if hello.process == self.link.process {
+            self.close_conn(
+                token,
+                Why::BadInput,
+                "handshake refused: connected to itself",
+                core,
+            );
+            return;
+        }
+        let secret = self.exchanges.get(&exchange).and_then(|e| e.secret.clone());
+        let is_server = self
+            .exchanges
+            .get(&exchange)
+            .is_some_and(|e| matches!(e.role, Role::Server { .. }));
+        if hello.auth != secret.is_some() {
+            // Found out now, before either side announces a link.
+            let reason = if hello.auth {
+                "authentication failed: the peer requires a shared secret, and this side has none"
+            } else {
+                "authentication failed: this side requires a shared secret, and the peer has none"
+            };
+            self.close_conn(token, Why::AuthenticationFailed, reason, core);
+            return;
+        }
+        if secret.is_some() {
+            // Nothing about the services crosses before both sides proved
+            // they hold the key.
+            let state = if is_server {
+                let nonce = auth::nonce();
+                self.send(
+                    token,
+                    &Message::Challenge {
+                        nonce: nonce.clone(),
+                    },
+                );
+                ConnState::AwaitResponse {
+                    remote: hello.process,
+                    nonce,
+                }
+            } else {
+                ConnState::AwaitChallenge {
+                    remote: hello.process,
+                }
+            };
+            if let Some(conn) = self.conns.get_mut(&token) {
+                conn.state = state;
+            }
+            return;
+        }
+        self.activate(token, hello.process, core);
+    }
+
+    /// The peer closes the link and said why.
+    pub(super) fn peer_closing(&mut self, token: usize, reason: &str, core: &mut Core) {
+        let mut end = reason.len().min(PEER_REASON_MAX);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        let detail = format!("the peer closed the link: {}", &reason[..end]);
+        let why = if reason.starts_with(Why::AuthenticationFailed.as_str()) {
+            Why::AuthenticationFailed
+        } else {
+            Why::ClosedByPeer
+        };
+        self.close_conn(token, why, &detail, core);
+    }
+
+    /// One authentication step; false if the connection was closed.
+    pub(super) fn authenticate(&mut self, token: usize, message: Message, core: &mut Core) -> bool {
+        let Some(conn) = self.conns.get(&token) else {
+            return false;
+        };
+        let Some(secret) = self
+            .exchanges
+            .get(&conn.exchange)
+            .and_then(|e| e.secret.clone())
+        else {
+            return false;
+        };
+        let me = self.link.process.uid();
+        let state = conn.state.clone();
+        // Counted in close_conn: any link lost while authenticating is.
+        let refuse = |this: &mut Self, core: &mut Core, why: &str| {
+            this.close_conn(
+                token,
+                Why::AuthenticationFailed,
+                &format!("authentication failed: {why}"),
+                core,
+            );
+            false
+        };
+        match (state, message) {
+            (ConnState::AwaitChallenge { remote }, Message::Challenge { nonce: theirs }) => {
+                let mine = auth::nonce();
+                let mac = auth::prove(&secret, Side::Client, &theirs, &mine, me, remote.uid());
+                self.send(
+                    token,
+                    &Message::Response {
+                        nonce: mine.clone(),
+                        mac,
+                    },
+                );
+                if let Some(conn) = self.conns.get_mut(&token) {
+                    conn.state = ConnState::AwaitProof {
+                        remote,
+                        theirs,
+                        mine,
+                    };
+                }
+                true
+            }
+            (
+                ConnState::AwaitResponse { remote, nonce },
+                Message::Response { nonce: theirs, mac },
+            ) => {
+                if !auth::check(
+                    &secret,
+                    Side::Client,
+                    &mac,
+                    &nonce,
+                    &theirs,
+                    remote.uid(),
+                    me,
+                ) {
+                    return refuse(self, core, "the client's proof is wrong (another key?)");
+                }
+                let proof = auth::prove(&secret, Side::Server, &theirs, &nonce, me, remote.uid());
+                self.send(token, &Message::Proof { mac: proof });
+                self.activate(token, remote, core);
+                true
+            }
+            (
+                ConnState::AwaitProof {
+                    remote,
+                    theirs,
+                    mine,
+                },
+                Message::Proof { mac },
+            ) => {
+                if !auth::check(
+                    &secret,
+                    Side::Server,
+                    &mac,
+                    &mine,
+                    &theirs,
+                    remote.uid(),
+                    me,
+                ) {
+                    return refuse(self, core, "the server's proof is wrong (another key?)");
+                }
+                self.activate(token, remote, core);
+                true
+            }
+            (ConnState::AwaitChallenge { .. }, _) => {
+                refuse(self, core, "the server did not authenticate itself")
+            }
+            (_, _) => refuse(self, core, "the peer did not follow the handshake"),
+        }
+    }
+
+    /// The link is up: announced, and handed to the core (which sends it
+    /// our table).
+    pub(super) fn activate(&mut self, token: usize, remote: ProcessId, core: &mut Core) {
+        let Some(conn) = self.conns.get_mut(&token) else {
+            return;
+        };
+        let (exchange, peer) = (conn.exchange, conn.peer);
+        conn.state = ConnState::Active {
+            remote: remote.clone(),
+        };
+        self.active += 1;
+        if let Some(t) = conn.handshake_timer.take() {
+            self.timers.cancel(t);
+        }
+        log::debug!("netsvc: exchange link to {remote} ({peer}) active");
+        self.arm_liveness();
+        self.announce_connection(
+            exchange,
+            ConnectionState::Active,
+            Some(remote.clone()),
+            peer,
+            None,
+        );
+        let Some(exch) = self.exchanges.get(&exchange) else {
+            return;
+        };
+        let limits = match &exch.role {
+            Role::Server { limits, .. } => Some(*limits),
+            Role::Client { .. } => None,
+        };
+        let info = PeerInfo {
+            remote,
+            exchange,
+            group: exch.group.clone(),
+            limits,
+        };
+        core.peer_up(PeerId(token), info);
+        self.carry(core);
+    }
+}
