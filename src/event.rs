@@ -3,6 +3,7 @@
 
 use std::cell::RefCell;
 use std::fmt;
+use std::panic::{RefUnwindSafe, UnwindSafe};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -94,8 +95,10 @@ pub struct Request {
 /// The dispatcher's `Link` (in `mailbox.rs`) implements it, each method
 /// sending the dispatcher one command; a request holds it as
 /// `Arc<dyn Responder>`. It exists so that the event types, which the
-/// mailbox's commands carry, do not import the mailbox above them.
-pub(crate) trait Responder: Send + Sync {
+/// mailbox's commands carry, do not import the mailbox above them. (The
+/// unwind-safety bounds keep `Request` `UnwindSafe` and `RefUnwindSafe`,
+/// as it was when it held the `Link` itself.)
+pub(crate) trait Responder: Send + Sync + UnwindSafe + RefUnwindSafe {
     /// The dispatcher's counters.
     fn counters(&self) -> &Counters;
 
@@ -503,4 +506,14 @@ impl PublisherAnnouncement {
     pub fn status(&self) -> ServiceStatus {
         self.status
     }
+}
+
+/// The event types stay `UnwindSafe` and `RefUnwindSafe` (they hold a
+/// `dyn Responder` and bindings with a type-erased queue).
+#[allow(dead_code)]
+fn _ensure_unwind_safe() {
+    fn check<T: UnwindSafe + RefUnwindSafe>() {}
+    check::<Event>();
+    check::<Request>();
+    check::<ServiceBinding>();
 }

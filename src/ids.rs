@@ -4,6 +4,7 @@ use std::any::Any;
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::{BuildHasher, Hash, Hasher};
+use std::panic::{RefUnwindSafe, UnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -133,6 +134,13 @@ impl fmt::Debug for ConversationId {
     }
 }
 
+/// A local service's queue as a binding holds it: an `Inbox` (see
+/// `mailbox/inbox.rs`), its type erased so that identities need not know
+/// what a queue holds. The unwind-safety bounds keep `ServiceBinding` (and
+/// everything holding one) `UnwindSafe` and `RefUnwindSafe`, as with the
+/// `Inbox` itself.
+pub(crate) type Queue = dyn Any + Send + Sync + UnwindSafe + RefUnwindSafe;
+
 /// The address of one service agent: its name, audience, identity, process
 /// and the groups it was in when this value was made.
 ///
@@ -155,7 +163,7 @@ struct BindingData {
     /// identities need not know what a queue holds). Never sent: a binding
     /// from a peer has none.
     #[serde(skip)]
-    inbox: Option<Weak<dyn Any + Send + Sync>>,
+    inbox: Option<Weak<Queue>>,
 }
 
 impl ServiceBinding {
@@ -184,7 +192,7 @@ impl ServiceBinding {
         agent: AgentId,
         process: ProcessId,
         groups: Vec<String>,
-        inbox: Weak<dyn Any + Send + Sync>,
+        inbox: Weak<Queue>,
     ) -> Self {
         ServiceBinding(Arc::new(BindingData {
             name,
@@ -198,7 +206,7 @@ impl ServiceBinding {
 
     /// The queue of the agent if it is a service of this process and still
     /// open (`Inbox::of` gives it its type back).
-    pub(crate) fn queue(&self) -> Option<Arc<dyn Any + Send + Sync>> {
+    pub(crate) fn queue(&self) -> Option<Arc<Queue>> {
         self.0.inbox.as_ref().and_then(Weak::upgrade)
     }
 

@@ -10,7 +10,7 @@ use crossbeam_channel::Sender;
 
 use crate::direct::DirectCalls;
 use crate::event::Event;
-use crate::ids::ServiceBinding;
+use crate::ids::{Queue, ServiceBinding};
 
 /// Where a local service's events go, for callers in the same dispatcher.
 pub(crate) struct Inbox {
@@ -27,13 +27,14 @@ impl Inbox {
     /// The queue of the binding's agent, if it is a service of this process
     /// and still open.
     pub(crate) fn of(binding: &ServiceBinding) -> Option<Arc<Inbox>> {
-        binding.queue()?.downcast::<Inbox>().ok()
+        let queue: Arc<dyn Any + Send + Sync> = binding.queue()?;
+        queue.downcast::<Inbox>().ok()
     }
 
     /// The weak reference a binding of the service carries, which
     /// [`of`](Self::of) upgrades.
-    pub(crate) fn downgrade(inbox: &Arc<Inbox>) -> Weak<dyn Any + Send + Sync> {
-        Arc::downgrade(inbox) as Weak<dyn Any + Send + Sync>
+    pub(crate) fn downgrade(inbox: &Arc<Inbox>) -> Weak<Queue> {
+        Arc::downgrade(inbox) as Weak<Queue>
     }
 }
 
