@@ -148,6 +148,15 @@ impl Exchanges {
                     return;
                 }
             }
+            // What the chunk's frames asked for goes out now, before more
+            // is read: a relay that congests an output stops this reading
+            // below, and a link the core closed is read no further.
+            if core.out.has(Kind::Stream) {
+                self.carry(core);
+                if !self.conns.contains_key(&token) {
+                    return;
+                }
+            }
             match fill {
                 Fill::WouldBlock => break,
                 Fill::Full if self.congested() && !self.congested.contains_key(&token) => {
@@ -198,11 +207,7 @@ impl Exchanges {
                 Taken::Done => {}
                 Taken::Link(message) => self.link_message(token, message, core),
             }
-            // What it asked for goes out now: a relay that congests an
-            // output stops this reading in time.
-            if core.out.has(Kind::Stream) {
-                self.carry(core);
-            }
+            // (What it asked for is carried once the chunk is read.)
             return self.conns.contains_key(&token);
         }
         // Authenticating: the steps of the handshake, or a reason to close.
