@@ -54,6 +54,10 @@ pub enum InactiveReason {
     /// This side closed the link: the exchange was closed or the dispatcher
     /// stopped.
     Closed,
+    /// A newer link from the same process (which proved it is that
+    /// process) took this one's place: the process reconnected while this
+    /// side still held its old link.
+    Superseded,
 }
 
 impl InactiveReason {
@@ -74,6 +78,7 @@ impl InactiveReason {
             InactiveReason::BadInput => "bad input",
             InactiveReason::Io => "I/O error",
             InactiveReason::Closed => "closed",
+            InactiveReason::Superseded => "superseded by a newer link",
         }
     }
 }

@@ -384,8 +384,12 @@ impl DispatcherBuilder {
         self.refusal.result()?;
         let poll = mio::Poll::new()?;
         let waker = mio::Waker::new(poll.registry(), event_loop::WAKER)?;
-        let process = ProcessId::new(&self.config.name);
-        let (link, rx) = Link::new(waker, process, self.config);
+        // The identity: a token only this dispatcher holds, and the uid it
+        // stands for. No random source, no dispatcher (never a guessable one).
+        let identity = crate::auth::random(crate::auth::IDENTITY)?;
+        let uid = crate::auth::identity_uid(&identity);
+        let process = ProcessId::with_uid(&self.config.name, uid);
+        let (link, rx) = Link::new(waker, process, identity, self.config);
         let link = Arc::new(link);
         let thread_link = link.clone();
         let handle = std::thread::Builder::new()

@@ -60,6 +60,7 @@ impl Exchange {
             authorise: None,
             secret: None,
             limits: Limits::default(),
+            bind: true,
         }
     }
 
@@ -146,6 +147,7 @@ pub struct ServerBuilder {
     authorise: Option<Authorise>,
     secret: Option<Secret>,
     limits: Limits,
+    bind: bool,
 }
 
 impl fmt::Debug for ServerBuilder {
@@ -155,6 +157,7 @@ impl fmt::Debug for ServerBuilder {
             .field("authorise", &self.authorise.is_some())
             .field("secret", &self.secret)
             .field("limits", &self.limits)
+            .field("bind", &self.bind)
             .finish()
     }
 }
@@ -194,6 +197,23 @@ impl ServerBuilder {
     /// The secret never appears in logs or `Debug` output.
     pub fn secret(mut self, key: impl AsRef<[u8]>) -> Self {
         self.secret = Some(Secret::new(key.as_ref()));
+        self
+    }
+
+    /// Whether the proofs of the shared-secret handshake also cover the
+    /// addresses each side sees of the connection (default true). A party
+    /// in the middle that relays a client's handshake to this server has
+    /// two connections, seen differently at each end, so the proofs of one
+    /// do not verify on the other and the relay obtains nothing. A client
+    /// behind NAT, or a server behind a port forward or a proxy, sees its
+    /// connection otherwise than its peer does, and is refused as a relay
+    /// would be: turn this off for such deployments (the proofs then still
+    /// cover both nonces, both hellos and both process ids, so captured
+    /// handshakes cannot be replayed; TLS, when it comes, binds them to the
+    /// session instead). The setting travels in the server's hello, inside
+    /// what the proofs cover: a party in the middle cannot turn it off.
+    pub fn bind_proofs_to_addresses(mut self, bind: bool) -> Self {
+        self.bind = bind;
         self
     }
 
@@ -291,6 +311,7 @@ impl ServerBuilder {
             listener,
             authorise: self.authorise,
             limits: self.limits,
+            bind: self.bind,
         };
         let ex = open(self.link, self.group, role, self.secret, Some(local))?;
         log::debug!("netsvc: exchange server listening on {local}");

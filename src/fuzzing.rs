@@ -98,6 +98,8 @@ pub fn sample_frames() -> Vec<Vec<u8>> {
         process,
         group: String::new(),
         auth: false,
+        identity: vec![7; 32],
+        bind: false,
     };
     let mut frames = vec![crate::frame::with_prefix(
         &wire::encode_hello(&hello).unwrap_or_default(),

@@ -17,6 +17,24 @@ pub fn binding(name: &str, audience: &str, agent: u64, groups: Vec<String>) -> S
     )
 }
 
+/// A binding of the raw peer numbered `seed` (whose hello is
+/// [`peer_frames::hello`]`(seed, ..)`): a server takes announcements and
+/// subscriptions from a client only for the client's own process.
+pub fn binding_of(
+    seed: u64,
+    name: &str,
+    audience: &str,
+    agent: u64,
+    groups: Vec<String>,
+) -> ServiceBinding {
+    let groups: Vec<&str> = groups.iter().map(String::as_str).collect();
+    let key = peer_frames::Key {
+        process: peer_frames::uid(seed),
+        agent,
+    };
+    peer_frames::binding(name, audience, key, &groups)
+}
+
 /// An `Available` frame (with its prefix) announcing the binding.
 pub fn available_frame(binding: &ServiceBinding) -> Vec<u8> {
     peer_frames::announce(binding)

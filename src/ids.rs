@@ -44,6 +44,16 @@ impl ProcessId {
         }
     }
 
+    /// A process identity with this uid (derived from the dispatcher's
+    /// identity token).
+    pub(crate) fn with_uid(name: &str, uid: u64) -> ProcessId {
+        let label = format!("{name}@{}/{uid:016x}", std::process::id());
+        ProcessId {
+            uid,
+            label: label.into(),
+        }
+    }
+
     /// The 64-bit unique part of the identity.
     pub fn uid(&self) -> u64 {
         self.uid

@@ -11,6 +11,7 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
@@ -78,6 +79,10 @@ pub(crate) struct Link {
     next_id: AtomicU64,
     pub(crate) counters: Counters,
     pub(crate) config: Config,
+    /// The secret token the process uid is derived from
+    /// (`auth::identity_uid`): shown to the exchanges this dispatcher
+    /// connects to, as the proof that the uid is its own.
+    pub(crate) identity: Arc<[u8]>,
     lifecycle: Mutex<Lifecycle>,
     exited: Condvar,
 }
@@ -88,6 +93,7 @@ impl Link {
     pub(crate) fn new(
         waker: mio::Waker,
         process: ProcessId,
+        identity: Vec<u8>,
         config: Config,
     ) -> (Link, Receiver<Command>) {
         let (tx, rx) = crossbeam_channel::bounded(COMMAND_CAPACITY);
@@ -99,6 +105,7 @@ impl Link {
             waker,
             wake_pending: AtomicBool::new(false),
             process,
+            identity: identity.into(),
             next_id: AtomicU64::new(1),
             counters: Counters::default(),
             config,

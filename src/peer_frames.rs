@@ -62,12 +62,32 @@ pub fn binding(name: &str, audience: &str, key: Key, groups: &[&str]) -> Service
     )
 }
 
-/// The handshake frame of process `uid` for an exchange of `group`.
-pub fn hello(uid: u64, group: &str) -> Vec<u8> {
+/// The identity token of the peer numbered `seed` (32 bytes).
+pub fn token(seed: u64) -> Vec<u8> {
+    seed.to_be_bytes().repeat(4)
+}
+
+/// The process uid an identity token stands for (what a server checks a
+/// client's hello against).
+pub fn identity_uid(token: &[u8]) -> u64 {
+    crate::auth::identity_uid(token)
+}
+
+/// The process uid of the peer numbered `seed`: the one its [`hello`]
+/// claims, and proves with its [`token`].
+pub fn uid(seed: u64) -> u64 {
+    identity_uid(&token(seed))
+}
+
+/// The handshake frame of the peer numbered `seed` (process [`uid`] of it,
+/// with its identity token) for an exchange of `group`.
+pub fn hello(seed: u64, group: &str) -> Vec<u8> {
     let hello = Hello {
-        process: process(uid),
+        process: process(uid(seed)),
         group: group.to_owned(),
         auth: false,
+        identity: token(seed),
+        bind: false,
     };
     let body = wire::encode_hello(&hello).expect("encode a hello");
     let mut v = (body.len() as u32).to_be_bytes().to_vec();
@@ -260,9 +280,10 @@ mod tests {
             assert_eq!(len, f.len() - 4, "{name}: prefix");
             assert_eq!(kind(&f[4..]), Some(name));
         }
-        let h = hello(me.process, "grp");
+        let h = hello(5, "grp");
         let hello = wire::decode_hello(&h[4..]).unwrap();
-        assert_eq!(hello.process.uid(), me.process);
+        assert_eq!(hello.process.uid(), uid(5));
+        assert_eq!(identity_uid(&hello.identity), uid(5));
         assert_eq!(hello.group, "grp");
         assert_eq!(kind(&h[4..]), None);
     }

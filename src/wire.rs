@@ -121,7 +121,7 @@ fn decode_with<T: DeserializeOwned, C: bincode::config::Config>(
 pub(crate) const MAGIC: [u8; 6] = *b"NETSVC";
 
 /// The protocol version this build speaks; a peer with another is refused.
-pub(crate) const VERSION: u16 = 2;
+pub(crate) const VERSION: u16 = 3;
 
 /// The handshake: who is speaking, and for which exchange group.
 #[derive(Debug, Serialize, Deserialize)]
@@ -131,6 +131,16 @@ pub(crate) struct Hello {
     /// Whether this side requires the shared-secret handshake: a peer that
     /// cannot do it knows at once, and neither side announces the link.
     pub auth: bool,
+    /// A client's identity token, whose `auth::identity_uid` must be its
+    /// process uid: the server takes the link as that process only then.
+    /// Empty from a server (its clients chose to connect to it).
+    #[serde(with = "bounded::bytes")]
+    pub identity: Vec<u8>,
+    /// From a server: whether the proofs of the shared-secret handshake
+    /// cover the addresses each side sees of the connection (see
+    /// `auth::transcript`). Covered by the proofs itself, so a party in the
+    /// middle cannot turn it off.
+    pub bind: bool,
 }
 
 /// Why a handshake was refused.

@@ -19,8 +19,14 @@ struct Server {
 }
 
 fn server(secret: Option<&str>) -> Server {
+    server_bound(secret, true)
+}
+
+/// A server whose proofs are bound to the addresses each side sees, or not
+/// (as behind NAT or a proxy).
+fn server_bound(secret: Option<&str>, bind: bool) -> Server {
     let d = Dispatcher::builder().name("server").build().unwrap();
-    let mut b = Exchange::server(&d);
+    let mut b = Exchange::server(&d).bind_proofs_to_addresses(bind);
     if let Some(s) = secret {
         b = b.secret(s);
     }
@@ -121,11 +127,16 @@ fn a_client_with_a_key_refuses_a_server_without_one() {
     );
 }
 
-#[test]
-fn a_replayed_handshake_is_refused() {
-    let s = server(Some("correct horse"));
-    let upstream = s.ex.local_addr();
-    // A recording proxy between a legitimate client and the server.
+/// A relay between a client and `upstream` that records what the client
+/// sends, as a party in the middle would: its address, the recording, and
+/// its thread (which ends when either side closes).
+fn recording_relay(
+    upstream: std::net::SocketAddr,
+) -> (
+    std::net::SocketAddr,
+    Arc<Mutex<Vec<u8>>>,
+    std::thread::JoinHandle<()>,
+) {
     let proxy = TcpListener::bind("127.0.0.1:0").unwrap();
     let proxy_addr = proxy.local_addr().unwrap();
     let recorded = Arc::new(Mutex::new(Vec::<u8>::new()));
@@ -141,6 +152,7 @@ fn a_replayed_handshake_is_refused() {
                     break;
                 }
             }
+            let _ = down2.shutdown(std::net::Shutdown::Both);
         });
         let mut buf = [0u8; 4096];
         while let Ok(n) = down.read(&mut buf) {
@@ -155,6 +167,45 @@ fn a_replayed_handshake_is_refused() {
         let _ = up.shutdown(std::net::Shutdown::Both);
         let _ = back.join();
     });
+    (proxy_addr, recorded, relay)
+}
+
+#[test]
+fn a_relayed_handshake_yields_nothing() {
+    // A party in the middle relays a keyed client's handshake, byte for
+    // byte, to the server: each side sees another connection than the
+    // other, so neither proof verifies. Nobody is announced Active, the
+    // relay learns no service, and the failure is counted.
+    let s = server(Some("correct horse"));
+    let (proxy_addr, recorded, relay) = recording_relay(s.ex.local_addr());
+    let (dc, cx) = client(proxy_addr, Some("correct horse"));
+    let a = cx.connections().recv_timeout(WAIT).unwrap();
+    assert_eq!(a.state(), ConnectionState::Inactive, "{a:?}");
+    assert_eq!(
+        a.reason(),
+        Some(netsvc::InactiveReason::AuthenticationFailed)
+    );
+    wait_auth_failures(&s.d, 1);
+    assert!(
+        s.ex.connections().recv_timeout(QUIET).is_err(),
+        "the server announced the relayed link"
+    );
+    assert!(dc.lookup_service_name("echo").is_empty());
+    dc.shutdown();
+    relay.join().unwrap();
+    // What the relay saw of the client holds no table: only the hello and
+    // the handshake (a few hundred bytes, no service name).
+    let seen = recorded.lock().unwrap().clone();
+    assert!(!seen.windows(4).any(|w| w == b"echo"));
+}
+
+#[test]
+fn a_replayed_handshake_is_refused() {
+    // Behind a proxy (the proofs not bound to addresses) a relay works;
+    // what it recorded, replayed, does not: the server's nonce is new.
+    let s = server_bound(Some("correct horse"), false);
+    let upstream = s.ex.local_addr();
+    let (proxy_addr, recorded, relay) = recording_relay(upstream);
     let (dc, cx) = client(proxy_addr, Some("correct horse"));
     assert_eq!(
         cx.connections().recv_timeout(WAIT).unwrap().state(),

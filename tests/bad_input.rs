@@ -28,7 +28,13 @@ const RAW_LABEL: &str = "raw@1/7";
 
 /// A correct hello frame for an exchange of group "".
 fn good_hello() -> Vec<u8> {
-    frame(&hello_body(MAGIC, 2, RAW_UID, RAW_LABEL, ""))
+    frame(&hello_body(
+        MAGIC,
+        util::raw::VERSION,
+        RAW_UID,
+        RAW_LABEL,
+        "",
+    ))
 }
 
 /// Reads one bincode standard varint.
@@ -208,9 +214,9 @@ fn wrong_protocol_version_closes_only_that_connection() {
     let s = setup(None);
     let before = s.ds.stats();
     let mut raw = raw_connect(s.addr);
-    raw.write_all(&frame(&hello_body(MAGIC, 3, RAW_UID, RAW_LABEL, "")))
+    raw.write_all(&frame(&hello_body(MAGIC, 2, RAW_UID, RAW_LABEL, "")))
         .unwrap();
-    expect_closed(&mut raw, "version 3 hello");
+    expect_closed(&mut raw, "version 2 hello");
     s.assert_no_server_announcement();
     // The refused hello was a whole frame: counted in.
     s.assert_unaffected(&before, 1, 4);
@@ -234,8 +240,14 @@ fn framed_wrong_magic_closes_only_that_connection() {
     let before = s.ds.stats();
     let mut raw = raw_connect(s.addr);
     // A well-formed frame of the right shape whose magic is not NETSVC.
-    raw.write_all(&frame(&hello_body(b"HTTP/1", 2, RAW_UID, RAW_LABEL, "")))
-        .unwrap();
+    raw.write_all(&frame(&hello_body(
+        b"HTTP/1",
+        util::raw::VERSION,
+        RAW_UID,
+        RAW_LABEL,
+        "",
+    )))
+    .unwrap();
     expect_closed(&mut raw, "hello with magic HTTP/1");
     s.assert_no_server_announcement();
     s.assert_unaffected(&before, 1, 6);
@@ -255,11 +267,17 @@ fn undecodable_frame_after_a_valid_hello_closes_only_that_connection() {
     let conns = s.ex.connections();
     let a = conns.recv_timeout(WAIT).unwrap();
     assert_eq!(a.state(), ConnectionState::Active);
-    assert_eq!(a.remote_process().map(|p| p.uid()), Some(RAW_UID as u64));
+    assert_eq!(
+        a.remote_process().map(|p| p.uid()),
+        Some(util::raw::uid(RAW_UID))
+    );
     assert_eq!(a.remote_process().map(|p| p.as_str()), Some(RAW_LABEL));
     let a = conns.recv_timeout(WAIT).unwrap();
     assert_eq!(a.state(), ConnectionState::Inactive);
-    assert_eq!(a.remote_process().map(|p| p.uid()), Some(RAW_UID as u64));
+    assert_eq!(
+        a.remote_process().map(|p| p.uid()),
+        Some(util::raw::uid(RAW_UID))
+    );
     s.assert_no_server_announcement();
     s.assert_unaffected(&before, 2, 7);
 }
@@ -288,7 +306,10 @@ fn random_frames_after_a_valid_hello_close_only_that_connection() {
     assert_eq!(a.state(), ConnectionState::Active);
     let a = conns.recv_timeout(WAIT).unwrap();
     assert_eq!(a.state(), ConnectionState::Inactive);
-    assert_eq!(a.remote_process().map(|p| p.uid()), Some(RAW_UID as u64));
+    assert_eq!(
+        a.remote_process().map(|p| p.uid()),
+        Some(util::raw::uid(RAW_UID))
+    );
     // Hello + at least one frame, at most all of them; then the call.
     if let Ok(a) = s.cx.connections().recv_timeout(QUIET) {
         panic!("the real client's link changed: {a:?}");
@@ -355,7 +376,7 @@ fn server_hello_is_the_first_frame_with_magic_version_and_identity() {
         let mut raw = raw_connect(ex.local_addr());
         let body = read_frame(&mut raw);
         assert_eq!(&body[..6], b"NETSVC");
-        assert_eq!(u16::from_be_bytes([body[6], body[7]]), 2);
+        assert_eq!(u16::from_be_bytes([body[6], body[7]]), util::raw::VERSION);
         let mut pos = 8;
         let uid = varint(&body, &mut pos);
         let label_len = varint(&body, &mut pos) as usize;
@@ -368,6 +389,13 @@ fn server_hello_is_the_first_frame_with_magic_version_and_identity() {
         assert_eq!(label, ds.process_id().as_str());
         assert_eq!(their_group, group);
         assert_eq!(body.get(pos), Some(&0), "auth: false (no secret)");
+        pos += 1;
+        assert_eq!(
+            varint(&body, &mut pos),
+            0,
+            "a server shows no identity token"
+        );
+        assert_eq!(body.get(pos), Some(&1), "bind: true (the default)");
         pos += 1;
         assert_eq!(pos, body.len(), "trailing bytes in the hello");
         ds.shutdown();

@@ -942,9 +942,9 @@ fn bulk_name(i: usize) -> String {
     format!("bulk-{i:06}-{}", "x".repeat(BULK_NAME))
 }
 
-/// The handshake frame of a peer with uid 7, label "raw", group `group`.
+/// The handshake frame of raw peer 7 (uid `raw::uid(7)`), label "raw", group `group`.
 fn raw_hello(group: &str) -> Vec<u8> {
-    raw::frame(&raw::hello_body(2, 7, "raw", group))
+    raw::frame(&raw::hello_body(raw::VERSION, 7, "raw", group))
 }
 
 #[test]
@@ -974,7 +974,7 @@ fn slow_consumer_is_disconnected_and_others_keep_working() {
     let a = connection(&bulk);
     assert_eq!(a.state(), ConnectionState::Active, "{a:?}");
     let remote = a.remote_process().unwrap();
-    assert_eq!((remote.uid(), remote.as_str()), (7, "raw"));
+    assert_eq!((remote.uid(), remote.as_str()), (raw::uid(7), "raw"));
 
     // The table (about 8 MB) should already pass the limit; if the
     // kernel's buffers took it all, more announcements follow until they
@@ -1000,7 +1000,7 @@ fn slow_consumer_is_disconnected_and_others_keep_working() {
     };
     assert_eq!(gone.state(), ConnectionState::Inactive, "{gone:?}");
     assert_eq!(gone.reason(), Some(InactiveReason::SlowConsumer), "{gone}");
-    assert_eq!(gone.remote_process().map(|p| p.uid()), Some(7));
+    assert_eq!(gone.remote_process().map(|p| p.uid()), Some(raw::uid(7)));
     assert_eq!(ds.stats().slow_consumers, 1);
 
     // The raw peer finds its connection closed: it reads the server's hello
@@ -1020,8 +1020,9 @@ fn slow_consumer_is_disconnected_and_others_keep_working() {
     assert!(received.len() > 4);
     let hello_len = u32::from_be_bytes(received[..4].try_into().unwrap()) as usize;
     let hello = &received[4..4 + hello_len];
-    assert_eq!(&hello[..8], b"NETSVC\x00\x02");
-    assert!(hello.ends_with(b"\x04bulk\x00"));
+    assert_eq!(&hello[..8], b"NETSVC\x00\x03");
+    // (group "bulk", no secret, no identity token from a server, bound proofs)
+    assert!(hello.ends_with(b"\x04bulk\x00\x00\x01"));
     let label = ds.process_id().as_str().to_owned();
     assert!(hello.windows(label.len()).any(|w| w == label.as_bytes()));
     assert!(received.len() < (2000 + extra) * BULK_NAME);

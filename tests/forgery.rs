@@ -78,7 +78,7 @@ fn forged_replies_and_hijacking_requests_are_dropped() {
         "raw",
         "*",
         Key {
-            process: 66,
+            process: raw::uid(66),
             agent: 1,
         },
         &[],

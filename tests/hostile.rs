@@ -101,13 +101,14 @@ struct RawPeer {
 
 impl RawPeer {
     fn connect(addr: SocketAddr) -> RawPeer {
-        let uid = fresh_uid();
+        let seed = fresh_uid();
+        let uid = pf::uid(seed);
         let mut stream = TcpStream::connect(addr).expect("raw connect");
         stream.set_read_timeout(Some(WAIT)).expect("read timeout");
         stream
             .set_write_timeout(Some(Duration::from_secs(10)))
             .expect("write timeout");
-        stream.write_all(&pf::hello(uid, "")).expect("send hello");
+        stream.write_all(&pf::hello(seed, "")).expect("send hello");
         let hello = read_frame(&mut stream).expect("the exchange's hello");
         assert_eq!(&hello[..6], b"NETSVC");
         stream.set_read_timeout(None).expect("no read timeout");

@@ -115,7 +115,7 @@ fn not_a_netsvc_peer() {
 #[test]
 fn not_a_netsvc_peer_by_its_magic() {
     let addr = fake_server(|mut s| {
-        let mut body = raw::hello_body(2, 5, "fake@1/5", "");
+        let mut body = raw::hello_body(raw::VERSION, 5, "fake@1/5", "");
         body[..6].copy_from_slice(b"NOTSVC");
         let _ = s.write_all(&raw::frame(&body));
         drain(s);

@@ -33,7 +33,7 @@ fn server_drops_a_peer_that_goes_silent() {
     let since = Instant::now();
     let down = conns.recv_timeout(WAIT).expect("Inactive");
     assert_eq!(down.state(), ConnectionState::Inactive);
-    assert_eq!(down.remote_process().map(|p| p.uid()), Some(9));
+    assert_eq!(down.remote_process().map(|p| p.uid()), Some(raw::uid(9)));
     // Dropped for silence, not at once (and long before the test's bound).
     assert!(since.elapsed() < WAIT);
     ds.shutdown();

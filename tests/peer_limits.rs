@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use netsvc::fuzzing::{
-    available_frame, binding, group_frame, report_frame, request_frame, subscribe_frame,
+    available_frame, binding, binding_of, group_frame, report_frame, request_frame, subscribe_frame,
 };
 use netsvc::*;
 use util::*;
@@ -209,7 +209,13 @@ fn a_service_with_20000_groups_is_refused() {
     watcher.monitor_service_name("many");
     send_all(
         &mut raw,
-        [available_frame(&binding("many", "*", 1, groups(20_000)))],
+        [available_frame(&binding_of(
+            31,
+            "many",
+            "*",
+            1,
+            groups(20_000),
+        ))],
     );
     wait_closed(&mut raw);
     wait_breaches(&s.ds, 1);
@@ -223,7 +229,7 @@ fn a_service_with_20000_groups_is_refused() {
 fn groups_up_to_the_limit_pass_and_joining_past_it_is_refused() {
     let s = setup(|b| b.max_groups_per_service(3));
     let mut raw = s.raw(32);
-    let b = binding("few", "*", 1, groups(3));
+    let b = binding_of(32, "few", "*", 1, groups(3));
     let watcher = s.ds.service("watcher").open().unwrap();
     watcher.monitor_service_group("g2");
     send_all(&mut raw, [available_frame(&b)]);
@@ -250,28 +256,39 @@ fn names_past_255_bytes_are_refused_and_255_pass() {
     let ok = "n".repeat(255);
     watcher.monitor_service_name(&ok);
     let mut raw = s.raw(33);
-    send_all(&mut raw, [available_frame(&binding(&ok, "*", 1, vec![]))]);
+    send_all(
+        &mut raw,
+        [available_frame(&binding_of(33, &ok, "*", 1, vec![]))],
+    );
     wait_announcement(&watcher, &ok, None, ServiceStatus::Available);
     let cases: Vec<Vec<u8>> = vec![
-        available_frame(&binding(&"n".repeat(300), "*", 2, vec![])),
-        available_frame(&binding("a", &"x".repeat(256), 3, vec![])),
-        available_frame(&binding("b", "*", 4, vec!["g".repeat(256)])),
-        group_frame(&binding(&ok, "*", 1, vec![]), &"g".repeat(1000), true),
+        available_frame(&binding_of(33, &"n".repeat(300), "*", 2, vec![])),
+        available_frame(&binding_of(33, "a", &"x".repeat(256), 3, vec![])),
+        available_frame(&binding_of(33, "b", "*", 4, vec!["g".repeat(256)])),
+        group_frame(
+            &binding_of(33, &ok, "*", 1, vec![]),
+            &"g".repeat(1000),
+            true,
+        ),
         request_frame(
             1,
-            &binding("c", "*", 5, vec![]),
+            &binding_of(33, "c", "*", 5, vec![]),
             s.echo.binding(),
             &"m".repeat(256),
             1,
             1000,
         ),
         subscribe_frame(
-            &binding("d", "", 6, vec![]),
+            &binding_of(33, "d", "", 6, vec![]),
             s.echo.binding(),
             &"p".repeat(100_000),
             true,
         ),
-        report_frame(&binding(&ok, "*", 1, vec![]), &"s".repeat(220_000), 1),
+        report_frame(
+            &binding_of(33, &ok, "*", 1, vec![]),
+            &"s".repeat(220_000),
+            1,
+        ),
     ];
     let during = s.calling_during();
     for (i, frame) in cases.into_iter().enumerate() {
@@ -283,7 +300,12 @@ fn names_past_255_bytes_are_refused_and_255_pass() {
     during.finish();
     // The first peer's service stayed, and the first peer with it.
     assert_eq!(s.ds.lookup_service_name(&ok).len(), 1);
-    still_open(&mut raw, &binding(&ok, "*", 1, vec![]), s.echo.binding(), 1);
+    still_open(
+        &mut raw,
+        &binding_of(33, &ok, "*", 1, vec![]),
+        s.echo.binding(),
+        1,
+    );
     assert_eq!(s.ds.stats().limits_breached, 7);
     s.call_echo();
 }
@@ -300,7 +322,13 @@ fn the_length_limits_are_configurable() {
     let mut raw = util::raw::handshake(ex.local_addr(), 50);
     send_all(
         &mut raw,
-        [available_frame(&binding("ninechars", "*", 1, vec![]))],
+        [available_frame(&binding_of(
+            50,
+            "ninechars",
+            "*",
+            1,
+            vec![],
+        ))],
     );
     wait_closed(&mut raw);
     wait_breaches(&ds, 1);
@@ -308,7 +336,7 @@ fn the_length_limits_are_configurable() {
     send_all(
         &mut raw,
         [subscribe_frame(
-            &binding("s", "", 1, vec![]),
+            &binding_of(51, "s", "", 1, vec![]),
             echo.binding(),
             "a.b.c",
             true,
@@ -363,7 +391,7 @@ fn the_local_api_refuses_what_a_peer_would() {
 fn subscriptions_past_the_limit_are_refused() {
     let s = setup(|b| b.max_subscriptions_per_connection(1000));
     let mut raw = s.raw(60);
-    let hidden = binding("hidden", "", 1, vec![]);
+    let hidden = binding_of(60, "hidden", "", 1, vec![]);
     let echo = s.echo.binding().clone();
     // 1000 pass (a repeat counts once).
     send_all(
@@ -389,7 +417,7 @@ fn unsubscribing_what_was_never_subscribed_frees_nothing() {
     let s = setup(|b| b.max_subscriptions_per_connection(1000));
     let mut raw = s.raw(61);
     let echo = s.echo.binding().clone();
-    let hidden = binding("hidden", "", 1, vec![]);
+    let hidden = binding_of(61, "hidden", "", 1, vec![]);
     let during = s.calling_during();
     // 20,000 unsubscribes of patterns never subscribed, half of them by
     // subscribers never seen (which must not be remembered either).
@@ -399,7 +427,7 @@ fn unsubscribing_what_was_never_subscribed_frees_nothing() {
             let who = if i % 2 == 0 {
                 hidden.clone()
             } else {
-                binding(&format!("ghost{i}"), "", i, vec![])
+                binding_of(61, &format!("ghost{i}"), "", i, vec![])
             };
             subscribe_frame(&who, &echo, &format!("never{i}"), false)
         }),
@@ -427,7 +455,7 @@ fn real_unsubscribes_free_their_place() {
     let s = setup(|b| b.max_subscriptions_per_connection(10));
     let mut raw = s.raw(62);
     let echo = s.echo.binding().clone();
-    let hidden = binding("hidden", "", 1, vec![]);
+    let hidden = binding_of(62, "hidden", "", 1, vec![]);
     send_all(
         &mut raw,
         (0..100).flat_map(|i| {
@@ -456,7 +484,7 @@ fn subscriptions_for_agents_that_are_not_the_peers_are_ignored() {
             subscribe_frame(local.binding(), publisher.binding(), "forged.local", true),
         ],
     );
-    let own = binding("own", "", 1, vec![]);
+    let own = binding_of(63, "own", "", 1, vec![]);
     send_all(
         &mut raw,
         [subscribe_frame(&own, publisher.binding(), "own", true)],
@@ -481,7 +509,7 @@ fn hidden_subscribers_count_against_the_memory_budget() {
     send_all(
         &mut raw,
         (0..2000).map(|i| {
-            let who = binding(&format!("{}{i}", "h".repeat(200)), "", i, vec![]);
+            let who = binding_of(64, &format!("{}{i}", "h".repeat(200)), "", i, vec![]);
             subscribe_frame(&who, &echo, &format!("{}{i}", "p".repeat(1000)), true)
         }),
     );
@@ -498,8 +526,15 @@ fn services_count_against_the_memory_budget() {
     let during = s.calling_during();
     send_all(
         &mut raw,
-        (0..2000)
-            .map(|i| available_frame(&binding(&format!("{}{i}", "n".repeat(250)), "*", i, vec![]))),
+        (0..2000).map(|i| {
+            available_frame(&binding_of(
+                65,
+                &format!("{}{i}", "n".repeat(250)),
+                "*",
+                i,
+                vec![],
+            ))
+        }),
     );
     wait_closed(&mut raw);
     wait_breaches(&s.ds, 1);
@@ -517,7 +552,7 @@ fn long_patterns_against_long_subjects_within_the_limits() {
     // subject, many times, leaves the exchange responsive.
     let s = setup(|b| b);
     let mut raw = s.raw(66);
-    let publisher = binding("pubr", "*", 1, vec![]);
+    let publisher = binding_of(66, "pubr", "*", 1, vec![]);
     let local_sub = s.ds.service("sub").open().unwrap();
     let pattern = format!("*{}?*b", "a".repeat(1000));
     local_sub.subscribe_reports("pubr", &pattern);
@@ -554,7 +589,7 @@ fn pending_calls_past_the_limit_are_refused() {
     // A service that never answers: its calls stay pending.
     let sink = s.ds.service("sink").open().unwrap();
     let mut raw = s.raw(70);
-    let me = binding("caller", "", 1, vec![]);
+    let me = binding_of(70, "caller", "", 1, vec![]);
     send_all(
         &mut raw,
         (0..99).map(|i| request_frame(i, &me, sink.binding(), "m", i, 60_000)),

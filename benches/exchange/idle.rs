@@ -15,7 +15,7 @@ use crate::proc::{port_of, proc_status_bytes, spawn};
 pub(crate) const IDLE_CLIENTS: u64 = 1000;
 
 /// The netsvc protocol version the idle connections announce (src/wire.rs).
-const PROTOCOL_VERSION: u16 = 2;
+const PROTOCOL_VERSION: u16 = 3;
 
 /// bincode's standard varint encoding of an unsigned integer.
 fn varint(out: &mut Vec<u8>, v: u64) {
@@ -34,15 +34,21 @@ fn varint(out: &mut Vec<u8>, v: u64) {
 }
 
 /// A netsvc hello frame built by hand: u32 BE length, then `NETSVC`, the
-/// version (u16 BE) and the bincode of `{ process: { uid, label }, group }`.
-fn hello_frame(uid: u64, label: &str) -> Vec<u8> {
+/// version (u16 BE) and the bincode of `{ process: { uid, label }, group,
+/// auth, identity, bind }`, for the client numbered `seed` (its uid is the
+/// one its identity token stands for, as the server checks).
+fn hello_frame(seed: u64, label: &str) -> Vec<u8> {
     let mut body = b"NETSVC".to_vec();
     body.extend_from_slice(&PROTOCOL_VERSION.to_be_bytes());
-    varint(&mut body, uid);
+    varint(&mut body, netsvc::peer_frames::uid(seed));
     varint(&mut body, label.len() as u64);
     body.extend_from_slice(label.as_bytes());
     varint(&mut body, 0); // group: ""
     body.push(0); // auth: false (no secret)
+    let token = netsvc::peer_frames::token(seed);
+    varint(&mut body, token.len() as u64);
+    body.extend_from_slice(&token);
+    body.push(0); // bind: false
     let mut frame = (body.len() as u32).to_be_bytes().to_vec();
     frame.extend_from_slice(&body);
     frame

@@ -134,6 +134,8 @@ pub(crate) enum ExchangeRole {
         listener: mio::net::TcpListener,
         authorise: Option<Authorise>,
         limits: Limits,
+        /// Proofs cover the addresses each side sees.
+        bind: bool,
     },
     /// Connects to a server; reconnects after `retry` if given.
     Client {

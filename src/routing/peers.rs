@@ -100,6 +100,9 @@ pub(crate) struct Peer {
     /// Agents learned through this link, in order.
     pub learned: Ordered<AgentKey>,
     pub usage: Usage,
+    /// Frames refused from it since `refused_since` (see [`REFUSALS`]).
+    pub refused: u32,
+    pub refused_since: std::time::Instant,
     /// The core asked for the link to be closed: nothing more it sends is
     /// taken, and nothing more is sent to it.
     pub closing: bool,
@@ -114,6 +117,15 @@ pub(crate) struct Scope {
     /// How many of its peers are up (the scope goes with the last).
     pub peers: usize,
 }
+
+/// A link whose frames have been refused this many times within
+/// [`REFUSAL_WINDOW`] (frames it had no right to send: a forged reply, a
+/// report in another's name...) is closed. A few can be honest races (a
+/// reply crossing a withdrawal); this many in so short a time are not.
+pub(crate) const REFUSALS: u32 = 64;
+
+/// See [`REFUSALS`].
+pub(crate) const REFUSAL_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Every peer whose link is up, and the subscribers known only through
 /// their subscriptions.

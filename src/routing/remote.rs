@@ -45,6 +45,23 @@ impl Core {
     /// learned from its other clients).
     pub(crate) fn peer_up(&mut self, peer: PeerId, info: PeerInfo) {
         log::debug!("netsvc: {peer} up: {}", info.remote);
+        if info.limits.is_some() {
+            // A process has one link to a server: a newer one (its identity
+            // checked by the transport) means it reconnected while the old
+            // one still looked alive here. The old one goes, and what it
+            // carried with it: the process announces its bindings afresh.
+            let older: Vec<PeerId> = self
+                .peers
+                .map
+                .iter()
+                .filter(|(_, p)| p.remote == info.remote && !p.closing)
+                .map(|(t, _)| *t)
+                .collect();
+            for old in older {
+                let reason = format!("{} connected again on {peer}", info.remote);
+                self.close_peer(old, Why::Superseded, reason);
+            }
+        }
         let scope = self.peers.scopes.entry(info.exchange).or_insert(Scope {
             group: info.group,
             limits: info.limits,
@@ -56,6 +73,8 @@ impl Core {
             exchange: info.exchange,
             learned: Ordered::default(),
             usage: Usage::default(),
+            refused: 0,
+            refused_since: Instant::now(),
             closing: false,
         };
         self.peers.map.insert(peer, Box::new(p));
@@ -219,6 +238,10 @@ impl Core {
                     return self.breach(peer, &e);
                 }
                 let key = binding.key();
+                if max_groups.is_some() && !self.speaks_for(peer, key.process) {
+                    // A server's client announces its own services only.
+                    return self.refuse_frame(peer, "an announcement of another process's service");
+                }
                 if key.process == self.link.process.uid() || self.registry.get(&key).is_some() {
                     return; // ours, or known already by another path
                 }
@@ -402,13 +425,17 @@ impl Core {
             (Some(Route::Remote(t)), _) => t == peer,
             (Some(Route::Local(_)), _) => false,
             (None, Some(t)) => t == peer,
-            (None, None) => on && key.process != self.link.process.uid(),
+            // Nothing to withdraw: a late unsubscribe, harmless.
+            (None, None) if !on => return,
+            // A subscriber not announced (hidden by its audience): a
+            // server's client names only its own, a server any but ours.
+            (None, None) => {
+                key.process != self.link.process.uid()
+                    && (max_groups.is_none() || self.speaks_for(peer, key.process))
+            }
         };
         if !theirs {
-            log::debug!(
-                "netsvc: a subscription from {peer} for {subscriber}, not its own, ignored"
-            );
-            return;
+            return self.refuse_frame(peer, "a subscription for a subscriber not of its link");
         }
         let adds = on
             && self.registry.get(&publisher).is_some()
@@ -505,14 +532,38 @@ impl Core {
         self.pending.get(&conv).and_then(|p| p.via) == Some(peer)
     }
 
-    /// Drops a frame the peer had no right to send: counted and logged.
+    /// Whether `peer` speaks for the process `uid`: it is the process its
+    /// link came up as (a server's clients speak only for themselves).
+    fn speaks_for(&self, peer: PeerId, uid: u64) -> bool {
+        self.peers
+            .map
+            .get(&peer)
+            .is_some_and(|p| p.remote.uid() == uid)
+    }
+
+    /// Drops a frame the peer had no right to send: counted and logged;
+    /// after [`REFUSALS`](super::peers::REFUSALS) within a window of
+    /// [`REFUSAL_WINDOW`](super::peers::REFUSAL_WINDOW), the link is closed.
     fn refuse_frame(&mut self, peer: PeerId, what: &str) {
         Counters::bump(&self.link.counters.refused_frames);
-        let remote = self.peers.map.get(&peer).map(|p| p.remote.clone());
+        let Some(p) = self.peers.map.get_mut(&peer) else {
+            return;
+        };
+        let now = Instant::now();
+        if now.saturating_duration_since(p.refused_since) >= super::peers::REFUSAL_WINDOW {
+            p.refused_since = now;
+            p.refused = 0;
+        }
+        p.refused += 1;
+        let (count, remote) = (p.refused, p.remote.clone());
         self.warnings.warn(
             "refused frame",
-            format_args!("dropped from {peer} ({remote:?}): {what}"),
+            format_args!("dropped from {peer} ({remote}): {what}"),
         );
+        if count >= super::peers::REFUSALS {
+            let reason = format!("{count} frames it had no right to send, the last {what}");
+            self.close_peer(peer, Why::BadInput, reason);
+        }
     }
 
     fn learned_via(&self, key: &AgentKey, peer: PeerId) -> bool {

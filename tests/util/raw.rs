@@ -14,27 +14,57 @@ pub fn frame(body: &[u8]) -> Vec<u8> {
     v
 }
 
+/// The protocol version this build speaks (src/wire.rs).
+pub const VERSION: u16 = 3;
+
+/// The process uid of the raw peer numbered `seed`: derived from its
+/// identity token, as a server checks.
+pub fn uid(seed: u8) -> u64 {
+    netsvc::peer_frames::uid(u64::from(seed))
+}
+
+/// bincode's standard varint of `v`.
+pub fn varint(out: &mut Vec<u8>, v: u64) {
+    match v {
+        0..=250 => out.push(v as u8),
+        251..=0xffff => {
+            out.push(251);
+            out.extend_from_slice(&(v as u16).to_le_bytes());
+        }
+        0x1_0000..=0xffff_ffff => {
+            out.push(252);
+            out.extend_from_slice(&(v as u32).to_le_bytes());
+        }
+        _ => {
+            out.push(253);
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+}
+
 /// A hello body: magic, version, then bincode's standard (varint) encoding
-/// of `{ process: { uid, label }, group, auth: false }`, with one-byte varints.
-pub fn hello_body(version: u16, uid: u8, label: &str, group: &str) -> Vec<u8> {
-    assert!(
-        uid < 251 && label.len() < 251 && group.len() < 251,
-        "one-byte varints"
-    );
+/// of `{ process: { uid, label }, group, auth: false, identity, bind:
+/// false }` for the raw peer numbered `seed` ([`uid`] of it, with its
+/// identity token).
+pub fn hello_body(version: u16, seed: u8, label: &str, group: &str) -> Vec<u8> {
     let mut v = MAGIC.to_vec();
     v.extend_from_slice(&version.to_be_bytes());
-    v.push(uid);
-    v.push(label.len() as u8);
+    varint(&mut v, uid(seed));
+    varint(&mut v, label.len() as u64);
     v.extend_from_slice(label.as_bytes());
-    v.push(group.len() as u8);
+    varint(&mut v, group.len() as u64);
     v.extend_from_slice(group.as_bytes());
     v.push(0); // auth: false
+    let token = netsvc::peer_frames::token(u64::from(seed));
+    varint(&mut v, token.len() as u64);
+    v.extend_from_slice(&token);
+    v.push(0); // bind: false
     v
 }
 
 /// A correct hello frame for an exchange of `group`.
-pub fn hello(uid: u8, group: &str) -> Vec<u8> {
-    frame(&hello_body(2, uid, &format!("raw@1/{uid}"), group))
+pub fn hello(seed: u8, group: &str) -> Vec<u8> {
+    frame(&hello_body(VERSION, seed, &format!("raw@1/{seed}"), group))
 }
 
 /// Reads one frame's body.

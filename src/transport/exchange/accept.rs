@@ -28,6 +28,17 @@ impl Exchanges {
                     return;
                 }
             };
+            if self.failed_auth.blocked(peer.ip(), Instant::now()) {
+                Counters::bump(&self.link.counters.limits_breached);
+                self.warnings.warn(
+                    "refused",
+                    format_args!(
+                        "connection from {peer} refused: {AUTH_FAILURES} failed authentications \
+                         from its address within {AUTH_WINDOW:?}"
+                    ),
+                );
+                continue; // (dropped: closed at once, before a byte is read)
+            }
             if !self.make_room(id, peer, &limits, core) {
                 Counters::bump(&self.link.counters.limits_breached);
                 let n = limits.max_connections;
@@ -234,6 +245,8 @@ impl Exchanges {
             opened: now,
             rbuf: ReadBuffer::default(),
             wbuf: WriteBuffer::default(),
+            hello: Vec::new(),
+            transcript: Vec::new(),
             handshake_timer: Some(timer),
             last_in: now,
             last_out: now,

@@ -8,20 +8,28 @@ impl Exchanges {
         let Some(conn) = self.conns.get(&token) else {
             return;
         };
-        let (group, auth) = self
-            .exchanges
-            .get(&conn.exchange)
-            .map(|e| (e.group.clone(), e.secret.is_some()))
-            .unwrap_or_default();
+        let Some(exch) = self.exchanges.get(&conn.exchange) else {
+            return;
+        };
+        let server = matches!(exch.role, Role::Server { .. });
         let hello = Hello {
             process: self.link.process.clone(),
-            group,
-            auth,
+            group: exch.group.clone(),
+            auth: exch.secret.is_some(),
+            // A client proves its uid is its own; a server need not (its
+            // clients chose to connect to it), and shows its token to no one.
+            identity: if server {
+                Vec::new()
+            } else {
+                self.link.identity.to_vec()
+            },
+            bind: server && exch.bind,
         };
         match wire::encode_hello(&hello) {
             Ok(body) => {
                 if let Some(conn) = self.conns.get_mut(&token) {
                     conn.wbuf.push_frame(&body);
+                    conn.hello = body;
                     Counters::bump(&self.link.counters.frames_out);
                     self.dirty.push(token);
                 }
@@ -52,7 +60,14 @@ impl Exchanges {
         }
     }
 
-    pub(super) fn handshake_done(&mut self, token: usize, hello: Hello, core: &mut Core) {
+    /// The peer's hello (`body` as it came) arrived.
+    pub(super) fn handshake_done(
+        &mut self,
+        token: usize,
+        hello: Hello,
+        body: &[u8],
+        core: &mut Core,
+    ) {
         let Some(conn) = self.conns.get(&token) else {
             return;
         };
@@ -80,10 +95,37 @@ impl Exchanges {
             return;
         }
         let secret = self.exchanges.get(&exchange).and_then(|e| e.secret.clone());
-        let is_server = self
+        let Some((is_server, bind)) = self
             .exchanges
             .get(&exchange)
-            .is_some_and(|e| matches!(e.role, Role::Server { .. }));
+            .map(|e| (matches!(e.role, Role::Server { .. }), e.bind))
+        else {
+            return;
+        };
+        if is_server && auth::identity_uid(&hello.identity) != hello.process.uid() {
+            // Anyone can name a uid (every binding carries one); only its
+            // process holds the token it is derived from.
+            let reason = "authentication failed: the client's identity token does not match \
+                          its process id (a process posing as another?)";
+            self.close_conn(token, Why::AuthenticationFailed, reason, core);
+            return;
+        }
+        // What the proofs cover besides the nonces: both hellos, and, where
+        // the server asks for it, the addresses each side sees.
+        let Some(conn) = self.conns.get_mut(&token) else {
+            return;
+        };
+        let local = conn.stream.local_addr().ok();
+        let bound = match (is_server, local) {
+            (true, Some(local)) if bind => Some((conn.peer, local)),
+            (false, Some(local)) if hello.bind => Some((local, conn.peer)),
+            _ => None,
+        };
+        conn.transcript = if is_server {
+            auth::transcript(body, &conn.hello, bound)
+        } else {
+            auth::transcript(&conn.hello, body, bound)
+        };
         if hello.auth != secret.is_some() {
             // Found out now, before either side announces a link.
             let reason = if hello.auth {
@@ -98,7 +140,13 @@ impl Exchanges {
             // Nothing about the services crosses before both sides proved
             // they hold the key.
             let state = if is_server {
-                let nonce = auth::nonce();
+                let nonce = match auth::nonce() {
+                    Ok(n) => n,
+                    Err(e) => {
+                        let reason = format!("cannot authenticate: {e}");
+                        return self.close_conn(token, Why::Io, &reason, core);
+                    }
+                };
                 self.send(
                     token,
                     &Message::Challenge {
@@ -151,6 +199,7 @@ impl Exchanges {
         };
         let me = self.link.process.uid();
         let state = conn.state.clone();
+        let transcript = conn.transcript.clone();
         // Counted in close_conn: any link lost while authenticating is.
         let refuse = |this: &mut Self, core: &mut Core, why: &str| {
             this.close_conn(
@@ -163,8 +212,16 @@ impl Exchanges {
         };
         match (state, message) {
             (ConnState::AwaitChallenge { remote }, Message::Challenge { nonce: theirs }) => {
-                let mine = auth::nonce();
-                let mac = auth::prove(&secret, Side::Client, &theirs, &mine, me, remote.uid());
+                let mine = match auth::nonce() {
+                    Ok(n) => n,
+                    Err(e) => {
+                        let reason = format!("cannot authenticate: {e}");
+                        self.close_conn(token, Why::Io, &reason, core);
+                        return false;
+                    }
+                };
+                let (peer, t) = (remote.uid(), &transcript);
+                let mac = auth::prove(&secret, Side::Client, &theirs, &mine, me, peer, t);
                 self.send(
                     token,
                     &Message::Response {
@@ -193,10 +250,12 @@ impl Exchanges {
                     &theirs,
                     remote.uid(),
                     me,
+                    &transcript,
                 ) {
                     return refuse(self, core, "the client's proof is wrong (another key?)");
                 }
-                let proof = auth::prove(&secret, Side::Server, &theirs, &nonce, me, remote.uid());
+                let (peer, t) = (remote.uid(), &transcript);
+                let proof = auth::prove(&secret, Side::Server, &theirs, &nonce, me, peer, t);
                 self.send(token, &Message::Proof { mac: proof });
                 self.activate(token, remote, core);
                 true
@@ -217,6 +276,7 @@ impl Exchanges {
                     &theirs,
                     remote.uid(),
                     me,
+                    &transcript,
                 ) {
                     return refuse(self, core, "the server's proof is wrong (another key?)");
                 }

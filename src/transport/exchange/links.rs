@@ -194,7 +194,7 @@ impl Exchanges {
         };
         if conn.state == ConnState::Handshaking {
             match wire::decode_hello(body) {
-                Ok(hello) => self.handshake_done(token, hello, core),
+                Ok(hello) => self.handshake_done(token, hello, body, core),
                 Err(e) => {
                     self.close_conn(token, e.why(), &format!("handshake refused: {e}"), core);
                     return false;
@@ -467,6 +467,13 @@ impl Exchanges {
         };
         if authenticating || (why == Why::AuthenticationFailed && remote.is_none()) {
             Counters::bump(&self.link.counters.auth_failures);
+            let server = self
+                .exchanges
+                .get(&conn.exchange)
+                .is_some_and(|e| matches!(e.role, Role::Server { .. }));
+            if server {
+                self.failed_auth.note(conn.peer.ip(), Instant::now());
+            }
         }
         // (Counted first: a peer told why may look at the counters.)
         tell_why(&mut conn, why, reason);

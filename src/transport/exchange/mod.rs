@@ -145,6 +145,11 @@ struct Conn {
     opened: Instant,
     rbuf: ReadBuffer,
     wbuf: WriteBuffer,
+    /// The hello this side sent, as it was sent, and once the peer's came,
+    /// the handshake's transcript (`auth::transcript`): what the proofs of
+    /// the shared-secret handshake cover. Emptied once the link is up.
+    hello: Vec<u8>,
+    transcript: Vec<u8>,
     handshake_timer: Option<crate::routing::timers::TimerId>,
     /// When something was last received from, and last sent to, the peer.
     last_in: Instant,
@@ -191,9 +196,65 @@ enum Role {
 struct Exch {
     group: String,
     secret: Option<Secret>,
+    /// A server's: proofs cover the addresses each side sees (see
+    /// `ServerBuilder::bind_proofs_to_addresses`).
+    bind: bool,
     role: Role,
     announce: Sender<ConnectionAnnouncement>,
     conns: Vec<usize>,
+}
+
+/// A server refuses connections from an address that failed to
+/// authenticate this many times within [`AUTH_WINDOW`], until that window
+/// ends: guessing a secret costs at least a window per that many guesses.
+/// (Honest clients behind the same address are refused too while it lasts.)
+pub(crate) const AUTH_FAILURES: u32 = 32;
+
+/// See [`AUTH_FAILURES`].
+pub(crate) const AUTH_WINDOW: Duration = Duration::from_secs(10);
+
+/// At most this many addresses are remembered (the oldest windows go
+/// first): what a flood of addresses can make a server hold.
+const AUTH_ADDRESSES: usize = 4096;
+
+/// Failed authentications by address, in windows of [`AUTH_WINDOW`].
+#[derive(Default)]
+pub(crate) struct FailedAuth {
+    by_ip: std::collections::HashMap<std::net::IpAddr, (u32, Instant)>,
+}
+
+impl FailedAuth {
+    /// One more failure from `ip`.
+    fn note(&mut self, ip: std::net::IpAddr, now: Instant) {
+        if self.by_ip.len() >= AUTH_ADDRESSES && !self.by_ip.contains_key(&ip) {
+            self.by_ip
+                .retain(|_, (_, since)| now.saturating_duration_since(*since) < AUTH_WINDOW);
+            if self.by_ip.len() >= AUTH_ADDRESSES {
+                let oldest = self.by_ip.iter().min_by_key(|(_, (_, since))| *since);
+                if let Some(ip) = oldest.map(|(ip, _)| *ip) {
+                    self.by_ip.remove(&ip);
+                }
+            }
+        }
+        let (count, since) = self.by_ip.entry(ip).or_insert((0, now));
+        if now.saturating_duration_since(*since) >= AUTH_WINDOW {
+            *count = 0;
+            *since = now;
+        }
+        *count += 1;
+    }
+
+    /// Whether connections from `ip` are refused now.
+    fn blocked(&mut self, ip: std::net::IpAddr, now: Instant) -> bool {
+        match self.by_ip.get(&ip) {
+            Some((_, since)) if now.saturating_duration_since(*since) >= AUTH_WINDOW => {
+                self.by_ip.remove(&ip);
+                false
+            }
+            Some((count, _)) => *count >= AUTH_FAILURES,
+            None => false,
+        }
+    }
 }
 
 /// What the exchange's timers are for.
@@ -235,6 +296,8 @@ pub(crate) struct Exchanges {
     stalled: Vec<usize>,
     /// Warnings a peer can cause, at most one line a second per kind.
     warnings: Warnings,
+    /// Failed authentications by address (a server's).
+    failed_auth: FailedAuth,
 }
 
 /// How many accepted connections may wait for the `authorise` callback's
@@ -259,6 +322,7 @@ impl Exchanges {
             congested: IdMap::default(),
             stalled: Vec::new(),
             warnings: Warnings::default(),
+            failed_auth: FailedAuth::default(),
         }
     }
 
@@ -361,12 +425,15 @@ impl Exchanges {
         if self.rng == 0 {
             self.rng = self.link.process.uid() | 1;
         }
+        let mut bind = false;
         let role = match role {
             ExchangeRole::Server {
                 mut listener,
                 authorise,
                 limits,
+                bind: b,
             } => {
+                bind = b;
                 let authorise = match authorise {
                     Some(check) => Some(self.spawn_authoriser(check)?),
                     None => None,
@@ -396,6 +463,7 @@ impl Exchanges {
             Exch {
                 group,
                 secret,
+                bind,
                 role,
                 announce,
                 conns: Vec::new(),
