@@ -62,6 +62,24 @@ pub fn hello_body(version: u16, seed: u8, label: &str, group: &str) -> Vec<u8> {
     v
 }
 
+/// A hello frame claiming the process `uid` (someone else's, say) with the
+/// identity token of the raw peer numbered `token_seed`.
+pub fn hello_claiming(uid: u64, token_seed: u8) -> Vec<u8> {
+    let mut v = MAGIC.to_vec();
+    v.extend_from_slice(&VERSION.to_be_bytes());
+    varint(&mut v, uid);
+    let label = "claimed@1/0";
+    varint(&mut v, label.len() as u64);
+    v.extend_from_slice(label.as_bytes());
+    varint(&mut v, 0); // group: ""
+    v.push(0); // auth: false
+    let token = netsvc::peer_frames::token(u64::from(token_seed));
+    varint(&mut v, token.len() as u64);
+    v.extend_from_slice(&token);
+    v.push(0); // bind: false
+    frame(&v)
+}
+
 /// A correct hello frame for an exchange of `group`.
 pub fn hello(seed: u8, group: &str) -> Vec<u8> {
     frame(&hello_body(VERSION, seed, &format!("raw@1/{seed}"), group))
