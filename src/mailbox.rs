@@ -83,6 +83,9 @@ pub(crate) struct Link {
     /// (`auth::identity_uid`): shown to the exchanges this dispatcher
     /// connects to, as the proof that the uid is its own.
     pub(crate) identity: Arc<[u8]>,
+    /// The counter and the keys conversation ids are made from.
+    next_conv: AtomicU64,
+    conv_keys: ConvKeys,
     lifecycle: Mutex<Lifecycle>,
     exited: Condvar,
 }
@@ -107,6 +110,8 @@ impl Link {
             process,
             identity: identity.into(),
             next_id: AtomicU64::new(1),
+            next_conv: AtomicU64::new(1),
+            conv_keys: ConvKeys::default(),
             counters: Counters::default(),
             config,
             lifecycle: Mutex::new(Lifecycle::default()),
@@ -242,11 +247,13 @@ impl Link {
         AgentId(self.next_id.fetch_add(1, Ordering::Relaxed))
     }
 
+    /// A fresh conversation id: unique in this process (a permutation of
+    /// a counter) and unpredictable (keyed with keys only this process
+    /// holds), so that no peer can choose or foresee the id of another
+    /// caller's next call and take it first.
     pub(crate) fn next_conversation(&self) -> ConversationId {
-        ConversationId::new(
-            self.process.uid(),
-            self.next_id.fetch_add(1, Ordering::Relaxed),
-        )
+        let n = self.next_conv.fetch_add(1, Ordering::Relaxed);
+        ConversationId::new(self.process.uid(), self.conv_keys.permute(n))
     }
 
     fn lifecycle(&self) -> MutexGuard<'_, Lifecycle> {
@@ -418,5 +425,51 @@ impl Responder for Link {
             sender,
             caller,
         })
+    }
+}
+
+/// A keyed permutation of `u64` (a four-round Feistel network whose round
+/// function is SipHash with random keys): distinct counters give distinct
+/// ids, and without the keys nobody can tell the next from the last.
+#[derive(Default)]
+struct ConvKeys(std::collections::hash_map::RandomState);
+
+impl ConvKeys {
+    fn permute(&self, x: u64) -> u64 {
+        use std::hash::BuildHasher;
+        let (mut l, mut r) = ((x >> 32) as u32, x as u32);
+        for round in 0u8..4 {
+            let f = self.0.hash_one((round, r)) as u32;
+            (l, r) = (r, l ^ f);
+        }
+        (u64::from(l) << 32) | u64::from(r)
+    }
+}
+
+impl std::fmt::Debug for ConvKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConvKeys(..)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ConvKeys;
+
+    #[test]
+    fn conversation_ids_are_distinct_and_do_not_follow_each_other() {
+        let keys = ConvKeys::default();
+        let ids: Vec<u64> = (1..=10_000).map(|n| keys.permute(n)).collect();
+        let mut sorted = ids.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), ids.len(), "a permutation: no two alike");
+        let steps = ids
+            .windows(2)
+            .filter(|w| w[1] == w[0].wrapping_add(1))
+            .count();
+        assert!(steps < 3, "{steps} ids followed their predecessor");
+        let other = ConvKeys::default();
+        assert_ne!(keys.permute(1), other.permute(1), "keyed per process");
     }
 }

@@ -193,9 +193,7 @@ fn a_forged_unsubscribe_is_refused_and_the_subscriber_keeps_its_reports() {
     .unwrap();
     wait_stat(&ds, "refused_frames", 1, |s| s.refused_frames);
     assert_quiet(&news);
-    news
-        .publish_report("t.x", &7u64, Lifetime::None)
-        .unwrap();
+    news.publish_report("t.x", &7u64, Lifetime::None).unwrap();
     let r = report(&sub);
     assert_eq!(r.decode::<u64>().unwrap(), 7);
 }
