@@ -134,6 +134,8 @@ pub(crate) struct Peers {
     pub map: IdMap<PeerId, Box<Peer>>,
     /// By exchange id.
     pub scopes: IdMap<u64, Scope>,
+    /// A server's client links by the process they came up as (one each).
+    pub by_process: HashMap<u64, PeerId>,
     /// Remote agents known only as subscribers (their audience hides them
     /// from the registry): where to send their reports.
     pub hidden: HashMap<AgentKey, (ServiceBinding, PeerId)>,

@@ -50,14 +50,7 @@ impl Core {
             // checked by the transport) means it reconnected while the old
             // one still looked alive here. The old one goes, and what it
             // carried with it: the process announces its bindings afresh.
-            let older: Vec<PeerId> = self
-                .peers
-                .map
-                .iter()
-                .filter(|(_, p)| p.remote == info.remote && !p.closing)
-                .map(|(t, _)| *t)
-                .collect();
-            for old in older {
+            if let Some(old) = self.peers.by_process.insert(info.remote.uid(), peer) {
                 let reason = format!("{} connected again on {peer}", info.remote);
                 self.close_peer(old, Why::Superseded, reason);
             }
@@ -149,6 +142,10 @@ impl Core {
             self.forget(conv);
         }
         if let Some(p) = self.peers.map.remove(&peer) {
+            let uid = p.remote.uid();
+            if self.peers.by_process.get(&uid) == Some(&peer) {
+                self.peers.by_process.remove(&uid);
+            }
             if let Some(scope) = self.peers.scopes.get_mut(&p.exchange) {
                 scope.peers -= 1;
                 if scope.peers == 0 {

@@ -12,6 +12,7 @@ impl Exchanges {
             return;
         };
         let server = matches!(exch.role, Role::Server { .. });
+        let keyed = exch.secret.is_some();
         let hello = Hello {
             process: self.link.process.clone(),
             group: exch.group.clone(),
@@ -29,7 +30,13 @@ impl Exchanges {
             Ok(body) => {
                 if let Some(conn) = self.conns.get_mut(&token) {
                     conn.wbuf.push_frame(&body);
-                    conn.hello = body;
+                    if keyed {
+                        // (Kept for the proofs: only where there are any.)
+                        conn.handshake = Some(Box::new(Transcript {
+                            hello: body,
+                            transcript: Vec::new(),
+                        }));
+                    }
                     Counters::bump(&self.link.counters.frames_out);
                     self.dirty.push(token);
                 }
@@ -115,17 +122,22 @@ impl Exchanges {
         let Some(conn) = self.conns.get_mut(&token) else {
             return;
         };
-        let local = conn.stream.local_addr().ok();
-        let bound = match (is_server, local) {
-            (true, Some(local)) if bind => Some((conn.peer, local)),
-            (false, Some(local)) if hello.bind => Some((local, conn.peer)),
-            _ => None,
-        };
-        conn.transcript = if is_server {
-            auth::transcript(body, &conn.hello, bound)
+        if secret.is_none() || hello.auth != secret.is_some() {
+            conn.handshake = None; // (no proofs to make)
         } else {
-            auth::transcript(&conn.hello, body, bound)
-        };
+            let local = conn.stream.local_addr().ok();
+            let bound = match (is_server, local) {
+                (true, Some(local)) if bind => Some((conn.peer, local)),
+                (false, Some(local)) if hello.bind => Some((local, conn.peer)),
+                _ => None,
+            };
+            let handshake = conn.handshake.get_or_insert_with(Box::default);
+            handshake.transcript = if is_server {
+                auth::transcript(body, &handshake.hello, bound)
+            } else {
+                auth::transcript(&handshake.hello, body, bound)
+            };
+        }
         if hello.auth != secret.is_some() {
             // Found out now, before either side announces a link.
             let reason = if hello.auth {
@@ -199,7 +211,11 @@ impl Exchanges {
         };
         let me = self.link.process.uid();
         let state = conn.state.clone();
-        let transcript = conn.transcript.clone();
+        let transcript = conn
+            .handshake
+            .as_ref()
+            .map(|h| h.transcript.clone())
+            .unwrap_or_default();
         // Counted in close_conn: any link lost while authenticating is.
         let refuse = |this: &mut Self, core: &mut Core, why: &str| {
             this.close_conn(
@@ -297,6 +313,7 @@ impl Exchanges {
             return;
         };
         let (exchange, peer) = (conn.exchange, conn.peer);
+        conn.handshake = None;
         conn.state = ConnState::Active {
             remote: remote.clone(),
         };

@@ -145,11 +145,9 @@ struct Conn {
     opened: Instant,
     rbuf: ReadBuffer,
     wbuf: WriteBuffer,
-    /// The hello this side sent, as it was sent, and once the peer's came,
-    /// the handshake's transcript (`auth::transcript`): what the proofs of
-    /// the shared-secret handshake cover. Emptied once the link is up.
-    hello: Vec<u8>,
-    transcript: Vec<u8>,
+    /// While the handshake lasts: what the proofs will cover (gone once
+    /// the link is up: an idle server holds thousands of links).
+    handshake: Option<Box<Transcript>>,
     handshake_timer: Option<crate::routing::timers::TimerId>,
     /// When something was last received from, and last sent to, the peer.
     last_in: Instant,
@@ -255,6 +253,15 @@ impl FailedAuth {
             None => false,
         }
     }
+}
+
+/// The hello this side sent, as it was sent, and once the peer's came, the
+/// handshake's transcript (`auth::transcript`): what the proofs of the
+/// shared-secret handshake cover.
+#[derive(Default)]
+struct Transcript {
+    hello: Vec<u8>,
+    transcript: Vec<u8>,
 }
 
 /// What the exchange's timers are for.
