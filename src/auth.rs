@@ -66,6 +66,7 @@ fn mac(
     second: &[u8],
     me: u64,
     peer: u64,
+    credential: &[u8],
 ) -> Hmac<Sha256> {
     // HMAC takes keys of any length: new_from_slice cannot fail for it.
     let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&secret.0).unwrap_or_else(|_| unreachable!());
@@ -77,11 +78,16 @@ fn mac(
     m.update(second);
     m.update(&me.to_be_bytes());
     m.update(&peer.to_be_bytes());
+    // The name of the credential the client proves (empty for the shared
+    // secret), length first: a relay that swaps it breaks both proofs.
+    m.update(&(credential.len() as u64).to_be_bytes());
+    m.update(credential);
     m
 }
 
 /// The proof `side` gives: over the other side's nonce, then its own, then
-/// its process uid and the peer's.
+/// its process uid and the peer's, then the name of the client's credential
+/// (empty for the shared secret).
 pub(crate) fn prove(
     secret: &Secret,
     side: Side,
@@ -89,14 +95,16 @@ pub(crate) fn prove(
     mine: &[u8],
     me: u64,
     peer: u64,
+    credential: &[u8],
 ) -> Vec<u8> {
-    mac(secret, side, theirs, mine, me, peer)
+    mac(secret, side, theirs, mine, me, peer, credential)
         .finalize()
         .into_bytes()
         .to_vec()
 }
 
 /// Checks, in constant time, a proof `side` gave.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn check(
     secret: &Secret,
     side: Side,
@@ -105,10 +113,19 @@ pub(crate) fn check(
     prover_nonce: &[u8],
     prover: u64,
     verifier: u64,
+    credential: &[u8],
 ) -> bool {
-    mac(secret, side, verifier_nonce, prover_nonce, prover, verifier)
-        .verify_slice(proof)
-        .is_ok()
+    mac(
+        secret,
+        side,
+        verifier_nonce,
+        prover_nonce,
+        prover,
+        verifier,
+        credential,
+    )
+    .verify_slice(proof)
+    .is_ok()
 }
 
 #[cfg(test)]
@@ -120,29 +137,39 @@ mod tests {
         let k = Secret::new(b"key");
         let (ns, nc) = (nonce(), nonce());
         assert_ne!(ns, nc);
-        let p = prove(&k, Side::Client, &ns, &nc, 1, 2);
-        assert!(check(&k, Side::Client, &p, &ns, &nc, 1, 2));
-        assert!(!check(
-            &Secret::new(b"other"),
-            Side::Client,
-            &p,
-            &ns,
-            &nc,
-            1,
-            2
-        ));
+        let p = prove(&k, Side::Client, &ns, &nc, 1, 2, b"");
+        assert!(check(&k, Side::Client, &p, &ns, &nc, 1, 2, b""));
+        let other = Secret::new(b"other");
+        assert!(!check(&other, Side::Client, &p, &ns, &nc, 1, 2, b""));
         assert!(
-            !check(&k, Side::Client, &p, &nonce(), &nc, 1, 2),
+            !check(&k, Side::Client, &p, &nonce(), &nc, 1, 2, b""),
             "fresh server nonce"
         );
         assert!(
-            !check(&k, Side::Server, &p, &ns, &nc, 1, 2),
+            !check(&k, Side::Server, &p, &ns, &nc, 1, 2, b""),
             "no reflection"
         );
         assert!(
-            !check(&k, Side::Client, &p, &ns, &nc, 1, 3),
+            !check(&k, Side::Client, &p, &ns, &nc, 1, 3, b""),
             "bound to the peers"
         );
         assert_eq!(format!("{k:?}"), "Secret(..)");
+    }
+
+    #[test]
+    fn proofs_are_bound_to_the_credential_name() {
+        let k = Secret::new(b"key");
+        let (ns, nc) = (nonce(), nonce());
+        let p = prove(&k, Side::Client, &ns, &nc, 1, 2, b"alice");
+        assert!(check(&k, Side::Client, &p, &ns, &nc, 1, 2, b"alice"));
+        for swapped in [&b"bob"[..], b"", b"alic", b"alicee"] {
+            assert!(
+                !check(&k, Side::Client, &p, &ns, &nc, 1, 2, swapped),
+                "a proof for alice taken for {swapped:?}"
+            );
+        }
+        let s = prove(&k, Side::Server, &nc, &ns, 2, 1, b"alice");
+        assert!(check(&k, Side::Server, &s, &nc, &ns, 2, 1, b"alice"));
+        assert!(!check(&k, Side::Server, &s, &nc, &ns, 2, 1, b"bob"));
     }
 }

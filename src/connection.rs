@@ -90,7 +90,9 @@ impl fmt::Display for InactiveReason {
 /// authentication where a secret is set, have completed on this side. An
 /// `Inactive` one says why ([`reason`](Self::reason), [`detail`](Self::detail)).
 /// It displays as `ACTIVE <process> (<address>)` or
-/// `INACTIVE <process or -> (<address>): <reason>: <detail>`.
+/// `INACTIVE <process or -> (<address>): <reason>: <detail>`, with
+/// ` as "<credential>"` after the address when the peer has an
+/// [`identity`](Self::identity).
 #[derive(Debug, Clone)]
 pub struct ConnectionAnnouncement {
     pub(crate) state: ConnectionState,
@@ -98,6 +100,7 @@ pub struct ConnectionAnnouncement {
     pub(crate) remote_address: SocketAddr,
     pub(crate) reason: Option<InactiveReason>,
     pub(crate) detail: String,
+    pub(crate) identity: Option<String>,
 }
 
 impl fmt::Display for ConnectionAnnouncement {
@@ -109,6 +112,9 @@ impl fmt::Display for ConnectionAnnouncement {
         match &self.remote_process {
             Some(p) => write!(f, "{state} {p} ({})", self.remote_address)?,
             None => write!(f, "{state} - ({})", self.remote_address)?,
+        }
+        if let Some(identity) = &self.identity {
+            write!(f, " as {identity:?}")?;
         }
         if let Some(reason) = self.reason {
             write!(f, ": {reason}")?;
@@ -140,6 +146,17 @@ impl ConnectionAnnouncement {
     /// Why the link went down or the attempt failed; `None` for `Active`.
     pub fn reason(&self) -> Option<InactiveReason> {
         self.reason
+    }
+
+    /// Who the peer authenticated as: on a server, the name of the
+    /// [`Credential`](crate::Credential) the client connected with (its
+    /// `Active` announcement and the `Inactive` when that link goes down).
+    /// `None` for a client that proved the shared secret, for a link
+    /// without authentication, for a failed attempt, and on a client (the
+    /// server proves it holds the client's key, and has no name of its
+    /// own).
+    pub fn identity(&self) -> Option<&str> {
+        self.identity.as_deref()
     }
 
     /// A sentence on the cause, for logs and people (empty for `Active`):

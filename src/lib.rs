@@ -133,6 +133,7 @@ mod auth;
 mod bounded;
 mod config;
 mod connection;
+mod credentials;
 mod direct;
 mod dispatcher;
 mod error;
@@ -161,6 +162,7 @@ mod warnings;
 mod wire;
 
 pub use connection::{ConnectionAnnouncement, ConnectionState, InactiveReason};
+pub use credentials::Credential;
 #[doc(hidden)]
 pub use dispatcher::{panic_dispatcher, stall_dispatcher};
 pub use dispatcher::{Dispatcher, DispatcherBuilder};

@@ -264,12 +264,16 @@ pub(crate) enum Message {
         #[serde(with = "bounded::bytes")]
         nonce: Vec<u8>,
     },
-    /// Authentication, client to server: the client's nonce and proof.
+    /// Authentication, client to server: the client's nonce and proof, and
+    /// the name of the credential it proves (empty for the shared secret;
+    /// covered by the proof, and bounded as every pre-authentication frame
+    /// is, to 4 KiB).
     Response {
         #[serde(with = "bounded::bytes")]
         nonce: Vec<u8>,
         #[serde(with = "bounded::bytes")]
         mac: Vec<u8>,
+        credential: String,
     },
     /// Authentication, server to client: the server's proof.
     Proof {

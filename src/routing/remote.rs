@@ -57,6 +57,7 @@ impl Core {
             learned: Ordered::default(),
             usage: Usage::default(),
             closing: false,
+            identity: info.identity,
         };
         self.peers.map.insert(peer, Box::new(p));
         let bindings: Vec<ServiceBinding> = self

@@ -11,7 +11,7 @@ impl Exchanges {
         let (group, auth) = self
             .exchanges
             .get(&conn.exchange)
-            .map(|e| (e.group.clone(), e.secret.is_some()))
+            .map(|e| (e.group.clone(), e.authenticates()))
             .unwrap_or_default();
         let hello = Hello {
             process: self.link.process.clone(),
@@ -79,22 +79,25 @@ impl Exchanges {
             );
             return;
         }
-        let secret = self.exchanges.get(&exchange).and_then(|e| e.secret.clone());
+        let auth = self
+            .exchanges
+            .get(&exchange)
+            .is_some_and(Exch::authenticates);
         let is_server = self
             .exchanges
             .get(&exchange)
             .is_some_and(|e| matches!(e.role, Role::Server { .. }));
-        if hello.auth != secret.is_some() {
+        if hello.auth != auth {
             // Found out now, before either side announces a link.
             let reason = if hello.auth {
-                "authentication failed: the peer requires a shared secret, and this side has none"
+                "authentication failed: the peer requires a secret, and this side has none"
             } else {
-                "authentication failed: this side requires a shared secret, and the peer has none"
+                "authentication failed: this side requires a secret, and the peer has none"
             };
             self.close_conn(token, Why::AuthenticationFailed, reason, core);
             return;
         }
-        if secret.is_some() {
+        if auth {
             // Nothing about the services crosses before both sides proved
             // they hold the key.
             let state = if is_server {
@@ -142,13 +145,12 @@ impl Exchanges {
         let Some(conn) = self.conns.get(&token) else {
             return false;
         };
-        let Some(secret) = self
-            .exchanges
-            .get(&conn.exchange)
-            .and_then(|e| e.secret.clone())
-        else {
+        let Some(exch) = self.exchanges.get(&conn.exchange) else {
             return false;
         };
+        // A client's key and its credential's name; a server's is chosen
+        // by the name in the client's response.
+        let own = exch.own_key();
         let me = self.link.process.uid();
         let state = conn.state.clone();
         // Counted in close_conn: any link lost while authenticating is.
@@ -163,13 +165,25 @@ impl Exchanges {
         };
         match (state, message) {
             (ConnState::AwaitChallenge { remote }, Message::Challenge { nonce: theirs }) => {
+                let Some((secret, credential)) = own else {
+                    return refuse(self, core, "this side has no key");
+                };
                 let mine = auth::nonce();
-                let mac = auth::prove(&secret, Side::Client, &theirs, &mine, me, remote.uid());
+                let mac = auth::prove(
+                    &secret,
+                    Side::Client,
+                    &theirs,
+                    &mine,
+                    me,
+                    remote.uid(),
+                    credential.as_bytes(),
+                );
                 self.send(
                     token,
                     &Message::Response {
                         nonce: mine.clone(),
                         mac,
+                        credential,
                     },
                 );
                 if let Some(conn) = self.conns.get_mut(&token) {
@@ -183,9 +197,18 @@ impl Exchanges {
             }
             (
                 ConnState::AwaitResponse { remote, nonce },
-                Message::Response { nonce: theirs, mac },
+                Message::Response {
+                    nonce: theirs,
+                    mac,
+                    credential,
+                },
             ) => {
-                if !auth::check(
+                // A name this server does not have is checked against a
+                // fresh random key, and fails as a wrong secret does.
+                let key = exch.key_for(&credential);
+                let known = key.is_some();
+                let (secret, identity) = key.unwrap_or_else(|| (Secret::new(&auth::nonce()), None));
+                let ok = auth::check(
                     &secret,
                     Side::Client,
                     &mac,
@@ -193,11 +216,25 @@ impl Exchanges {
                     &theirs,
                     remote.uid(),
                     me,
-                ) {
-                    return refuse(self, core, "the client's proof is wrong (another key?)");
+                    credential.as_bytes(),
+                );
+                if !(ok && known) {
+                    let why = "the client's proof is wrong (another key, or a credential not known here?)";
+                    return refuse(self, core, why);
                 }
-                let proof = auth::prove(&secret, Side::Server, &theirs, &nonce, me, remote.uid());
+                let proof = auth::prove(
+                    &secret,
+                    Side::Server,
+                    &theirs,
+                    &nonce,
+                    me,
+                    remote.uid(),
+                    credential.as_bytes(),
+                );
                 self.send(token, &Message::Proof { mac: proof });
+                if let Some(conn) = self.conns.get_mut(&token) {
+                    conn.identity = identity;
+                }
                 self.activate(token, remote, core);
                 true
             }
@@ -209,6 +246,9 @@ impl Exchanges {
                 },
                 Message::Proof { mac },
             ) => {
+                let Some((secret, credential)) = own else {
+                    return refuse(self, core, "this side has no key");
+                };
                 if !auth::check(
                     &secret,
                     Side::Server,
@@ -217,6 +257,7 @@ impl Exchanges {
                     &theirs,
                     remote.uid(),
                     me,
+                    credential.as_bytes(),
                 ) {
                     return refuse(self, core, "the server's proof is wrong (another key?)");
                 }
@@ -244,6 +285,7 @@ impl Exchanges {
         if let Some(t) = conn.handshake_timer.take() {
             self.timers.cancel(t);
         }
+        let identity = conn.identity.clone();
         log::debug!("netsvc: exchange link to {remote} ({peer}) active");
         self.arm_liveness();
         self.announce_connection(
@@ -252,6 +294,7 @@ impl Exchanges {
             Some(remote.clone()),
             peer,
             None,
+            identity.as_deref(),
         );
         let Some(exch) = self.exchanges.get(&exchange) else {
             return;
@@ -265,6 +308,7 @@ impl Exchanges {
             exchange,
             group: exch.group.clone(),
             limits,
+            identity,
         };
         core.peer_up(PeerId(token), info);
         self.carry(core);
