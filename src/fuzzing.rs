@@ -153,6 +153,10 @@ pub fn sample_frames() -> Vec<Vec<u8>> {
         Message::Closing {
             reason: "limit breached: a sample".into(),
         },
+        Message::SubscribeDenied {
+            subscriber: key,
+            publisher: key,
+        },
     ];
     for m in &messages {
         if let Ok(f) = wire::encode_frame(m) {

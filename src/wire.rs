@@ -302,6 +302,13 @@ pub(crate) enum Message {
     /// The sender is closing the link, and says why (so that the far side's
     /// `Inactive` names the cause, not only "closed by peer").
     Closing { reason: String },
+    /// Server to client: a subscription of the client's `subscriber` to
+    /// `publisher` was refused (its credential may not subscribe to it);
+    /// the subscriber is told the publisher is withdrawn for it.
+    SubscribeDenied {
+        subscriber: AgentKey,
+        publisher: AgentKey,
+    },
 }
 
 /// The variant index of [`Message::Report`] in its encoding (bincode writes
