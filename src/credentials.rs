@@ -108,7 +108,7 @@ impl Credential {
     /// these patterns, and no others (patterns add to those of earlier
     /// calls). A service it may not offer is not taken in: nobody else
     /// sees it, and the client is not told.
-    pub fn offer<S: AsRef<str>>(mut self, patterns: impl IntoIterator<Item = S>) -> Self {
+    pub fn offer<S: AsRef<str>>(mut self, patterns: &[S]) -> Self {
         add(&mut self.permissions.offer, patterns);
         self
     }
@@ -119,7 +119,7 @@ impl Credential {
     /// [`Error::Service`](crate::Error::Service) and the code
     /// [`codes::PERMISSION_DENIED`](crate::codes::PERMISSION_DENIED); a
     /// cast is dropped.
-    pub fn call<S: AsRef<str>>(mut self, patterns: impl IntoIterator<Item = S>) -> Self {
+    pub fn call<S: AsRef<str>>(mut self, patterns: &[S]) -> Self {
         add(&mut self.permissions.call, patterns);
         self
     }
@@ -136,7 +136,7 @@ impl Credential {
     /// subscription, so a subscription by name is asked again, and refused
     /// again, when the link comes back or another publisher of that name
     /// appears.
-    pub fn subscribe<S: AsRef<str>>(mut self, patterns: impl IntoIterator<Item = S>) -> Self {
+    pub fn subscribe<S: AsRef<str>>(mut self, patterns: &[S]) -> Self {
         add(&mut self.permissions.subscribe, patterns);
         self
     }
@@ -147,15 +147,15 @@ impl Credential {
     /// taken in at all (as for [`offer`](Self::offer)); a later join of
     /// such a group is not taken in (the service stays, without that
     /// group). The client is not told; leaving a group is always allowed.
-    pub fn join<S: AsRef<str>>(mut self, patterns: impl IntoIterator<Item = S>) -> Self {
+    pub fn join<S: AsRef<str>>(mut self, patterns: &[S]) -> Self {
         add(&mut self.permissions.join, patterns);
         self
     }
 }
 
-fn add<S: AsRef<str>>(list: &mut Option<Vec<Pattern>>, patterns: impl IntoIterator<Item = S>) {
+fn add<S: AsRef<str>>(list: &mut Option<Vec<Pattern>>, patterns: &[S]) {
     let list = list.get_or_insert_with(Vec::new);
-    list.extend(patterns.into_iter().map(|p| Pattern::new(p.as_ref())));
+    list.extend(patterns.iter().map(|p| Pattern::new(p.as_ref())));
 }
 
 /// What a link may do, by kind (see [`Credential`]).
@@ -275,7 +275,7 @@ mod tests {
             assert!(all.allows(action, "anything.at.all"));
         }
         let some = Credential::new("a", "k")
-            .offer(["calc.*"])
+            .offer(&[String::from("calc.*")])
             .offer(&["echo"])
             .join(&["pool-?"])
             .permissions;
