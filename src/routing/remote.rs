@@ -330,9 +330,7 @@ impl Core {
                     self.refuse_frame(peer, "a request reusing a pending conversation id");
                     return;
                 }
-                let callee = self.registry.get(&to).map(|e| e.binding.service_name());
-                if let Some(name) = callee.filter(|n| !self.permits(peer, Action::Call, n)) {
-                    let name = name.to_owned();
+                if let Some(name) = self.refused_callee(peer, &to) {
                     return self.call_denied(peer, conv, oneway, &name);
                 }
                 if !oneway && !self.pending.contains_key(&conv) {
@@ -542,6 +540,15 @@ impl Core {
                 p.remote
             ),
         );
+    }
+
+    /// The name of the service `to`, if `peer`'s credential may not call
+    /// it (looked up only for a link with a credential: requests are the
+    /// hot path).
+    fn refused_callee(&self, peer: PeerId, to: &AgentKey) -> Option<String> {
+        let identity = self.peers.map.get(&peer)?.identity.as_deref()?;
+        let name = self.registry.get(to)?.binding.service_name();
+        (!identity.permissions.allows(Action::Call, name)).then(|| name.to_owned())
     }
 
     /// A request `peer` may not make to the service `name`: refused, and
