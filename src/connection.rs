@@ -33,8 +33,8 @@ pub enum InactiveReason {
     ProtocolVersion,
     /// The peer's exchange group is not this exchange's.
     GroupMismatch,
-    /// Authentication failed: a wrong secret, a secret on one side only, or
-    /// a proof that does not check.
+    /// Authentication failed: a wrong secret, a secret on one side only, a
+    /// credential the server does not have, or a proof that does not check.
     AuthenticationFailed,
     /// The handshake did not complete within the time allowed.
     HandshakeTimeout,

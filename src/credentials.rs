@@ -219,6 +219,8 @@ pub(crate) struct Identity {
 #[derive(Debug, Default)]
 pub(crate) struct Credentials {
     by_name: HashMap<String, (Secret, Arc<Identity>)>,
+    /// The longest name it holds may have (the dispatcher's longest name).
+    max_name: usize,
 }
 
 impl Credentials {
@@ -250,7 +252,7 @@ impl Credentials {
             });
             by_name.insert(c.name, (c.secret, identity));
         }
-        Ok(Credentials { by_name })
+        Ok(Credentials { by_name, max_name })
     }
 
     /// Whether there are none.
@@ -258,8 +260,12 @@ impl Credentials {
         self.by_name.is_empty()
     }
 
-    /// The secret and identity of the credential of that name.
+    /// The secret and identity of the credential of that name (a name a
+    /// client sent: one longer than any name may be is not even hashed).
     pub(crate) fn get(&self, name: &str) -> Option<(&Secret, &Arc<Identity>)> {
+        if name.len() > self.max_name {
+            return None;
+        }
         self.by_name.get(name).map(|(s, i)| (s, i))
     }
 }
@@ -305,6 +311,7 @@ mod tests {
         )
         .unwrap();
         assert!(ok.get("a").is_some() && ok.get("c").is_none());
+        assert!(ok.get(&"a".repeat(4000)).is_none());
         assert_eq!(ok.get("b").unwrap().1.name, "b");
         for (list, what) in [
             (

@@ -90,7 +90,8 @@ pub struct Stats {
     /// dispatcher's lengths of names and subjects (any peer).
     pub limits_breached: u64,
     /// Exchange links refused because authentication failed (wrong key, no
-    /// key, or a replayed handshake).
+    /// key, a credential name the server does not have, or a replayed
+    /// handshake).
     pub auth_failures: u64,
     /// Casts (one-way requests, including notifications) that reached a
     /// full queue after their sender was already told they were sent, and
