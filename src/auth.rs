@@ -115,6 +115,7 @@ fn mac(
     me: u64,
     peer: u64,
     transcript: &[u8],
+    credential: &[u8],
 ) -> Hmac<Sha256> {
     // HMAC takes keys of any length: new_from_slice cannot fail for it.
     let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&secret.0).unwrap_or_else(|_| unreachable!());
@@ -127,11 +128,16 @@ fn mac(
     m.update(&me.to_be_bytes());
     m.update(&peer.to_be_bytes());
     m.update(transcript);
+    // The name of the credential the client proves (empty for the shared
+    // secret), length first: a relay that swaps it breaks both proofs.
+    m.update(&(credential.len() as u64).to_be_bytes());
+    m.update(credential);
     m
 }
 
 /// The proof `side` gives: over the other side's nonce, then its own, then
-/// its process uid and the peer's, then the handshake's [`transcript`].
+/// its process uid and the peer's, then the handshake's [`transcript`],
+/// then the name of the client's credential (empty for the shared secret).
 #[allow(clippy::too_many_arguments)] // (each is a part of what the proof covers)
 pub(crate) fn prove(
     secret: &Secret,
@@ -141,8 +147,9 @@ pub(crate) fn prove(
     me: u64,
     peer: u64,
     transcript: &[u8],
+    credential: &[u8],
 ) -> Vec<u8> {
-    mac(secret, side, theirs, mine, me, peer, transcript)
+    mac(secret, side, theirs, mine, me, peer, transcript, credential)
         .finalize()
         .into_bytes()
         .to_vec()
@@ -159,6 +166,7 @@ pub(crate) fn check(
     prover: u64,
     verifier: u64,
     transcript: &[u8],
+    credential: &[u8],
 ) -> bool {
     mac(
         secret,
@@ -168,6 +176,7 @@ pub(crate) fn check(
         prover,
         verifier,
         transcript,
+        credential,
     )
     .verify_slice(proof)
     .is_ok()
@@ -187,26 +196,26 @@ mod tests {
         let (ns, nc) = (nonce(), nonce());
         assert_ne!(ns, nc);
         let t = transcript(b"client hello", b"server hello", None);
-        let p = prove(&k, Side::Client, &ns, &nc, 1, 2, &t);
-        assert!(check(&k, Side::Client, &p, &ns, &nc, 1, 2, &t));
+        let p = prove(&k, Side::Client, &ns, &nc, 1, 2, &t, b"");
+        assert!(check(&k, Side::Client, &p, &ns, &nc, 1, 2, &t, b""));
         let other = Secret::new(b"other");
-        assert!(!check(&other, Side::Client, &p, &ns, &nc, 1, 2, &t));
+        assert!(!check(&other, Side::Client, &p, &ns, &nc, 1, 2, &t, b""));
         let fresh = nonce();
         assert!(
-            !check(&k, Side::Client, &p, &fresh, &nc, 1, 2, &t),
+            !check(&k, Side::Client, &p, &fresh, &nc, 1, 2, &t, b""),
             "fresh server nonce"
         );
         assert!(
-            !check(&k, Side::Server, &p, &ns, &nc, 1, 2, &t),
+            !check(&k, Side::Server, &p, &ns, &nc, 1, 2, &t, b""),
             "no reflection"
         );
         assert!(
-            !check(&k, Side::Client, &p, &ns, &nc, 1, 3, &t),
+            !check(&k, Side::Client, &p, &ns, &nc, 1, 3, &t, b""),
             "bound to the peers"
         );
         let t2 = transcript(b"client hello", b"another server hello", None);
         assert!(
-            !check(&k, Side::Client, &p, &ns, &nc, 1, 2, &t2),
+            !check(&k, Side::Client, &p, &ns, &nc, 1, 2, &t2, b""),
             "bound to the hellos"
         );
         assert_eq!(format!("{k:?}"), "Secret(..)");
@@ -230,5 +239,22 @@ mod tests {
         let (x, y) = (nonce(), nonce());
         assert_eq!(identity_uid(&x), identity_uid(&x));
         assert_ne!(identity_uid(&x), identity_uid(&y));
+    }
+
+    #[test]
+    fn proofs_are_bound_to_the_credential_name() {
+        let k = Secret::new(b"key");
+        let (ns, nc) = (nonce(), nonce());
+        let p = prove(&k, Side::Client, &ns, &nc, 1, 2, b"", b"alice");
+        assert!(check(&k, Side::Client, &p, &ns, &nc, 1, 2, b"", b"alice"));
+        for swapped in [&b"bob"[..], b"", b"alic", b"alicee"] {
+            assert!(
+                !check(&k, Side::Client, &p, &ns, &nc, 1, 2, b"", swapped),
+                "a proof for alice taken for {swapped:?}"
+            );
+        }
+        let s = prove(&k, Side::Server, &nc, &ns, 2, 1, b"", b"alice");
+        assert!(check(&k, Side::Server, &s, &nc, &ns, 2, 1, b"", b"alice"));
+        assert!(!check(&k, Side::Server, &s, &nc, &ns, 2, 1, b"", b"bob"));
     }
 }

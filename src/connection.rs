@@ -33,8 +33,8 @@ pub enum InactiveReason {
     ProtocolVersion,
     /// The peer's exchange group is not this exchange's.
     GroupMismatch,
-    /// Authentication failed: a wrong secret, a secret on one side only, or
-    /// a proof that does not check.
+    /// Authentication failed: a wrong secret, a secret on one side only, a
+    /// credential the server does not have, or a proof that does not check.
     AuthenticationFailed,
     /// The handshake did not complete within the time allowed.
     HandshakeTimeout,
@@ -95,7 +95,9 @@ impl fmt::Display for InactiveReason {
 /// authentication where a secret is set, have completed on this side. An
 /// `Inactive` one says why ([`reason`](Self::reason), [`detail`](Self::detail)).
 /// It displays as `ACTIVE <process> (<address>)` or
-/// `INACTIVE <process or -> (<address>): <reason>: <detail>`.
+/// `INACTIVE <process or -> (<address>): <reason>: <detail>`, with
+/// ` as "<credential>"` after the address when the peer has an
+/// [`identity`](Self::identity).
 #[derive(Debug, Clone)]
 pub struct ConnectionAnnouncement {
     pub(crate) state: ConnectionState,
@@ -103,6 +105,7 @@ pub struct ConnectionAnnouncement {
     pub(crate) remote_address: SocketAddr,
     pub(crate) reason: Option<InactiveReason>,
     pub(crate) detail: String,
+    pub(crate) identity: Option<String>,
 }
 
 impl fmt::Display for ConnectionAnnouncement {
@@ -114,6 +117,9 @@ impl fmt::Display for ConnectionAnnouncement {
         match &self.remote_process {
             Some(p) => write!(f, "{state} {p} ({})", self.remote_address)?,
             None => write!(f, "{state} - ({})", self.remote_address)?,
+        }
+        if let Some(identity) = &self.identity {
+            write!(f, " as {identity:?}")?;
         }
         if let Some(reason) = self.reason {
             write!(f, ": {reason}")?;
@@ -145,6 +151,17 @@ impl ConnectionAnnouncement {
     /// Why the link went down or the attempt failed; `None` for `Active`.
     pub fn reason(&self) -> Option<InactiveReason> {
         self.reason
+    }
+
+    /// Who the peer authenticated as: on a server, the name of the
+    /// [`Credential`](crate::Credential) the client connected with (its
+    /// `Active` announcement and the `Inactive` when that link goes down).
+    /// `None` for a client that proved the shared secret, for a link
+    /// without authentication, for a failed attempt, and on a client (the
+    /// server proves it holds the client's key, and has no name of its
+    /// own).
+    pub fn identity(&self) -> Option<&str> {
+        self.identity.as_deref()
     }
 
     /// A sentence on the cause, for logs and people (empty for `Active`):

@@ -185,6 +185,7 @@ impl Dispatcher {
             auth_failures: get(&c.auth_failures),
             casts_dropped: get(&c.casts_dropped),
             refused_frames: get(&c.refused_frames),
+            permission_denied: get(&c.permission_denied),
         }
     }
 

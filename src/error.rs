@@ -11,7 +11,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// returned by [`Error::code`].
 ///
 /// The numbers are OSE's, so users of OSE find the codes they know.
-/// [`SERVICE_BUSY`](codes::SERVICE_BUSY) is netsvc's own.
+/// [`SERVICE_BUSY`](codes::SERVICE_BUSY) and
+/// [`PERMISSION_DENIED`](codes::PERMISSION_DENIED) are netsvc's own.
 pub mod codes {
     /// The service is busy: its event queue was full when the request
     /// arrived, and the request was refused rather than queued (netsvc's own).
@@ -30,6 +31,11 @@ pub mod codes {
     pub const APPLICATION_ERROR: i32 = 57;
     /// The request was dropped without an answer.
     pub const RESPONSE_ABORTED: i32 = 58;
+    /// The caller's exchange link may not call that service: the
+    /// credential the caller's process connected with does not allow it
+    /// (see [`Credential::call`](crate::Credential::call)). The failure's
+    /// origin is the service's name. netsvc's own.
+    pub const PERMISSION_DENIED: i32 = 59;
 }
 
 /// Every error netsvc returns.

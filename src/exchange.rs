@@ -16,6 +16,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::auth::Secret;
 use crate::connection::ConnectionAnnouncement;
+use crate::credentials::{Credential, Credentials};
 use crate::dispatcher::Dispatcher;
 use crate::error::{Error, Result};
 use crate::mailbox::command::{Authorise, Command, ExchangeRole, Limits};
@@ -59,6 +60,7 @@ impl Exchange {
             group: String::new(),
             authorise: None,
             secret: None,
+            credentials: Vec::new(),
             limits: Limits::default(),
             bind: true,
         }
@@ -71,6 +73,7 @@ impl Exchange {
             link: d.link().clone(),
             group: String::new(),
             secret: None,
+            credential: None,
         }
     }
 
@@ -146,6 +149,7 @@ pub struct ServerBuilder {
     group: String,
     authorise: Option<Authorise>,
     secret: Option<Secret>,
+    credentials: Vec<Credential>,
     limits: Limits,
     bind: bool,
 }
@@ -156,6 +160,7 @@ impl fmt::Debug for ServerBuilder {
             .field("group", &self.group)
             .field("authorise", &self.authorise.is_some())
             .field("secret", &self.secret)
+            .field("credentials", &self.credentials)
             .field("limits", &self.limits)
             .field("bind", &self.bind)
             .finish()
@@ -195,6 +200,10 @@ impl ServerBuilder {
     /// it, with another, or replaying a captured handshake is refused,
     /// logged and counted in [`Stats::auth_failures`](crate::Stats::auth_failures).
     /// The secret never appears in logs or `Debug` output.
+    ///
+    /// A client of the shared secret may do everything. A server may
+    /// have both a shared secret and named [`credential`](Self::credential)s:
+    /// each client proves one of them.
     pub fn secret(mut self, key: impl AsRef<[u8]>) -> Self {
         self.secret = Some(Secret::new(key.as_ref()));
         self
@@ -214,6 +223,40 @@ impl ServerBuilder {
     /// what the proofs cover: a party in the middle cannot turn it off.
     pub fn bind_proofs_to_addresses(mut self, bind: bool) -> Self {
         self.bind = bind;
+        self
+    }
+
+    /// Accepts clients that prove they hold this named credential's
+    /// secret ([`ClientBuilder::credential`]), and holds each to the
+    /// credential's permissions: what its services may offer and join,
+    /// what it may call and subscribe to (see [`Credential`]; a kind with
+    /// no list allows everything). Call it once per credential; two with
+    /// one name make [`listen`](Self::listen) fail with
+    /// [`Error::InvalidArgument`], as does an empty name or one longer
+    /// than [`DispatcherBuilder::max_name_len`](crate::DispatcherBuilder::max_name_len).
+    ///
+    /// With any credential (or a [`secret`](Self::secret)) every client
+    /// must authenticate. A client naming a credential this server does
+    /// not have is refused exactly as one with a wrong secret is (the
+    /// same [`InactiveReason::AuthenticationFailed`](crate::InactiveReason::AuthenticationFailed),
+    /// the same detail, counted in
+    /// [`Stats::auth_failures`](crate::Stats::auth_failures)): it learns
+    /// nothing of which names exist. The credential's name is the link's
+    /// identity, in this server's
+    /// [`ConnectionAnnouncement::identity`](crate::ConnectionAnnouncement::identity).
+    ///
+    /// What the client sends beyond its permissions is refused without
+    /// closing its link, logged (rate-limited) and counted in
+    /// [`Stats::permission_denied`](crate::Stats::permission_denied): a
+    /// service it may not offer, or announced with a group it may not
+    /// join, is not taken in (nobody sees it), nor is a join of a group it
+    /// may not join; a call it may not make fails at the caller with code
+    /// [`codes::PERMISSION_DENIED`](crate::codes::PERMISSION_DENIED); a
+    /// subscription it may not hold is not added, and the subscriber sees
+    /// the publisher withdrawn ([`Event::Publisher`](crate::Event::Publisher)
+    /// with status [`Withdrawn`](crate::ServiceStatus::Withdrawn)).
+    pub fn credential(mut self, credential: Credential) -> Self {
+        self.credentials.push(credential);
         self
     }
 
@@ -302,7 +345,11 @@ impl ServerBuilder {
 
     /// Binds the address and starts accepting clients. Binding errors (an
     /// address in use, for instance) are returned here.
+    ///
+    /// Credentials that cannot work (two of one name, an empty name or one
+    /// that is too long) are refused first, with [`Error::InvalidArgument`].
     pub fn listen<A: ToSocketAddrs>(self, addr: A) -> Result<Exchange> {
+        let credentials = Credentials::new(self.credentials, self.link.config.max_name_len)?;
         let listener = std::net::TcpListener::bind(addr)?;
         listener.set_nonblocking(true)?;
         let local = listener.local_addr()?;
@@ -312,6 +359,7 @@ impl ServerBuilder {
             authorise: self.authorise,
             limits: self.limits,
             bind: self.bind,
+            credentials,
         };
         let ex = open(self.link, self.group, role, self.secret, Some(local))?;
         log::debug!("netsvc: exchange server listening on {local}");
@@ -326,6 +374,9 @@ pub struct ClientBuilder {
     link: Arc<Link>,
     group: String,
     secret: Option<Secret>,
+    /// The name of the credential the secret is for; `None`: the shared
+    /// secret.
+    credential: Option<String>,
 }
 
 impl ClientBuilder {
@@ -337,13 +388,50 @@ impl ClientBuilder {
 
     /// The shared secret the server requires (see [`ServerBuilder::secret`]).
     /// A client with a secret also requires the server to prove it holds
-    /// it, and refuses a server that does not.
+    /// it, and refuses a server that does not. A client proves one key:
+    /// this replaces a [`credential`](Self::credential) given before.
     pub fn secret(mut self, key: impl AsRef<[u8]>) -> Self {
         self.secret = Some(Secret::new(key.as_ref()));
+        self.credential = None;
+        self
+    }
+
+    /// Connects with the server's named credential `name` (see
+    /// [`ServerBuilder::credential`]), proving it holds `secret` in the
+    /// same challenge-response as the shared secret's, and requiring the
+    /// server to prove it holds it too. The name is covered by both
+    /// proofs. A name the server does not have is refused as a wrong
+    /// secret is ([`InactiveReason::AuthenticationFailed`](crate::InactiveReason::AuthenticationFailed)).
+    /// This replaces a [`secret`](Self::secret) given before. An empty
+    /// name, or one longer than
+    /// [`DispatcherBuilder::max_name_len`](crate::DispatcherBuilder::max_name_len),
+    /// makes `connect` fail with [`Error::InvalidArgument`].
+    ///
+    /// Once the link is up, the server holds what this client sends to
+    /// the credential's permissions: see [`Credential`] for what a refused
+    /// client sees. The secret never appears in logs or `Debug` output.
+    pub fn credential(mut self, name: impl Into<String>, secret: impl AsRef<[u8]>) -> Self {
+        self.secret = Some(Secret::new(secret.as_ref()));
+        self.credential = Some(name.into());
         self
     }
 
     fn start(self, addr: impl ToSocketAddrs, retry: Option<Duration>) -> Result<Exchange> {
+        let max = self.link.config.max_name_len;
+        match &self.credential {
+            Some(name) if name.is_empty() => {
+                return Err(Error::InvalidArgument(
+                    "credential: the name is empty".into(),
+                ))
+            }
+            Some(name) if name.len() > max => {
+                return Err(Error::InvalidArgument(format!(
+                    "credential: a name of {} bytes, at most {max}",
+                    name.len()
+                )))
+            }
+            _ => {}
+        }
         let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
         if addrs.is_empty() {
             return Err(Error::Io(std::io::Error::new(
@@ -354,7 +442,11 @@ impl ClientBuilder {
         open(
             self.link,
             self.group,
-            ExchangeRole::Client { addrs, retry },
+            ExchangeRole::Client {
+                addrs,
+                retry,
+                credential: self.credential.unwrap_or_default(),
+            },
             self.secret,
             None,
         )

@@ -149,10 +149,15 @@ pub fn sample_frames() -> Vec<Vec<u8>> {
         Message::Response {
             nonce: vec![2; 32],
             mac: vec![3; 32],
+            credential: "alice".into(),
         },
         Message::Proof { mac: vec![4; 32] },
         Message::Closing {
             reason: "limit breached: a sample".into(),
+        },
+        Message::SubscribeDenied {
+            subscriber: key,
+            publisher: key,
         },
     ];
     for m in &messages {

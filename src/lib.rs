@@ -71,6 +71,10 @@
 //! withdraws what it carried, and calls through it fail at once. Everything
 //! above (monitors, subscriptions, calls) works across the link unchanged.
 //! The dispatcher thread polls the sockets itself: no thread per connection.
+//! A server may require a shared secret ([`ServerBuilder::secret`]) or
+//! named [`Credential`]s ([`ServerBuilder::credential`]), each with
+//! permissions (which services a client may offer, call and subscribe to,
+//! which groups it may join) that the server holds its clients to.
 //!
 //! ## RPC
 //!
@@ -133,6 +137,7 @@ mod auth;
 mod bounded;
 mod config;
 mod connection;
+mod credentials;
 mod direct;
 mod dispatcher;
 mod error;
@@ -161,6 +166,7 @@ mod warnings;
 mod wire;
 
 pub use connection::{ConnectionAnnouncement, ConnectionState, InactiveReason};
+pub use credentials::Credential;
 #[doc(hidden)]
 pub use dispatcher::{panic_dispatcher, stall_dispatcher};
 pub use dispatcher::{Dispatcher, DispatcherBuilder};

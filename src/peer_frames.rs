@@ -136,6 +136,15 @@ pub fn subscribe(subscriber: &ServiceBinding, publisher: Key, pattern: &str, on:
     })
 }
 
+/// `SubscribeDenied`: a server refused the subscription of `subscriber`
+/// (the receiver's) to `publisher` (only a server may send it).
+pub fn subscribe_denied(subscriber: Key, publisher: Key) -> Vec<u8> {
+    frame(&Message::SubscribeDenied {
+        subscriber: subscriber.into(),
+        publisher: publisher.into(),
+    })
+}
+
 /// `Request`: a call (conversation `conv_seq` of `sender`'s process) from
 /// `sender` to `to`; `payload` is the already encoded argument.
 #[allow(clippy::too_many_arguments)]
@@ -238,6 +247,7 @@ pub fn kind(body: &[u8]) -> Option<&'static str> {
             Message::Subscribe { .. } => "Subscribe",
             Message::Report { .. } => "Report",
             Message::Closing { .. } => "Closing",
+            Message::SubscribeDenied { .. } => "SubscribeDenied",
         },
     };
     Some(name)
@@ -266,6 +276,7 @@ mod tests {
             (withdrawn(me, false), "Withdrawn"),
             (group(me, "g", true), "Group"),
             (subscribe(&b, them, "a.*", true), "Subscribe"),
+            (subscribe_denied(them, me), "SubscribeDenied"),
             (
                 request(1, &b, them, "m", &payload(&5u32), 1000, Some(0)),
                 "Request",

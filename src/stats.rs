@@ -26,6 +26,7 @@ pub(crate) struct Counters {
     pub auth_failures: AtomicU64,
     pub casts_dropped: AtomicU64,
     pub refused_frames: AtomicU64,
+    pub permission_denied: AtomicU64,
 }
 
 impl Counters {
@@ -89,7 +90,8 @@ pub struct Stats {
     /// dispatcher's lengths of names and subjects (any peer).
     pub limits_breached: u64,
     /// Exchange links refused because authentication failed (wrong key, no
-    /// key, or a replayed handshake).
+    /// key, a credential name the server does not have, or a replayed
+    /// handshake).
     pub auth_failures: u64,
     /// Casts (one-way requests, including notifications) that reached a
     /// full queue after their sender was already told they were sent, and
@@ -101,4 +103,12 @@ pub struct Stats {
     /// call pending here for another caller, or a report in the name of a
     /// publisher the peer did not announce.
     pub refused_frames: u64,
+    /// What an exchange client sent that its credential does not permit
+    /// (see [`Credential`](crate::Credential)), refused without closing its
+    /// link: a service it may not offer, a group it may not join, a call
+    /// it may not make (failed with
+    /// [`codes::PERMISSION_DENIED`](crate::codes::PERMISSION_DENIED)), a
+    /// subscription it may not hold. Counted by the server that refused
+    /// it, once per refused frame, and logged there (rate-limited).
+    pub permission_denied: u64,
 }

@@ -274,12 +274,16 @@ pub(crate) enum Message {
         #[serde(with = "bounded::bytes")]
         nonce: Vec<u8>,
     },
-    /// Authentication, client to server: the client's nonce and proof.
+    /// Authentication, client to server: the client's nonce and proof, and
+    /// the name of the credential it proves (empty for the shared secret;
+    /// covered by the proof, and bounded as every pre-authentication frame
+    /// is, to 4 KiB).
     Response {
         #[serde(with = "bounded::bytes")]
         nonce: Vec<u8>,
         #[serde(with = "bounded::bytes")]
         mac: Vec<u8>,
+        credential: String,
     },
     /// Authentication, server to client: the server's proof.
     Proof {
@@ -308,6 +312,13 @@ pub(crate) enum Message {
     /// The sender is closing the link, and says why (so that the far side's
     /// `Inactive` names the cause, not only "closed by peer").
     Closing { reason: String },
+    /// Server to client: a subscription of the client's `subscriber` to
+    /// `publisher` was refused (its credential may not subscribe to it);
+    /// the subscriber is told the publisher is withdrawn for it.
+    SubscribeDenied {
+        subscriber: AgentKey,
+        publisher: AgentKey,
+    },
 }
 
 /// The variant index of [`Message::Report`] in its encoding (bincode writes

@@ -47,11 +47,12 @@ const LAYERS: &[(&str, &str, &[Module])] = &[
     ),
     (
         "L0b",
-        "foundation: identities, counters, configuration",
+        "foundation: identities, counters, configuration, credentials",
         &[
             ("ids", &["ids"]),
             ("stats", &["stats"]),
             ("config", &["config"]),
+            ("credentials", &["credentials"]),
         ],
     ),
     (

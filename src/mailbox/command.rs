@@ -9,6 +9,7 @@ use crossbeam_channel::Sender;
 
 use super::inbox::Inbox;
 use crate::connection::ConnectionAnnouncement;
+use crate::credentials::Credentials;
 use crate::direct::Waiting;
 use crate::error::{Result, ServiceFailure};
 use crate::event::Lifetime;
@@ -136,11 +137,16 @@ pub(crate) enum ExchangeRole {
         limits: Limits,
         /// Proofs cover the addresses each side sees.
         bind: bool,
+        /// The named credentials it accepts (beside its shared secret).
+        credentials: Credentials,
     },
     /// Connects to a server; reconnects after `retry` if given.
     Client {
         addrs: Vec<SocketAddr>,
         retry: Option<Duration>,
+        /// The name of the credential whose secret it proves (the
+        /// exchange's secret); empty for the shared secret.
+        credential: String,
     },
 }
 
@@ -150,7 +156,7 @@ impl std::fmt::Debug for ExchangeRole {
             ExchangeRole::Server { listener, .. } => {
                 write!(f, "Server({:?})", listener.local_addr())
             }
-            ExchangeRole::Client { addrs, retry } => {
+            ExchangeRole::Client { addrs, retry, .. } => {
                 write!(f, "Client({addrs:?}, retry {retry:?})")
             }
         }

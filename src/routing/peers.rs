@@ -12,8 +12,10 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::ops::Range;
+use std::sync::Arc;
 
 use crate::connection::InactiveReason as Why;
+use crate::credentials::Identity;
 use crate::ids::{AgentKey, ProcessId, ServiceBinding};
 use crate::mailbox::command::Limits;
 
@@ -78,6 +80,12 @@ pub(crate) struct PeerInfo {
     /// between its clients and holds each to its limits); `None` on a
     /// client (its one link carries the whole exchange's table).
     pub limits: Option<Limits>,
+    /// On the server side, the credential the client authenticated with
+    /// (shared with the other links of that credential): what it may send
+    /// is checked against its permissions. `None` allows everything: a
+    /// client of the shared secret, a link without authentication, and
+    /// every link on the client side.
+    pub identity: Option<Arc<Identity>>,
 }
 
 /// Bytes of state a peer made this process hold, counted against its
@@ -106,6 +114,8 @@ pub(crate) struct Peer {
     /// The core asked for the link to be closed: nothing more it sends is
     /// taken, and nothing more is sent to it.
     pub closing: bool,
+    /// Its credential, if it has one (see [`PeerInfo::identity`]).
+    pub identity: Option<Arc<Identity>>,
 }
 
 /// What the peers of one exchange share.

@@ -6,6 +6,15 @@
 //! only for its own subscribers, withdrawals and group changes only for its
 //! own bindings. A frame that breaks this is refused, counted and logged
 //! (rate-limited).
+//!
+//! On the server side, a link authenticated with a named credential is
+//! also held to its permissions (`Peer::identity`): an announcement of a
+//! service it may not offer, or with a group it may not join, and a join
+//! it may not make, are not taken in; a request it may not make is failed
+//! back with `codes::PERMISSION_DENIED`; a subscription it may not hold is
+//! not added, and the link is told (`Message::SubscribeDenied`), so that
+//! the subscriber sees the publisher withdrawn. Each is counted in
+//! `permission_denied` and logged (rate-limited); the link stays up.
 
 use std::time::{Duration, Instant};
 
@@ -13,8 +22,9 @@ use super::peers::{Peer, PeerId, PeerInfo, Scope, Usage};
 use super::registry::{Ordered, Route};
 use super::{Caller, Class, Core, Pending, RouteOpts, TimerKind, MIN_PROGRESS};
 use crate::connection::InactiveReason as Why;
-use crate::error::Error;
-use crate::event::{Event, Report};
+use crate::credentials::Action;
+use crate::error::{codes, Error, ServiceFailure};
+use crate::event::{Event, PublisherAnnouncement, Report, ServiceStatus};
 use crate::ids::{AgentKey, ConversationId, ServiceBinding};
 use crate::limits;
 use crate::mailbox::command::Limits;
@@ -69,6 +79,7 @@ impl Core {
             refused: 0,
             refused_since: Instant::now(),
             closing: false,
+            identity: info.identity,
         };
         self.peers.map.insert(peer, Box::new(p));
         let bindings: Vec<ServiceBinding> = self
@@ -242,6 +253,14 @@ impl Core {
                 if key.process == self.link.process.uid() || self.registry.get(&key).is_some() {
                     return; // ours, or known already by another path
                 }
+                let name = binding.service_name();
+                if !self.permits(peer, Action::Offer, name) {
+                    return self.deny(peer, format_args!("offer {name:?}"));
+                }
+                let groups = binding.groups();
+                if let Some(g) = groups.iter().find(|g| !self.permits(peer, Action::Join, g)) {
+                    return self.deny(peer, format_args!("join {g:?} (announcing {name:?})"));
+                }
                 let Some(conn) = self.peers.map.get_mut(&peer) else {
                     return;
                 };
@@ -279,6 +298,9 @@ impl Core {
                 }
                 if !self.learned_via(&agent, peer) {
                     return;
+                }
+                if joined && !self.permits(peer, Action::Join, &group) {
+                    return self.deny(peer, format_args!("join {group:?}"));
                 }
                 let before = self.registry.group_count(&agent);
                 if let Some(max) = max_groups.filter(|max| joined && before >= *max) {
@@ -328,6 +350,9 @@ impl Core {
                     self.refuse_frame(peer, "a request reusing a pending conversation id");
                     return;
                 }
+                if let Some(name) = self.refused_callee(peer, &to) {
+                    return self.call_denied(peer, conv, oneway, &name);
+                }
                 if !oneway && !self.pending.contains_key(&conv) {
                     // A forwarded request coming through us again keeps its
                     // entry (and caller); route_request updates the target.
@@ -372,6 +397,10 @@ impl Core {
                 pattern,
                 on,
             } => self.remote_subscribe(peer, subscriber, publisher, &pattern, on),
+            Message::SubscribeDenied {
+                subscriber,
+                publisher,
+            } => self.subscribe_denied(peer, subscriber, publisher),
             // (Read in place by on_frame; kept for completeness.)
             Message::Report {
                 publisher,
@@ -434,6 +463,21 @@ impl Core {
         if !theirs {
             return self.refuse_frame(peer, "a subscription for a subscriber not of its link");
         }
+        if on {
+            let name = self
+                .registry
+                .get(&publisher)
+                .map(|e| e.binding.service_name());
+            if let Some(name) = name.filter(|n| !self.permits(peer, Action::Subscribe, n)) {
+                let name = name.to_owned();
+                self.deny(peer, format_args!("subscribe to {name:?}"));
+                let denied = Message::SubscribeDenied {
+                    subscriber: key,
+                    publisher,
+                };
+                return self.send(peer, &denied);
+            }
+        }
         let adds = on
             && self.registry.get(&publisher).is_some()
             && !self.reports.holds_agent(key, publisher, pattern);
@@ -456,6 +500,108 @@ impl Core {
             self.drop_hidden(&key);
         }
         self.over_budget(peer);
+    }
+
+    /// The server refused a subscription this side sent (part of
+    /// `on_message`): the subscriber, one of this process's, sees the
+    /// publisher withdrawn. Only the server of a link refuses, only for
+    /// this side's subscribers to publishers it announced; anything else
+    /// is refused as a frame. One that no longer applies (the subscriber
+    /// unsubscribed, or the publisher went, meanwhile) is ignored.
+    fn subscribe_denied(&mut self, peer: PeerId, subscriber: AgentKey, publisher: AgentKey) {
+        let from_server = self.peers.map.contains_key(&peer) && self.server_limits(peer).is_none();
+        let agent = match self.registry.get(&subscriber).map(|e| e.route) {
+            Some(Route::Local(agent)) if from_server => agent,
+            None if from_server => return, // (withdrawn meanwhile)
+            _ => return self.refuse_frame(peer, "a refusal of a subscription not sent to it"),
+        };
+        let pb = self
+            .registry
+            .get(&publisher)
+            .filter(|e| e.route == Route::Remote(peer))
+            .map(|e| e.binding.clone());
+        let Some(pb) = pb else {
+            return; // (withdrawn meanwhile, or never its to refuse)
+        };
+        if !self
+            .reports
+            .subscribed(subscriber, publisher, pb.service_name())
+        {
+            return; // (unsubscribed meanwhile)
+        }
+        log::debug!("netsvc: {peer} refused the subscription of {subscriber} to {pb}");
+        let ann = PublisherAnnouncement {
+            publisher: pb,
+            status: ServiceStatus::Withdrawn,
+        };
+        self.deliver(agent, Event::Publisher(ann), Class::Control);
+    }
+
+    /// Whether `peer`'s credential allows `action` on `name`: always for a
+    /// link without one (a client's links, the shared secret's, no
+    /// authentication).
+    fn permits(&self, peer: PeerId, action: Action, name: &str) -> bool {
+        self.peers
+            .map
+            .get(&peer)
+            .and_then(|p| p.identity.as_deref())
+            .is_none_or(|i| i.permissions.allows(action, name))
+    }
+
+    /// Something `peer`'s credential does not allow (`what` it may not do)
+    /// was refused, not taken in: counted and logged, rate-limited. The
+    /// link stays up.
+    fn deny(&mut self, peer: PeerId, what: std::fmt::Arguments<'_>) {
+        Counters::bump(&self.link.counters.permission_denied);
+        let Some(p) = self.peers.map.get(&peer) else {
+            return;
+        };
+        let credential = p.identity.as_deref().map_or("", |i| i.name.as_str());
+        self.warnings.warn(
+            "permission denied",
+            format_args!(
+                "refused from {peer} ({}, credential {credential:?}): it may not {what}",
+                p.remote
+            ),
+        );
+    }
+
+    /// The name of the service `to`, if `peer`'s credential may not call
+    /// it (looked up only for a link with a credential: requests are the
+    /// hot path).
+    fn refused_callee(&self, peer: PeerId, to: &AgentKey) -> Option<String> {
+        let identity = self.peers.map.get(&peer)?.identity.as_deref()?;
+        let name = self.registry.get(to)?.binding.service_name();
+        (!identity.permissions.allows(Action::Call, name)).then(|| name.to_owned())
+    }
+
+    /// A request `peer` may not make to the service `name`: refused, and
+    /// the caller answered with `PERMISSION_DENIED` (a cast is dropped).
+    fn call_denied(&mut self, peer: PeerId, conv: ConversationId, oneway: bool, name: &str) {
+        self.deny(peer, format_args!("call {name:?}"));
+        if oneway {
+            return;
+        }
+        let credential = self
+            .peers
+            .map
+            .get(&peer)
+            .and_then(|p| p.identity.as_deref())
+            .map_or(String::new(), |i| i.name.clone());
+        let failure = ServiceFailure::new(codes::PERMISSION_DENIED, "permission denied")
+            .with_origin(name)
+            .with_details(format!(
+                "the exchange link's credential {credential:?} may not call {name:?}"
+            ));
+        if self.pending.contains_key(&conv) {
+            // A call forwarded back through here: its caller is elsewhere.
+            return self.complete(conv, Err(Error::Service(failure)));
+        }
+        let reply = Message::Reply {
+            conv,
+            result: Err(wire::Failure::Service(failure)),
+        };
+        self.send(peer, &reply);
     }
 
     /// Forgets a hidden subscriber (it holds no subscription, or it became

@@ -74,6 +74,7 @@ impl Memory {
             exchange,
             group: end.group.clone(),
             limits: end.server.then(Limits::default),
+            identity: None,
         };
         self.by_link.insert(end.link, token);
         self.ends.insert(token, end);

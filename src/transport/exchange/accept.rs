@@ -251,6 +251,7 @@ impl Exchanges {
             last_out: now,
             write_blocked: false,
             listed: false,
+            identity: None,
         };
         self.conns.insert(token, conn);
     }

@@ -49,7 +49,7 @@ impl Exchanges {
                 log::debug!("netsvc: connect to {addr} failed at once: {e}");
                 let detail = format!("connect failed: {e}");
                 let why = Some((connect_why(&e), detail.as_str()));
-                self.announce_connection(id, ConnectionState::Inactive, None, addr, why);
+                self.announce_connection(id, ConnectionState::Inactive, None, addr, why, None);
                 self.schedule_reconnect(id);
             }
         }

@@ -12,11 +12,11 @@ impl Exchanges {
             return;
         };
         let server = matches!(exch.role, Role::Server { .. });
-        let keyed = exch.secret.is_some();
+        let keyed = exch.authenticates();
         let hello = Hello {
             process: self.link.process.clone(),
             group: exch.group.clone(),
-            auth: exch.secret.is_some(),
+            auth: keyed,
             // A client proves its uid is its own; a server need not (its
             // clients chose to connect to it), and shows its token to no one.
             identity: if server {
@@ -101,7 +101,10 @@ impl Exchanges {
             );
             return;
         }
-        let secret = self.exchanges.get(&exchange).and_then(|e| e.secret.clone());
+        let auth = self
+            .exchanges
+            .get(&exchange)
+            .is_some_and(Exch::authenticates);
         let Some((is_server, bind)) = self
             .exchanges
             .get(&exchange)
@@ -117,12 +120,22 @@ impl Exchanges {
             self.close_conn(token, Why::AuthenticationFailed, reason, core);
             return;
         }
+        if hello.auth != auth {
+            // Found out now, before either side announces a link.
+            let reason = if hello.auth {
+                "authentication failed: the peer requires a secret, and this side has none"
+            } else {
+                "authentication failed: this side requires a secret, and the peer has none"
+            };
+            self.close_conn(token, Why::AuthenticationFailed, reason, core);
+            return;
+        }
         // What the proofs cover besides the nonces: both hellos, and, where
         // the server asks for it, the addresses each side sees.
         let Some(conn) = self.conns.get_mut(&token) else {
             return;
         };
-        if secret.is_none() || hello.auth != secret.is_some() {
+        if !auth {
             conn.handshake = None; // (no proofs to make)
         } else {
             let local = conn.stream.local_addr().ok();
@@ -138,17 +151,7 @@ impl Exchanges {
                 auth::transcript(&handshake.hello, body, bound)
             };
         }
-        if hello.auth != secret.is_some() {
-            // Found out now, before either side announces a link.
-            let reason = if hello.auth {
-                "authentication failed: the peer requires a shared secret, and this side has none"
-            } else {
-                "authentication failed: this side requires a shared secret, and the peer has none"
-            };
-            self.close_conn(token, Why::AuthenticationFailed, reason, core);
-            return;
-        }
-        if secret.is_some() {
+        if auth {
             // Nothing about the services crosses before both sides proved
             // they hold the key.
             let state = if is_server {
@@ -202,13 +205,12 @@ impl Exchanges {
         let Some(conn) = self.conns.get(&token) else {
             return false;
         };
-        let Some(secret) = self
-            .exchanges
-            .get(&conn.exchange)
-            .and_then(|e| e.secret.clone())
-        else {
+        let Some(exch) = self.exchanges.get(&conn.exchange) else {
             return false;
         };
+        // A client's key and its credential's name; a server's is chosen
+        // by the name in the client's response.
+        let own = exch.own_key();
         let me = self.link.process.uid();
         let state = conn.state.clone();
         let transcript = conn
@@ -228,6 +230,9 @@ impl Exchanges {
         };
         match (state, message) {
             (ConnState::AwaitChallenge { remote }, Message::Challenge { nonce: theirs }) => {
+                let Some((secret, credential)) = own else {
+                    return refuse(self, core, "this side has no key");
+                };
                 let mine = match auth::nonce() {
                     Ok(n) => n,
                     Err(e) => {
@@ -236,13 +241,22 @@ impl Exchanges {
                         return false;
                     }
                 };
-                let (peer, t) = (remote.uid(), &transcript);
-                let mac = auth::prove(&secret, Side::Client, &theirs, &mine, me, peer, t);
+                let mac = auth::prove(
+                    &secret,
+                    Side::Client,
+                    &theirs,
+                    &mine,
+                    me,
+                    remote.uid(),
+                    &transcript,
+                    credential.as_bytes(),
+                );
                 self.send(
                     token,
                     &Message::Response {
                         nonce: mine.clone(),
                         mac,
+                        credential,
                     },
                 );
                 if let Some(conn) = self.conns.get_mut(&token) {
@@ -256,9 +270,19 @@ impl Exchanges {
             }
             (
                 ConnState::AwaitResponse { remote, nonce },
-                Message::Response { nonce: theirs, mac },
+                Message::Response {
+                    nonce: theirs,
+                    mac,
+                    credential,
+                },
             ) => {
-                if !auth::check(
+                // A name this server does not have is checked against a
+                // fresh random key, and fails as a wrong secret does.
+                let key = exch.key_for(&credential);
+                let known = key.is_some();
+                let (secret, identity) =
+                    key.unwrap_or_else(|| (Secret::new(&auth::nonce().unwrap_or_default()), None));
+                let ok = auth::check(
                     &secret,
                     Side::Client,
                     &mac,
@@ -267,12 +291,26 @@ impl Exchanges {
                     remote.uid(),
                     me,
                     &transcript,
-                ) {
-                    return refuse(self, core, "the client's proof is wrong (another key?)");
+                    credential.as_bytes(),
+                );
+                if !(ok && known) {
+                    let why = "the client's proof is wrong (another key, or a credential not known here?)";
+                    return refuse(self, core, why);
                 }
-                let (peer, t) = (remote.uid(), &transcript);
-                let proof = auth::prove(&secret, Side::Server, &theirs, &nonce, me, peer, t);
+                let proof = auth::prove(
+                    &secret,
+                    Side::Server,
+                    &theirs,
+                    &nonce,
+                    me,
+                    remote.uid(),
+                    &transcript,
+                    credential.as_bytes(),
+                );
                 self.send(token, &Message::Proof { mac: proof });
+                if let Some(conn) = self.conns.get_mut(&token) {
+                    conn.identity = identity;
+                }
                 self.activate(token, remote, core);
                 true
             }
@@ -284,6 +322,9 @@ impl Exchanges {
                 },
                 Message::Proof { mac },
             ) => {
+                let Some((secret, credential)) = own else {
+                    return refuse(self, core, "this side has no key");
+                };
                 if !auth::check(
                     &secret,
                     Side::Server,
@@ -293,6 +334,7 @@ impl Exchanges {
                     remote.uid(),
                     me,
                     &transcript,
+                    credential.as_bytes(),
                 ) {
                     return refuse(self, core, "the server's proof is wrong (another key?)");
                 }
@@ -321,6 +363,7 @@ impl Exchanges {
         if let Some(t) = conn.handshake_timer.take() {
             self.timers.cancel(t);
         }
+        let identity = conn.identity.clone();
         log::debug!("netsvc: exchange link to {remote} ({peer}) active");
         self.arm_liveness();
         self.announce_connection(
@@ -329,6 +372,7 @@ impl Exchanges {
             Some(remote.clone()),
             peer,
             None,
+            identity.as_deref(),
         );
         let Some(exch) = self.exchanges.get(&exchange) else {
             return;
@@ -342,6 +386,7 @@ impl Exchanges {
             exchange,
             group: exch.group.clone(),
             limits,
+            identity,
         };
         core.peer_up(PeerId(token), info);
         self.carry(core);

@@ -514,7 +514,8 @@ impl Exchanges {
         // Inactive for a lost link, and on a client for a failed attempt.
         if remote.is_some() || was_client {
             let state = ConnectionState::Inactive;
-            self.announce_connection(exchange, state, remote, conn.peer, Some((why, reason)));
+            let (why, identity) = (Some((why, reason)), conn.identity.as_deref());
+            self.announce_connection(exchange, state, remote, conn.peer, why, identity);
         }
         if was_client {
             self.schedule_reconnect(exchange);

@@ -22,6 +22,7 @@ use mio::{Interest, Token};
 
 use crate::auth::{self, Secret, Side};
 use crate::connection::{ConnectionAnnouncement, ConnectionState, InactiveReason as Why};
+use crate::credentials::{Credentials, Identity};
 use crate::error::{Error, Result};
 use crate::frame::{Fill, ReadBuffer, WriteBuffer};
 use crate::ids::ProcessId;
@@ -159,6 +160,9 @@ struct Conn {
     /// does not add it again (a long turn of reports would grow that list
     /// by one entry per frame).
     listed: bool,
+    /// On a server, the credential the client proved (set once its proof
+    /// checked): the link's identity and permissions.
+    identity: Option<Arc<Identity>>,
 }
 
 impl Conn {
@@ -181,6 +185,8 @@ enum Role {
         /// Connections for the `authorise` callback's thread to decide on.
         authorise: Option<Sender<(usize, SocketAddr)>>,
         limits: Limits,
+        /// The named credentials it accepts, beside its shared secret.
+        credentials: Credentials,
     },
     Client {
         addrs: Vec<SocketAddr>,
@@ -188,11 +194,16 @@ enum Role {
         retry: Option<Duration>,
         conn: Option<usize>,
         attempts: u64,
+        /// The name of the credential its secret is for ("" for the
+        /// shared secret).
+        credential: String,
     },
 }
 
 struct Exch {
     group: String,
+    /// A server's shared secret; a client's key (the shared secret, or
+    /// its credential's).
     secret: Option<Secret>,
     /// A server's: proofs cover the addresses each side sees (see
     /// `ServerBuilder::bind_proofs_to_addresses`).
@@ -262,6 +273,38 @@ impl FailedAuth {
 struct Transcript {
     hello: Vec<u8>,
     transcript: Vec<u8>,
+}
+
+impl Exch {
+    /// Whether its links authenticate: a secret, or named credentials.
+    fn authenticates(&self) -> bool {
+        self.secret.is_some()
+            || matches!(&self.role, Role::Server { credentials, .. } if !credentials.is_empty())
+    }
+
+    /// A client's key, with the name of its credential ("" for the shared
+    /// secret).
+    fn own_key(&self) -> Option<(Secret, String)> {
+        match &self.role {
+            Role::Client { credential, .. } => Some((self.secret.clone()?, credential.clone())),
+            Role::Server { .. } => None,
+        }
+    }
+
+    /// A server's key for a client naming `credential`: the shared secret
+    /// for "", a named credential's secret with its identity; `None` for
+    /// a name it does not have (or "" without a shared secret).
+    fn key_for(&self, credential: &str) -> Option<(Secret, Option<Arc<Identity>>)> {
+        let Role::Server { credentials, .. } = &self.role else {
+            return None;
+        };
+        if credential.is_empty() {
+            return self.secret.clone().map(|s| (s, None));
+        }
+        credentials
+            .get(credential)
+            .map(|(s, i)| (s.clone(), Some(i.clone())))
+    }
 }
 
 /// What the exchange's timers are for.
@@ -439,6 +482,8 @@ impl Exchanges {
                 authorise,
                 limits,
                 bind: b,
+
+                credentials,
             } => {
                 bind = b;
                 let authorise = match authorise {
@@ -454,14 +499,20 @@ impl Exchanges {
                     token,
                     authorise,
                     limits,
+                    credentials,
                 }
             }
-            ExchangeRole::Client { addrs, retry } => Role::Client {
+            ExchangeRole::Client {
+                addrs,
+                retry,
+                credential,
+            } => Role::Client {
                 addrs,
                 next_addr: 0,
                 retry,
                 conn: None,
                 attempts: 0,
+                credential,
             },
         };
         let is_client = matches!(role, Role::Client { .. });
@@ -533,6 +584,7 @@ impl Exchanges {
         remote: Option<ProcessId>,
         addr: SocketAddr,
         why: Option<(Why, &str)>,
+        identity: Option<&Identity>,
     ) {
         let Some(exch) = self.exchanges.get(&exchange) else {
             return;
@@ -543,6 +595,7 @@ impl Exchanges {
             remote_address: addr,
             reason: why.map(|(w, _)| w),
             detail: why.map(|(_, d)| d.to_owned()).unwrap_or_default(),
+            identity: identity.map(|i| i.name.clone()),
         };
         if exch.announce.try_send(ann).is_err() {
             // Nobody reads the announcements (or not fast enough): they are
