@@ -287,3 +287,23 @@ fn reconnecting_clients_authenticate_again() {
     );
     assert_eq!(s2.stats().auth_failures, 0);
 }
+
+#[test]
+fn an_address_that_keeps_failing_is_refused_for_a_while() {
+    // 32 failed authentications from 127.0.0.1 within the window: from then
+    // on the server drops that address's connections before reading a
+    // byte, the right key included, and counts each as a limit breached.
+    let s = server(Some("correct horse"));
+    for _ in 0..32 {
+        let (_dc, cx) = client(s.ex.local_addr(), Some("battery staple"));
+        let a = cx.connections().recv_timeout(WAIT).unwrap();
+        assert_eq!(a.state(), ConnectionState::Inactive, "{a:?}");
+    }
+    wait_auth_failures(&s.d, 32);
+    let (dc, cx) = client(s.ex.local_addr(), Some("correct horse"));
+    let a = cx.connections().recv_timeout(WAIT).unwrap();
+    assert_eq!(a.state(), ConnectionState::Inactive, "{a:?}");
+    wait_stat(&s.d, "limits_breached", 1, |st| st.limits_breached);
+    assert_eq!(s.d.stats().auth_failures, 32, "no handshake was attempted");
+    assert!(dc.lookup_service_name("echo").is_empty());
+}
