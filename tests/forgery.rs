@@ -151,3 +151,77 @@ fn reports_in_another_process_name_are_dropped() {
     assert_eq!(r.publisher(), &pb);
     assert_quiet(&sub);
 }
+
+/// A peer that sees one of a caller's conversation ids (it was called)
+/// registers the ones that would come next, as requests of its own: under
+/// sequential ids each of the caller's next calls would be refused as
+/// another caller's. The ids are unforeseeable: every call goes through.
+#[test]
+fn a_callers_next_conversation_ids_cannot_be_taken_first() {
+    let ds = Dispatcher::builder().name("server").build().unwrap();
+    let ex = Exchange::server(&ds).listen("127.0.0.1:0").unwrap();
+    let addr = ex.local_addr();
+    let echo = spawn_u64(&ds, "echo", |x| x + 1);
+    // A service that holds what it is sent (the pre-registered calls stay
+    // pending at the server while it holds them).
+    let sink = ds.service("sink").open().unwrap();
+
+    // The attacker's process offers a service the victim calls once.
+    let da = Dispatcher::builder().name("attacker").build().unwrap();
+    let _ax = Exchange::client(&da)
+        .connect(addr, Duration::from_millis(100))
+        .unwrap();
+    let (conv_tx, conv_rx) = bounded(1);
+    let _trap = da
+        .service("trap")
+        .spawn(move |_s, ev| {
+            if let Event::Request(r) = ev {
+                let _ = conv_tx.try_send(*r.conversation_id());
+                let _ = r.reply(&0u64);
+            }
+        })
+        .unwrap();
+    let dv = Dispatcher::builder().name("victim").build().unwrap();
+    let _vx = Exchange::client(&dv)
+        .connect(addr, Duration::from_millis(100))
+        .unwrap();
+    let trap = await_service(&dv, "trap");
+    let echo_seen = await_service(&dv, "echo");
+    let me = dv.service("me").open().unwrap();
+    let _: u64 = me.call_timeout(&trap, "m", &0u64, WAIT).unwrap();
+    let seen = conv_rx.recv_timeout(WAIT).unwrap();
+    let (process, seq) = parts(&seen);
+    assert_eq!(process, dv.process_id().uid());
+
+    // The next 200 ids the victim would use, were they sequential, taken
+    // first as the attacker's own (held) calls to the sink.
+    let mut raw = raw::handshake(addr, 83);
+    let sender = netsvc::fuzzing::binding_of(83, "raw", "*", 1, vec![]);
+    for k in 1..=200 {
+        let f = peer_frames::request_in(
+            (process, seq.wrapping_add(k)),
+            &sender,
+            sink.binding().into(),
+            "hold",
+            &peer_frames::payload(&0u64),
+            30_000,
+            None,
+        );
+        raw.write_all(&f).unwrap();
+    }
+    let mut held = Vec::new();
+    while held.len() < 200 {
+        match next(&sink) {
+            Event::Request(r) => held.push(r),
+            other => panic!("the sink got {other:?}"),
+        }
+    }
+    // The victim's next calls all reach echo.
+    for i in 0..20u64 {
+        let r: u64 = me.call_timeout(&echo_seen, "m", &i, WAIT).unwrap();
+        assert_eq!(r, i + 1);
+    }
+    assert_eq!(ds.stats().refused_frames, 0);
+    drop(held);
+    drop(echo);
+}

@@ -228,6 +228,17 @@ impl Exchanges {
             );
             false
         };
+        // Nonces are of one length: what each proof covers is then read one
+        // way only (a nonce cannot lend bytes to the uid after it).
+        let nonce_ok = match &message {
+            Message::Challenge { nonce } | Message::Response { nonce, .. } => {
+                nonce.len() == auth::NONCE
+            }
+            _ => true,
+        };
+        if !nonce_ok {
+            return refuse(self, core, "a nonce of the wrong length");
+        }
         match (state, message) {
             (ConnState::AwaitChallenge { remote }, Message::Challenge { nonce: theirs }) => {
                 let Some((secret, credential)) = own else {
