@@ -3,7 +3,7 @@
 mod util;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -137,37 +137,12 @@ fn recording_relay(
     Arc<Mutex<Vec<u8>>>,
     std::thread::JoinHandle<()>,
 ) {
-    let proxy = TcpListener::bind("127.0.0.1:0").unwrap();
-    let proxy_addr = proxy.local_addr().unwrap();
     let recorded = Arc::new(Mutex::new(Vec::<u8>::new()));
     let rec = recorded.clone();
-    let relay = std::thread::spawn(move || {
-        let (mut down, _) = proxy.accept().unwrap();
-        let mut up = TcpStream::connect(upstream).unwrap();
-        let (mut down2, mut up2) = (down.try_clone().unwrap(), up.try_clone().unwrap());
-        let back = std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = up2.read(&mut buf) {
-                if n == 0 || down2.write_all(&buf[..n]).is_err() {
-                    break;
-                }
-            }
-            let _ = down2.shutdown(std::net::Shutdown::Both);
-        });
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = down.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            rec.lock().unwrap().extend_from_slice(&buf[..n]);
-            if up.write_all(&buf[..n]).is_err() {
-                break;
-            }
-        }
-        let _ = up.shutdown(std::net::Shutdown::Both);
-        let _ = back.join();
+    let (addr, thread) = util::relay::relay(upstream, move |chunk| {
+        rec.lock().unwrap().extend_from_slice(chunk);
     });
-    (proxy_addr, recorded, relay)
+    (addr, recorded, thread)
 }
 
 #[test]

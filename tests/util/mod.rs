@@ -6,6 +6,7 @@ pub mod exchange_proc;
 pub mod link;
 pub mod pair;
 pub mod raw;
+pub mod relay;
 
 use std::time::{Duration, Instant};
 
