@@ -2,6 +2,9 @@
 //! the handles bump, and [`Stats`], the public snapshot of them.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use crate::ids::ProcessId;
 
 use crate::oneshot;
 
@@ -27,6 +30,32 @@ pub(crate) struct Counters {
     pub casts_dropped: AtomicU64,
     pub refused_frames: AtomicU64,
     pub permission_denied: AtomicU64,
+    /// The named identities of the links up (see [`Stats::identities`]),
+    /// by link: changed by the dispatcher thread as links come and go.
+    pub identities: Mutex<Vec<(usize, String, ProcessId)>>,
+}
+
+impl Counters {
+    /// A link with a named identity came up.
+    pub(crate) fn identity_up(&self, link: usize, name: &str, process: &ProcessId) {
+        let mut ids = self.identities.lock().unwrap_or_else(|e| e.into_inner());
+        ids.push((link, name.to_owned(), process.clone()));
+    }
+
+    /// A link went down (whether or not it had a named identity).
+    pub(crate) fn identity_down(&self, link: usize) {
+        let mut ids = self.identities.lock().unwrap_or_else(|e| e.into_inner());
+        ids.retain(|(l, _, _)| *l != link);
+    }
+
+    /// The named identities of the links up, sorted by name.
+    pub(crate) fn identities(&self) -> Vec<(String, ProcessId)> {
+        let ids = self.identities.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<(String, ProcessId)> =
+            ids.iter().map(|(_, n, p)| (n.clone(), p.clone())).collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.uid().cmp(&b.1.uid())));
+        v
+    }
 }
 
 impl Counters {
@@ -111,4 +140,10 @@ pub struct Stats {
     /// subscription it may not hold. Counted by the server that refused
     /// it, once per refused frame, and logged there (rate-limited).
     pub permission_denied: u64,
+    /// The links up on this dispatcher's exchange servers whose clients
+    /// authenticated with a named credential: the credential's name (the
+    /// link's identity, as in
+    /// [`ConnectionAnnouncement::identity`](crate::ConnectionAnnouncement::identity))
+    /// and the client's process, one entry per link, sorted by name.
+    pub identities: Vec<(String, ProcessId)>,
 }

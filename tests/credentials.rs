@@ -84,11 +84,21 @@ fn a_credential_lets_its_client_in_and_names_the_link() {
     let r: u64 = me.call_timeout(&echo, "m", &41u64, WAIT).unwrap();
     assert_eq!(r, 42);
     await_service(&ds, "me");
+    // (The server has taken in what the link carried: its identity too.)
+    assert_eq!(
+        ds.stats().identities,
+        vec![("bob".to_owned(), dc.process_id())],
+        "the link's identity in the server's stats"
+    );
 
     dc.shutdown();
     let down = next_conn(&sx);
     assert_eq!(down.state(), ConnectionState::Inactive);
     assert_eq!(down.identity(), Some("bob"), "{down}");
+    assert!(
+        ds.stats().identities.is_empty(),
+        "a link gone is no identity"
+    );
     assert_eq!(ds.stats().auth_failures, 0);
     assert_eq!(permission_denied(&ds), 0);
 }

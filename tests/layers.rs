@@ -47,18 +47,21 @@ const LAYERS: &[(&str, &str, &[Module])] = &[
     ),
     (
         "L0b",
-        "foundation: identities, counters, configuration, credentials",
+        "foundation: identities, configuration, credentials",
         &[
             ("ids", &["ids"]),
-            ("stats", &["stats"]),
             ("config", &["config"]),
             ("credentials", &["credentials"]),
         ],
     ),
     (
         "L0c",
-        "foundation: limits, connection announcements",
-        &[("limits", &["limits"]), ("connection", &["connection"])],
+        "foundation: limits, connection announcements, counters",
+        &[
+            ("limits", &["limits"]),
+            ("connection", &["connection"]),
+            ("stats", &["stats"]),
+        ],
     ),
     ("L1a", "encoding", &[("wire", &["wire"])]),
     (

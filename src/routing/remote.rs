@@ -71,6 +71,10 @@ impl Core {
             peers: 0,
         });
         scope.peers += 1;
+        if let Some(identity) = &info.identity {
+            let counters = &self.link.counters;
+            counters.identity_up(peer.0, &identity.name, &info.remote);
+        }
         let p = Peer {
             remote: info.remote,
             exchange: info.exchange,
@@ -153,6 +157,9 @@ impl Core {
             self.forget(conv);
         }
         if let Some(p) = self.peers.map.remove(&peer) {
+            if p.identity.is_some() {
+                self.link.counters.identity_down(peer.0);
+            }
             let uid = p.remote.uid();
             if self.peers.by_process.get(&uid) == Some(&peer) {
                 self.peers.by_process.remove(&uid);
