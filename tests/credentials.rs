@@ -444,3 +444,44 @@ fn only_a_server_may_refuse_a_subscription() {
 fn publisher_status(svc: &netsvc::Service) -> ServiceStatus {
     publisher(svc).status()
 }
+
+#[test]
+fn a_cast_it_may_not_make_is_dropped_and_counted() {
+    use netsvc::{Context, Endpoint, RpcClient, RpcFailure, RpcServer, Target};
+    // A server offering an RPC topic, and two clients: one whose
+    // credential allows casting to it, one whose credential allows nothing.
+    let (ds, sx) = server(|b| {
+        b.credential(Credential::new("caster", "k1").call(&["rpc:*:vault:*"]))
+            .credential(Credential::new("mute", "k2").deny_all())
+    });
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let _vault = RpcServer::new(&ds, Target::new("vault").server("s1"))
+        .endpoint(Endpoint::new().method("poke", move |_c: &Context, x: u64| {
+            tx.send(x)
+                .map_err(|e| RpcFailure::new("Closed", e.to_string()))
+        }))
+        .start()
+        .unwrap();
+    let name = "rpc:openstack:vault:s1";
+    let (allowed, _ax) = client(sx.local_addr(), |b| b.credential("caster", "k1"));
+    let (mute, _mx) = client(sx.local_addr(), |b| b.credential("mute", "k2"));
+    await_service(&allowed, name);
+    await_service(&mute, name);
+
+    // A cast is done once handed on: the refusal is the server's to count.
+    let to_vault = |d: &Dispatcher| RpcClient::new(d, Target::new("vault"));
+    to_vault(&mute)
+        .cast(&Context::new(), "poke", &1u64)
+        .unwrap();
+    wait_stat(&ds, "permission_denied", 1, |s| s.permission_denied);
+    to_vault(&allowed)
+        .cast(&Context::new(), "poke", &2u64)
+        .unwrap();
+    assert_eq!(
+        rx.recv_timeout(WAIT).unwrap(),
+        2,
+        "the allowed cast arrives"
+    );
+    assert!(rx.recv_timeout(QUIET).is_err(), "the refused cast arrived");
+    assert_eq!(permission_denied(&ds), 1);
+}
