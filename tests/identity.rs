@@ -11,26 +11,10 @@ use std::time::Duration;
 
 use netsvc::fuzzing::{available_frame, binding_of, subscribe_frame};
 use netsvc::*;
+use util::raw::wait_closed;
 use util::*;
 
 const RETRY: Duration = Duration::from_millis(50);
-
-/// Waits until `raw`'s connection is closed by the server.
-fn wait_closed(raw: &mut TcpStream) {
-    use std::io::Read;
-    raw.set_read_timeout(Some(WAIT)).unwrap();
-    let mut buf = [0u8; 4096];
-    loop {
-        match raw.read(&mut buf) {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                panic!("the server did not close the connection within {WAIT:?}")
-            }
-            Err(_) => return,
-        }
-    }
-}
 
 #[test]
 fn a_hello_claiming_another_process_is_refused() {

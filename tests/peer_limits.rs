@@ -5,7 +5,7 @@
 
 mod util;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -15,6 +15,7 @@ use netsvc::fuzzing::{
     available_frame, binding, binding_of, group_frame, report_frame, request_frame, subscribe_frame,
 };
 use netsvc::*;
+use util::raw::wait_closed;
 use util::*;
 
 /// A server dispatcher (configured by `server`) with an echo service
@@ -155,27 +156,6 @@ fn send_all(s: &mut TcpStream, frames: impl IntoIterator<Item = Vec<u8>>) {
         }
     }
     let _ = s.write_all(&buf);
-}
-
-/// Reads until the other side closes; panics if it does not within WAIT.
-fn wait_closed(s: &mut TcpStream) {
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    let deadline = Instant::now() + WAIT;
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        assert!(Instant::now() < deadline, "the connection was not closed");
-        match s.read(&mut buf) {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                panic!("the connection was not closed within {WAIT:?}")
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                panic!("the connection was not closed within {WAIT:?}")
-            }
-            Err(_) => return, // reset
-        }
-    }
 }
 
 /// Asserts the connection is still open after what was sent was handled:

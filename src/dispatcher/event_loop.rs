@@ -166,12 +166,7 @@ impl EventLoop {
     /// Tells the core how the links stand (for the errors of calls that
     /// find no destination).
     fn refresh_links(&mut self) {
-        let (a, b) = (self.exchanges.counts(), self.memory.counts());
-        let links = &mut self.core.links;
-        links.exchanges = a.exchanges + b.exchanges;
-        links.up = a.up + b.up;
-        links.handshaking = a.handshaking + b.handshaking;
-        links.down = a.down + b.down;
+        self.core.links = self.exchanges.counts() + self.memory.counts();
     }
 
     /// A command: the transports' own go to them, the rest to the core.

@@ -179,6 +179,20 @@ pub(crate) struct LinkCounts {
     pub down: usize,
 }
 
+impl std::ops::Add for LinkCounts {
+    type Output = LinkCounts;
+
+    /// The links of two transports together.
+    fn add(self, o: LinkCounts) -> LinkCounts {
+        LinkCounts {
+            exchanges: self.exchanges + o.exchanges,
+            up: self.up + o.up,
+            handshaking: self.handshaking + o.handshaking,
+            down: self.down + o.down,
+        }
+    }
+}
+
 impl LinkCounts {
     /// For instance "exchange links: 1 up, 1 in their handshake, ...".
     fn describe(&self) -> String {

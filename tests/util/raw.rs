@@ -104,3 +104,27 @@ pub fn handshake(addr: std::net::SocketAddr, uid: u8) -> TcpStream {
     assert_eq!(&body[..6], MAGIC);
     s
 }
+
+/// Reads until the other side closes; panics if it does not within WAIT.
+pub fn wait_closed(s: &mut TcpStream) {
+    s.set_read_timeout(Some(super::WAIT)).unwrap();
+    let deadline = std::time::Instant::now() + super::WAIT;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the connection was not closed"
+        );
+        match s.read(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                panic!("the connection was not closed within {:?}", super::WAIT)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                panic!("the connection was not closed within {:?}", super::WAIT)
+            }
+            Err(_) => return, // reset
+        }
+    }
+}
