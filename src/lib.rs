@@ -160,6 +160,7 @@ mod reply;
 mod routing;
 mod rpc;
 mod service;
+mod shape;
 mod stats;
 mod transport;
 mod warnings;

@@ -42,8 +42,14 @@ impl From<Key> for AgentKey {
 /// fields are private to `ids`; it is built as a peer's would be, from its
 /// encoding.)
 fn process(uid: u64) -> ProcessId {
+    /// The shape of a `ProcessId`: the same fields, by name.
+    #[derive(serde::Serialize)]
+    struct Process {
+        uid: u64,
+        label: String,
+    }
     let label = format!("peer/{uid:016x}");
-    let bytes = wire::encode(&(uid, label)).expect("encode a process id");
+    let bytes = wire::encode(&Process { uid, label }).expect("encode a process id");
     wire::decode(bytes.as_bytes()).expect("decode a process id")
 }
 

@@ -1,8 +1,12 @@
 //! Encoding: the one place where values become bytes and back.
 //!
-//! Payloads (request arguments, replies, report contents) are encoded with
-//! serde + bincode 2 in its standard configuration. The codec can change here
-//! without touching the rest of the crate.
+//! Payloads (request arguments, replies, report contents) are encoded in
+//! netsvc's self-describing encoding of serde's data model (`shape.rs`), so
+//! that a payload decoded as a type of another shape is an error, and any
+//! payload reads as a `Value`. Frames (the messages between processes, which
+//! carry payloads as bytes) are encoded with serde + bincode 2 in its
+//! standard configuration. Either can change here without touching the rest
+//! of the crate.
 
 use std::sync::Arc;
 
@@ -12,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::bounded;
 use crate::error::{Error, Result, ServiceFailure};
 use crate::ids::{AgentKey, ConversationId, ProcessId, ServiceBinding};
+use crate::shape;
 
 /// An encoded value. Cheap to clone: a report fanned out to many subscribers
 /// shares one encoding.
@@ -21,6 +26,12 @@ pub(crate) struct Payload(Arc<[u8]>);
 impl Payload {
     pub(crate) fn as_bytes(&self) -> &[u8] {
         &self.0
+    }
+
+    /// The encoding of `()`: what a cast's caller is handed once the cast
+    /// is on its way.
+    pub(crate) fn unit() -> Payload {
+        Payload(Arc::from(&[shape::tag::UNIT][..]))
     }
 }
 
@@ -41,12 +52,46 @@ fn config() -> bincode::config::Configuration {
     bincode::config::standard()
 }
 
-/// Encodes a value.
+/// Encodes a value as a payload, into an encoder reused by the calling
+/// thread, so that an encoding costs one allocation of its exact size.
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Payload> {
-    with_scratch(0, |buf| {
-        bincode::serde::encode_into_std_write(value, buf, config())
-            .map_err(|e| Error::Encode(e.to_string()))?;
-        Ok(Payload(Arc::from(&buf[..])))
+    thread_local! {
+        static ENCODER: std::cell::RefCell<shape::Encoder> =
+            std::cell::RefCell::new(shape::Encoder::default());
+    }
+    let encoded = ENCODER.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut enc) => {
+            enc.clear();
+            let r = value
+                .serialize(&mut *enc)
+                .map(|()| Payload(Arc::from(&enc.out[..])));
+            enc.shrink();
+            r
+        }
+        // Re-entered (a Serialize impl that encodes): an encoder of its own.
+        Err(_) => {
+            let mut enc = shape::Encoder::default();
+            value.serialize(&mut enc).map(|()| Payload::from(enc.out))
+        }
+    });
+    encoded.map_err(|e| Error::Encode(e.to_string()))
+}
+
+/// Decodes a payload, requiring that every byte is used.
+///
+/// The error names the type, where in the value it failed and what was
+/// expected and found there, for instance `(i64, i64) at [0]: expected
+/// i64, found u64 2 (...)`. What a decode allocates is linear in the bytes
+/// it is given: no length or count is believed beyond the bytes left.
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    shape::decode::<T>(bytes).map_err(|e| {
+        let ty = std::any::type_name::<T>();
+        let path = e.path();
+        Error::Decode(if path.is_empty() {
+            format!("{ty}: {}", e.message())
+        } else {
+            format!("{ty} at {path}: {}", e.message())
+        })
     })
 }
 
@@ -72,7 +117,7 @@ fn with_scratch<R>(prefix: usize, f: impl FnOnce(&mut Vec<u8>) -> Result<R>) -> 
     })
 }
 
-/// Decodes a value, requiring that every byte is used.
+/// Decodes a frame's body (bincode), requiring that every byte is used.
 ///
 /// What a decode may allocate is bounded by the bytes it is given: bincode
 /// allocates a string or byte buffer at its claimed length before reading
@@ -80,7 +125,7 @@ fn with_scratch<R>(prefix: usize, f: impl FnOnce(&mut Vec<u8>) -> Result<R>) -> 
 /// limit is 16 times the input (the most any genuine value claims per byte:
 /// a `u128` in one varint byte), rounded up to a power of four, so a decode
 /// never allocates more than 64 times what was received.
-pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+pub(crate) fn decode_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     let need = bytes.len().saturating_mul(16).max(1 << 12);
     macro_rules! classes {
         ($($n:literal)*) => {$(
@@ -121,7 +166,8 @@ fn decode_with<T: DeserializeOwned, C: bincode::config::Config>(
 pub(crate) const MAGIC: [u8; 6] = *b"NETSVC";
 
 /// The protocol version this build speaks; a peer with another is refused.
-pub(crate) const VERSION: u16 = 3;
+/// 4: payloads in the self-describing encoding (`shape.rs`), not bincode.
+pub(crate) const VERSION: u16 = 4;
 
 /// The handshake: who is speaking, and for which exchange group.
 #[derive(Debug, Serialize, Deserialize)]
@@ -202,7 +248,7 @@ pub(crate) fn decode_hello(body: &[u8]) -> std::result::Result<Hello, HelloError
     if version != VERSION {
         return Err(HelloError::Version(version));
     }
-    decode(&body[MAGIC.len() + 2..]).map_err(|e| HelloError::Decode(e.to_string()))
+    decode_body(&body[MAGIC.len() + 2..]).map_err(|e| HelloError::Decode(e.to_string()))
 }
 
 /// Why a call failed, as it crosses a connection.
@@ -346,8 +392,8 @@ pub(crate) enum Incoming<'a> {
 /// Decodes a message frame's body. Reports, the bulk of the traffic, are
 /// only read in place (the subject and payload are borrowed, so nothing is
 /// allocated whatever the lengths claim); any other message is decoded as by
-/// [`decode`], bounded by the input's size. Accepts and refuses exactly what
-/// `decode::<Message>` does.
+/// [`decode_body`], bounded by the input's size. Accepts and refuses exactly
+/// what `decode_body::<Message>` does.
 pub(crate) fn decode_message(body: &[u8]) -> Result<Incoming<'_>> {
     let tag = bincode::decode_from_slice::<u32, _>(body, config());
     if let Ok((REPORT_TAG, used)) = tag {
@@ -369,7 +415,7 @@ pub(crate) fn decode_message(body: &[u8]) -> Result<Incoming<'_>> {
             payload,
         }));
     }
-    decode::<Message>(body).map(Incoming::Other)
+    decode_body::<Message>(body).map(Incoming::Other)
 }
 
 /// Encodes a message as a frame with its length prefix, ready to be queued
@@ -490,11 +536,21 @@ mod tests {
 
     #[test]
     fn claimed_length_beyond_the_input_is_refused() {
-        // A 10-byte input claiming a 1 MiB string: over the limit for its size.
-        let mut bytes = vec![252u8];
-        bytes.extend_from_slice(&(1u32 << 20).to_le_bytes());
+        // A 9-byte payload claiming a 1 MiB string; a 9-byte frame body
+        // claiming one too.
+        let mut bytes = vec![shape::tag::STR, 0x80, 0x80, 0x40];
         bytes.extend_from_slice(b"abcde");
-        assert!(matches!(decode::<String>(&bytes), Err(Error::Decode(_))));
+        match decode::<String>(&bytes) {
+            Err(Error::Decode(m)) => assert!(m.contains("length of 1048576"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        let mut body = vec![252u8];
+        body.extend_from_slice(&(1u32 << 20).to_le_bytes());
+        body.extend_from_slice(b"abcde");
+        assert!(matches!(
+            decode_body::<String>(&body),
+            Err(Error::Decode(_))
+        ));
     }
 
     #[test]
@@ -522,7 +578,7 @@ mod tests {
             assert_eq!(r.payload, payload.as_bytes());
             // Truncated or extended, it is refused like the full decoding.
             for bad in [&body[..body.len() - 1], &[body, &[0u8][..]].concat()[..]] {
-                assert!(decode::<Message>(bad).is_err());
+                assert!(decode_body::<Message>(bad).is_err());
                 assert!(decode_message(bad).is_err());
             }
         }
@@ -546,8 +602,16 @@ mod tests {
 
     #[test]
     fn huge_claimed_length_is_refused_without_allocating() {
-        // A varint length prefix claiming u64::MAX bytes for a String.
+        // A varint length prefix claiming u64::MAX bytes for a String, in a
+        // frame body and in a payload.
         let bytes = [253u8, 255, 255, 255, 255, 255, 255, 255, 255];
-        assert!(matches!(decode::<String>(&bytes), Err(Error::Decode(_))));
+        assert!(matches!(
+            decode_body::<String>(&bytes),
+            Err(Error::Decode(_))
+        ));
+        let mut payload = vec![shape::tag::STR];
+        payload.extend_from_slice(&[255; 9]);
+        payload.push(1);
+        assert!(matches!(decode::<String>(&payload), Err(Error::Decode(_))));
     }
 }

@@ -63,9 +63,14 @@ const LAYERS: &[(&str, &str, &[Module])] = &[
             ("stats", &["stats"]),
         ],
     ),
-    ("L1a", "encoding", &[("wire", &["wire"])]),
     (
-        "L1b",
+        "L1a",
+        "encoding: the payload format",
+        &[("shape", &["shape"])],
+    ),
+    ("L1b", "encoding", &[("wire", &["wire"])]),
+    (
+        "L1c",
         "encoding: frames as a peer sends them",
         &[("peer_frames", &["peer_frames"])],
     ),

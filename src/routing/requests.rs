@@ -111,7 +111,7 @@ impl Core {
         }
         if call.oneway && self.pending.contains_key(&conv) {
             // A cast is done once handed on.
-            self.complete(conv, Ok(Payload::from(Vec::new())));
+            self.complete(conv, Ok(Payload::unit()));
         }
     }
 
@@ -168,7 +168,7 @@ impl Core {
                     let conv = p.conv;
                     self.route_request(conv, key, p.method, p.payload, p.sender, None, p.opts);
                     if oneway && self.pending.contains_key(&conv) {
-                        self.complete(conv, Ok(Payload::from(Vec::new())));
+                        self.complete(conv, Ok(Payload::unit()));
                     }
                 }
                 None => i += 1,

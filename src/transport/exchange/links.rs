@@ -211,7 +211,7 @@ impl Exchanges {
             return self.conns.contains_key(&token);
         }
         // Authenticating: the steps of the handshake, or a reason to close.
-        match wire::decode::<Message>(body) {
+        match wire::decode_body::<Message>(body) {
             Ok(Message::Closing { reason }) => {
                 self.peer_closing(token, &reason, core);
                 false
