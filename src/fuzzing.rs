@@ -1,7 +1,12 @@
 //! An entry point for fuzzers and property tests: the exchange's input path
 //! without a socket. Not part of the API.
 
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
 use crate::frame::{Fill, ReadBuffer};
+use crate::rpc::Value;
 use crate::wire::{self, Message};
 
 /// What [`feed`] saw.
@@ -168,3 +173,84 @@ pub fn sample_frames() -> Vec<Vec<u8>> {
     frames
 }
 pub use crate::fuzzing_frames::*;
+
+/// A struct, an enum and their nesting, for the payload samples and the
+/// typed decodings of [`decode_payload`].
+#[derive(Debug, Serialize, Deserialize)]
+enum Shape {
+    Empty,
+    Circle(f64),
+    Line(Point, Point),
+    Rect { w: u32, h: u32 },
+    Group(Vec<Shape>),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Point {
+    x: i32,
+    y: i32,
+    label: Option<String>,
+}
+
+/// A payload's decoding by a receiver, as many ways as a receiver may try:
+/// as a [`Value`], ignored, and as a few typed shapes. Returns how many of
+/// them succeeded; never panics, whatever the bytes.
+pub fn decode_payload(bytes: &[u8]) -> usize {
+    type Typed = (Vec<Shape>, BTreeMap<String, (Option<f32>, char, Vec<u8>)>);
+    [
+        wire::decode::<Value>(bytes).is_ok(),
+        wire::decode::<serde::de::IgnoredAny>(bytes).is_ok(),
+        wire::decode::<Shape>(bytes).is_ok(),
+        wire::decode::<Typed>(bytes).is_ok(),
+        wire::decode::<Vec<u8>>(bytes).is_ok(),
+        wire::decode::<(u64, String)>(bytes).is_ok(),
+        wire::decode::<BTreeMap<u32, Vec<Point>>>(bytes).is_ok(),
+    ]
+    .iter()
+    .filter(|ok| **ok)
+    .count()
+}
+
+/// Encoded payloads of every kind of value, for fuzzers to mutate.
+pub fn sample_payloads() -> Vec<Vec<u8>> {
+    let point = |x| Point {
+        x,
+        y: -x,
+        label: Some(format!("p{x}")),
+    };
+    let shapes = vec![
+        Shape::Empty,
+        Shape::Circle(1.5),
+        Shape::Line(point(1), point(2)),
+        Shape::Rect { w: 3, h: 4 },
+        Shape::Group(vec![Shape::Group(vec![Shape::Empty]), Shape::Circle(0.0)]),
+    ];
+    let mut map = BTreeMap::new();
+    map.insert("k".to_owned(), (Some(1.5f32), 'c', vec![1u8, 2, 3]));
+    let value = Value::Map(
+        [
+            (
+                "list".to_owned(),
+                Value::List(vec![Value::Int(-1), Value::UInt(u64::MAX)]),
+            ),
+            ("bytes".to_owned(), Value::Bytes(vec![0, 255])),
+            ("f".to_owned(), Value::Float(2.5)),
+            ("null".to_owned(), Value::Null),
+        ]
+        .into(),
+    );
+    let by_id: BTreeMap<u32, Vec<Point>> = [(1, vec![point(5)]), (2, vec![])].into();
+    [
+        wire::encode(&shapes),
+        wire::encode(&(shapes, map)),
+        wire::encode(&value),
+        wire::encode(&vec![7u8; 64]),
+        wire::encode(&(7u64, "text")),
+        wire::encode(&by_id),
+        wire::encode(&[Some(1u128), None]),
+    ]
+    .into_iter()
+    .filter_map(|p| p.ok())
+    .map(|p| p.as_bytes().to_vec())
+    .collect()
+}

@@ -233,6 +233,21 @@ pub fn payload<T: serde::Serialize + ?Sized>(value: &T) -> Vec<u8> {
         .to_vec()
 }
 
+/// What a received `Reply` frame's body (prefix removed) answers: its
+/// conversation, and the encoded value or the failure (as the caller's
+/// [`Error`](crate::Error)); `None` for any other frame.
+pub fn reply_outcome(body: &[u8]) -> Option<(ConversationId, Result<Vec<u8>, crate::Error>)> {
+    match wire::decode_message(body).ok()? {
+        wire::Incoming::Other(Message::Reply { conv, result }) => Some((
+            conv,
+            result
+                .map(|p| p.as_bytes().to_vec())
+                .map_err(crate::Error::from),
+        )),
+        _ => None,
+    }
+}
+
 /// The kind of message a received frame body (prefix removed) holds, by
 /// its variant's name (`"Progress"`, `"Reply"`, `"Report"`, ...), or `None`
 /// if it does not decode. (A hello does not decode as a message.)

@@ -1301,17 +1301,22 @@ impl<'de> Decoder<'de> {
         })
     }
 
-    /// A map's key at `at`, for an error's path: a string quoted, anything
-    /// else described.
-    fn key_text(&self, at: usize) -> String {
+    /// A map's key at `at`, if it is a string.
+    fn key_str(&self, at: usize) -> Option<&'de str> {
         let mut d = Decoder::new(self.input);
         d.pos = at;
         match d.byte() {
-            Ok(STR) => match d.str_body() {
-                Ok(s) => format!("{s:?}"),
-                Err(_) => self.found(at),
-            },
-            _ => self.found(at),
+            Ok(STR) => d.str_body().ok(),
+            _ => None,
+        }
+    }
+
+    /// A map's key at `at`, for an error's path: a string quoted, anything
+    /// else described.
+    fn key_text(&self, at: usize) -> String {
+        match self.key_str(at) {
+            Some(s) => format!("{s:?}"),
+            None => self.found(at),
         }
     }
 
@@ -1479,10 +1484,12 @@ impl<'de> Decoder<'de> {
         }
     }
 
-    /// A map or struct for `visitor`.
+    /// A map or struct for `visitor` (a struct's `fields`: string keys
+    /// are its fields, in an error's path).
     fn map<V: Visitor<'de>>(
         &mut self,
         expected: &dyn fmt::Display,
+        fields: bool,
         visitor: V,
     ) -> DResult<V::Value> {
         let at = self.pos;
@@ -1498,6 +1505,7 @@ impl<'de> Decoder<'de> {
             de: self,
             left,
             names,
+            fields,
             key: Key::None,
         };
         let value = visitor.visit_map(&mut entries)?;
@@ -1598,7 +1606,7 @@ impl<'de> de::Deserializer<'de> for &mut Decoder<'de> {
             }
             MAP | MAP_OPEN | STRUCT => {
                 self.pos = at;
-                self.map(&"a map", visitor)
+                self.map(&"a map", false, visitor)
             }
             UNIT_VARIANT => visitor.visit_borrowed_str(self.name()?),
             VARIANT => {
@@ -1775,7 +1783,7 @@ impl<'de> de::Deserializer<'de> for &mut Decoder<'de> {
     }
 
     fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> DResult<V::Value> {
-        self.map(&"a map", visitor)
+        self.map(&"a map", false, visitor)
     }
 
     fn deserialize_struct<V: Visitor<'de>>(
@@ -1784,7 +1792,7 @@ impl<'de> de::Deserializer<'de> for &mut Decoder<'de> {
         _fields: &'static [&'static str],
         visitor: V,
     ) -> DResult<V::Value> {
-        self.map(&format_args!("struct {name}"), visitor)
+        self.map(&format_args!("struct {name}"), true, visitor)
     }
 
     fn deserialize_enum<V: Visitor<'de>>(
@@ -2029,6 +2037,8 @@ struct Entries<'a, 'de> {
     left: Option<usize>,
     /// A struct: keys are names.
     names: bool,
+    /// Read as a struct: string keys are fields.
+    fields: bool,
     key: Key<'de>,
 }
 
@@ -2056,7 +2066,10 @@ impl<'de> de::MapAccess<'de> for Entries<'_, 'de> {
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> DResult<V::Value> {
         seed.deserialize(&mut *self.de).map_err(|e| match self.key {
             Key::Name(n) => e.at(Step::Field(n.to_owned())),
-            Key::At(at) => e.at(Step::Key(self.de.key_text(at))),
+            Key::At(at) => match (self.fields, self.de.key_str(at)) {
+                (true, Some(name)) => e.at(Step::Field(name.to_owned())),
+                _ => e.at(Step::Key(self.de.key_text(at))),
+            },
             Key::None => e,
         })
     }

@@ -1,15 +1,22 @@
-//! Property test of the exchange's input path (frame reader, handshake and
-//! message decoding): random and mutated inputs never panic, and what one
-//! input makes the decoder allocate stays proportional to what was received,
+//! Property tests of the exchange's input path (frame reader, handshake and
+//! message decoding) and of payload decoding (as a `Value`, ignored, and as
+//! typed shapes): random and mutated inputs never panic, and what one input
+//! makes the decoder allocate stays proportional to what was received,
 //! never to what a length prefix claims.
 //!
-//! One test in this binary: it installs a counting allocator and reads its
-//! peak, which other tests running at once would disturb.
+//! The binary installs a counting allocator and reads its peak, which
+//! another test running at once would disturb: its tests take turns
+//! ([`ONE_AT_A_TIME`]).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use netsvc::fuzzing::{feed, sample_frames};
+use std::sync::Mutex;
+
+use netsvc::fuzzing::{decode_payload, feed, sample_frames, sample_payloads};
+
+/// Held by each test for its whole run: one measures at a time.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// Counts the bytes live and the peak since the last reset.
 struct Counting;
@@ -110,6 +117,7 @@ fn mutate(rng: &mut Rng, frames: &[Vec<u8>]) -> Vec<u8> {
 
 #[test]
 fn random_and_mutated_input_never_panics_nor_allocates_beyond_what_arrived() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let seed = 0x6e65_7473_7663_0001;
     let mut rng = Rng(seed);
     let frames = sample_frames();
@@ -155,5 +163,127 @@ fn random_and_mutated_input_never_panics_nor_allocates_beyond_what_arrived() {
     println!(
         "{CASES} cases, {refused} refused; worst peak {} bytes for {} input bytes",
         worst.0, worst.1
+    );
+}
+
+/// Runs one payload through every decoding and returns the peak extra
+/// allocation it caused.
+fn payload_peak(input: &[u8]) -> usize {
+    let base = LIVE.load(Ordering::Relaxed);
+    PEAK.store(base, Ordering::Relaxed);
+    let _ = decode_payload(input);
+    PEAK.load(Ordering::Relaxed).saturating_sub(base)
+}
+
+#[test]
+fn random_mutated_and_hostile_payloads_never_panic_nor_allocate_beyond_linear() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let seed = 0x6e65_7473_7663_0015;
+    let mut rng = Rng(seed);
+    let samples = sample_payloads();
+    assert!(samples.len() > 5);
+    // The samples decode (each in at least two ways: as a Value, ignored).
+    for s in &samples {
+        assert!(decode_payload(s) >= 2, "{s:?}");
+    }
+    // Hostile by construction: nesting far past the limit, claimed lengths
+    // far past the input, and a run of garbage.
+    let mut hostile: Vec<Vec<u8>> = Vec::new();
+    for open in [
+        &[0x16u8, 1][..],
+        &[0x17],
+        &[0x18, 1, 0x13, 0],
+        &[0x1a, 1, 0, 1, b'a'],
+        &[0x03],
+    ] {
+        let mut deep = open.repeat(10_000);
+        deep.push(0x01);
+        hostile.push(deep);
+    }
+    for tag in [0x13u8, 0x14, 0x15, 0x16, 0x18, 0x1a] {
+        hostile.push(vec![
+            tag, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 0x01,
+        ]);
+    }
+    hostile.push((0..4096).map(|_| rng.next() as u8).collect());
+    for h in &hostile {
+        assert_eq!(
+            decode_payload(h),
+            0,
+            "hostile input decoded: {:?}",
+            &h[..16]
+        );
+    }
+
+    // What costs a Value most per input byte: many maps of one entry (a
+    // map node each), 5 bytes apiece.
+    let mut dense = vec![0x16u8, 0xd0, 0x0f]; // a list of 2000
+    for _ in 0..2000 {
+        dense.extend_from_slice(&[0x18, 1, 0x13, 0, 0x01]);
+    }
+    assert!(decode_payload(&dense) >= 2);
+    let peak = payload_peak(&dense);
+    assert!(
+        peak <= 160 * dense.len() + 4096,
+        "{peak} bytes for {}",
+        dense.len()
+    );
+    println!(
+        "2000 maps of one entry: {peak} bytes for {} input bytes",
+        dense.len()
+    );
+
+    let mut worst = (0usize, 0usize);
+    let mut decoded = 0;
+    for case in 0..CASES + hostile.len() {
+        let input = if case < hostile.len() {
+            hostile[case].clone()
+        } else if case % 4 == 0 {
+            (0..rng.below(512)).map(|_| rng.next() as u8).collect()
+        } else {
+            let mut p = samples[rng.below(samples.len())].clone();
+            for _ in 0..1 + rng.below(3) {
+                let len = p.len();
+                match rng.below(4) {
+                    0 => p[rng.below(len)] ^= 1 << rng.below(8),
+                    1 => p.truncate(rng.below(len)),
+                    2 => p.insert(rng.below(len), rng.next() as u8),
+                    _ => {
+                        let at = rng.below(len);
+                        p.splice(at..at, [0xff, 0xff, 0xff, 0xff, 0x0f]);
+                    }
+                }
+                if p.is_empty() {
+                    break;
+                }
+            }
+            p
+        };
+        if decode_payload(&input) > 0 {
+            decoded += 1;
+        }
+        let peak = payload_peak(&input);
+        // Linear in the input: a decoded Value costs at most a map node
+        // (under 700 bytes) per one-entry map of 5 input bytes; a claimed
+        // length or count adds nothing.
+        let bound = 160 * input.len() + 4096;
+        assert!(
+            peak <= bound,
+            "case {case} (seed {seed:#x}): {} payload bytes made the decoders allocate {peak} bytes",
+            input.len()
+        );
+        if peak > worst.0 {
+            worst = (peak, input.len());
+        }
+    }
+    assert!(
+        decoded > CASES / 40,
+        "the mutations keep some payloads valid: {decoded}"
+    );
+    println!(
+        "{} payloads, {decoded} decoded some way; worst peak {} bytes for {} input bytes",
+        CASES + hostile.len(),
+        worst.0,
+        worst.1
     );
 }
