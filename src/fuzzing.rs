@@ -211,6 +211,30 @@ pub fn decode_payload(bytes: &[u8]) -> usize {
     .count()
 }
 
+/// Encodes a value as the library encodes a payload, and returns its
+/// length (for benches: the payload is built, one allocation, and dropped).
+pub fn encode_payload_len<T: Serialize + ?Sized>(value: &T) -> crate::Result<usize> {
+    wire::encode(value).map(|p| p.as_bytes().len())
+}
+
+/// A value's payload bytes, as the library encodes them.
+pub fn sample_payload_of<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
+    wire::encode(value)
+        .map(|p| p.as_bytes().to_vec())
+        .unwrap_or_default()
+}
+
+/// Decodes a payload as the library does (for benches).
+pub fn decode_payload_as<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> crate::Result<T> {
+    wire::decode(bytes)
+}
+
+/// Decodes bincode bytes as the previous build decoded payloads (and as
+/// frames are still decoded: bounded by the input's size), for benches.
+pub fn decode_bincode_as<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> crate::Result<T> {
+    wire::decode_body(bytes)
+}
+
 /// Encoded payloads of every kind of value, for fuzzers to mutate.
 pub fn sample_payloads() -> Vec<Vec<u8>> {
     let point = |x| Point {

@@ -147,6 +147,10 @@ fn varint_len(mut v: u64) -> usize {
     n
 }
 
+fn zigzag64(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
 fn zigzag(v: i128) -> u128 {
     ((v << 1) ^ (v >> 127)) as u128
 }
@@ -415,17 +419,17 @@ impl<'a> ser::Serializer for &'a mut Encoder {
     }
     fn serialize_i16(self, v: i16) -> Result<(), EncodeError> {
         self.out.push(I16);
-        put_varint(&mut self.out, zigzag(v.into()) as u64);
+        put_varint(&mut self.out, zigzag64(v.into()));
         Ok(())
     }
     fn serialize_i32(self, v: i32) -> Result<(), EncodeError> {
         self.out.push(I32);
-        put_varint(&mut self.out, zigzag(v.into()) as u64);
+        put_varint(&mut self.out, zigzag64(v.into()));
         Ok(())
     }
     fn serialize_i64(self, v: i64) -> Result<(), EncodeError> {
         self.out.push(I64);
-        put_varint(&mut self.out, ((v << 1) ^ (v >> 63)) as u64);
+        put_varint(&mut self.out, zigzag64(v));
         Ok(())
     }
     fn serialize_i128(self, v: i128) -> Result<(), EncodeError> {
@@ -625,6 +629,7 @@ pub(crate) struct Seq<'a> {
     /// where its first element is.
     head: usize,
     declared: usize,
+    /// The tagged elements written (a run's are counted by `fill`).
     count: usize,
     /// In a run: where its next byte goes. The run's bytes are sized in
     /// advance from the declared length (up to [`PRESIZE`]), so that each
@@ -675,17 +680,25 @@ impl<'a> Seq<'a> {
                 out.truncate(self.fill);
                 out[self.head] = LIST;
                 let start = self.head + 1 + varint_len(self.declared as u64);
-                let k = out.len() - start;
+                let k = self.fill - start;
                 out.resize(out.len() + k, 0);
                 for i in (0..k).rev() {
                     out[start + 2 * i + 1] = out[start + i];
                     out[start + 2 * i] = U8;
                 }
+                self.count = k;
                 self.run = Run::Tagged;
             }
             Run::Tagged | Run::Open => {}
         }
+        // This element, written next.
+        self.count += 1;
         self.enc
+    }
+
+    /// Where a run's bytes start.
+    fn run_start(&self) -> usize {
+        self.head + 1 + varint_len(self.declared as u64)
     }
 
     /// A `u8` that is not in a run already: it starts one, or is tagged.
@@ -701,15 +714,16 @@ impl<'a> Seq<'a> {
                 self.run_byte(v);
             }
             Run::Bytes => self.run_byte(v),
-            Run::Tagged | Run::Open => self.enc.out.extend_from_slice(&[U8, v]),
+            Run::Tagged | Run::Open => {
+                self.count += 1;
+                self.enc.out.extend_from_slice(&[U8, v]);
+            }
         }
     }
 
     #[inline]
     fn element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), EncodeError> {
-        value.serialize(Element { seq: self })?;
-        self.count += 1;
-        Ok(())
+        value.serialize(Element { seq: self })
     }
 
     fn finish(self) -> Result<(), EncodeError> {
@@ -718,8 +732,9 @@ impl<'a> Seq<'a> {
                 self.enc.counted(LIST, 0);
             }
             Run::Bytes => {
+                let bytes = self.fill - self.run_start();
                 self.enc.out.truncate(self.fill);
-                self.enc.fix_count(self.head + 1, self.declared, self.count);
+                self.enc.fix_count(self.head + 1, self.declared, bytes);
             }
             Run::Tagged => {
                 self.enc.fix_count(self.head + 1, self.declared, self.count);
@@ -960,7 +975,36 @@ pub(crate) struct Decoder<'de> {
     input: &'de [u8],
     pos: usize,
     depth: usize,
-    names: Vec<&'de str>,
+    names: Names<'de>,
+}
+
+/// The names a payload has defined so far: the first few inline (most
+/// payloads define fewer, and decode without allocating for them).
+#[derive(Clone, Default)]
+struct Names<'de> {
+    first: [&'de str; 8],
+    len: usize,
+    more: Vec<&'de str>,
+}
+
+impl<'de> Names<'de> {
+    #[inline]
+    fn get(&self, i: usize) -> Option<&'de str> {
+        if i < self.len.min(8) {
+            Some(self.first[i])
+        } else {
+            self.more.get(i.wrapping_sub(8)).copied()
+        }
+    }
+
+    fn push(&mut self, name: &'de str) {
+        if self.len < 8 {
+            self.first[self.len] = name;
+        } else {
+            self.more.push(name);
+        }
+        self.len += 1;
+    }
 }
 
 /// Decodes a whole payload as `T`, refusing trailing bytes.
@@ -993,10 +1037,11 @@ impl<'de> Decoder<'de> {
             input,
             pos: 0,
             depth: 0,
-            names: Vec::new(),
+            names: Names::default(),
         }
     }
 
+    #[inline]
     fn left(&self) -> usize {
         self.input.len() - self.pos
     }
@@ -1005,6 +1050,7 @@ impl<'de> Decoder<'de> {
         DecodeError::new("the payload ends in the middle of a value")
     }
 
+    #[inline]
     fn byte(&mut self) -> DResult<u8> {
         match self.input.get(self.pos) {
             Some(&b) => {
@@ -1015,10 +1061,12 @@ impl<'de> Decoder<'de> {
         }
     }
 
+    #[inline]
     fn peek(&self) -> Option<u8> {
         self.input.get(self.pos).copied()
     }
 
+    #[inline]
     fn take(&mut self, n: usize) -> DResult<&'de [u8]> {
         if n > self.left() {
             return Err(self.short());
@@ -1051,6 +1099,7 @@ impl<'de> Decoder<'de> {
         }
     }
 
+    #[inline]
     fn varint(&mut self) -> DResult<u64> {
         // The common case, one byte, without the loop.
         if let Some(&b) = self.input.get(self.pos) {
@@ -1065,6 +1114,7 @@ impl<'de> Decoder<'de> {
 
     /// A count or length: never more than the bytes left, since every
     /// element takes at least one.
+    #[inline]
     fn count(&mut self) -> DResult<usize> {
         let n = self.varint()?;
         match usize::try_from(n) {
@@ -1076,17 +1126,19 @@ impl<'de> Decoder<'de> {
         }
     }
 
+    #[inline]
     fn str_body(&mut self) -> DResult<&'de str> {
         let n = self.count()?;
         let bytes = self.take(n)?;
         std::str::from_utf8(bytes).map_err(|_| DecodeError::new("a string that is not UTF-8"))
     }
 
+    #[inline]
     fn name(&mut self) -> DResult<&'de str> {
         match self.varint()? {
             0 => {
                 let s = self.str_body()?;
-                if self.names.len() < MAX_NAMES {
+                if self.names.len < MAX_NAMES {
                     self.names.push(s);
                 }
                 Ok(s)
@@ -1095,12 +1147,13 @@ impl<'de> Decoder<'de> {
                 Some(s) => Ok(s),
                 None => Err(DecodeError::new(format!(
                     "a reference to name {k} where {} are defined",
-                    self.names.len()
+                    self.names.len
                 ))),
             },
         }
     }
 
+    #[inline]
     fn enter(&mut self) -> DResult<()> {
         if self.depth >= MAX_DEPTH {
             return Err(DecodeError::new(format!(
@@ -1111,6 +1164,7 @@ impl<'de> Decoder<'de> {
         Ok(())
     }
 
+    #[inline]
     fn leave(&mut self) {
         self.depth -= 1;
     }
@@ -1155,7 +1209,27 @@ impl<'de> Decoder<'de> {
     /// An integer for a reader of `bits` and `signed`ness, by the rules of
     /// widths: the writer's sign and no more than the reader's width, or
     /// no width and a value in range.
+    #[inline]
     fn integer(&mut self, signed: bool, bits: u32, expected: &str) -> DResult<Num> {
+        // The common case first: a typed integer the reader takes, its
+        // value in one varint byte.
+        if let (Some(&t), Some(&b)) = (self.input.get(self.pos), self.input.get(self.pos + 1)) {
+            let width = |first: u8| 8u32 << (t - first);
+            if b < 0x80 {
+                if !signed && (U8..=U128).contains(&t) && width(U8) <= bits {
+                    self.pos += 2;
+                    return Ok(Num::U(b.into()));
+                }
+                if signed && (I16..=I128).contains(&t) && width(I8) <= bits {
+                    self.pos += 2;
+                    return Ok(Num::I(unzigzag(b.into())));
+                }
+            }
+        }
+        self.integer_slow(signed, bits, expected)
+    }
+
+    fn integer_slow(&mut self, signed: bool, bits: u32, expected: &str) -> DResult<Num> {
         let at = self.pos;
         let tag = self.byte()?;
         let int = match self.int(tag)? {
