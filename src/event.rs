@@ -247,6 +247,10 @@ impl Request {
     }
 
     /// Decodes the arguments.
+    ///
+    /// Arguments of another shape than `T` (see the crate docs,
+    /// "Payloads") are [`Error::Decode`](crate::Error::Decode), naming what
+    /// was expected and found; [`Value`](crate::Value) reads any arguments.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T> {
         wire::decode(self.payload.as_bytes())
     }
@@ -422,6 +426,10 @@ impl Report {
     }
 
     /// Decodes the content.
+    ///
+    /// Content of another shape than `T` (see the crate docs, "Payloads")
+    /// is [`Error::Decode`](crate::Error::Decode), naming what was
+    /// expected and found; [`Value`](crate::Value) reads any content.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T> {
         wire::decode(self.payload.as_bytes())
     }

@@ -86,6 +86,20 @@
 //! [`NotificationListener`] carry notifications to listener pools. An RPC
 //! server is a netsvc service, so all of it works through an exchange.
 //!
+//! ## Payloads
+//!
+//! Arguments, replies and reports are encoded with their shape (a tag per
+//! value, field and variant names, the sign and width of numbers), so that
+//! decoding one as a type of another shape fails with [`Error::Decode`]
+//! (code 54 at a service) naming what was expected and what was found,
+//! never a wrong value. What must match is the shape, not the type's name:
+//! integers of the same sign and a reader at least as wide; tuples of the
+//! same length; struct fields by name (unknown ones ignored, missing ones an
+//! error unless defaulted or optional); enum variants by name. Any payload
+//! decodes as a [`Value`], and a payload built from a `Value` (as a JSON
+//! tool would) decodes into typed arguments. The README's "Types" section
+//! has the rules, what each schema change does, and the encoding.
+//!
 //! ## Threads
 //!
 //! `Dispatcher` is a `Clone + Send + Sync` handle; `Service`, [`Request`] and

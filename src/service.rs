@@ -594,6 +594,11 @@ impl Service {
 
     /// Calls a method and waits for the reply, at most the dispatcher's
     /// default timeout.
+    ///
+    /// Arguments of another shape than the method takes fail the call with
+    /// code 54 at the service; a reply of another shape than `R` is
+    /// [`Error::Decode`](crate::Error::Decode) here (see the crate docs,
+    /// "Payloads").
     pub fn call<R, A>(&self, to: &ServiceBinding, method: &str, args: &A) -> Result<R>
     where
         R: DeserializeOwned,

@@ -102,7 +102,8 @@ pub struct Notification {
 }
 
 impl Notification {
-    /// Decodes the payload.
+    /// Decodes the payload (a payload of another shape than `T` is
+    /// [`Error::Decode`]; [`Value`](crate::Value) reads any).
     pub fn decode_payload<T: DeserializeOwned>(&self) -> Result<T> {
         wire::decode(&self.payload)
     }
