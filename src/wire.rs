@@ -85,7 +85,7 @@ pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Payload> {
 /// it is given: no length or count is believed beyond the bytes left.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     shape::decode::<T>(bytes).map_err(|e| {
-        let ty = std::any::type_name::<T>();
+        let ty = short_type_name(std::any::type_name::<T>());
         let path = e.path();
         Error::Decode(if path.is_empty() {
             format!("{ty}: {}", e.message())
@@ -93,6 +93,25 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
             format!("{ty} at {path}: {}", e.message())
         })
     })
+}
+
+/// A type's name without its modules' paths, as a reader writes it:
+/// `BTreeMap<String, Point>`, not `alloc::collections::btree::map::...`.
+fn short_type_name(full: &str) -> String {
+    let mut out = String::with_capacity(full.len());
+    let mut path = String::new();
+    let last = |p: &str| p.rsplit("::").next().unwrap_or_default().to_owned();
+    for c in full.chars() {
+        if c.is_alphanumeric() || c == '_' || c == ':' {
+            path.push(c);
+        } else {
+            out.push_str(&last(&path));
+            path.clear();
+            out.push(c);
+        }
+    }
+    out.push_str(&last(&path));
+    out
 }
 
 /// Encodes into a buffer reused by the calling thread (after `prefix` zero
@@ -505,6 +524,24 @@ impl<'de> Deserialize<'de> for Payload {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn type_names_lose_their_paths() {
+        assert_eq!(short_type_name("(i64, i64)"), "(i64, i64)");
+        assert_eq!(short_type_name("alloc::vec::Vec<u8>"), "Vec<u8>");
+        assert_eq!(
+            short_type_name(
+                "alloc::collections::btree::map::BTreeMap<alloc::string::String, my::Point>"
+            ),
+            "BTreeMap<String, Point>"
+        );
+        assert_eq!(short_type_name("[u8; 32]"), "[u8; 32]");
+        let e = decode::<Vec<String>>(encode(&5u8).unwrap().as_bytes()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "decode error: Vec<String>: expected a sequence, found u8 5"
+        );
+    }
 
     #[test]
     fn round_trip() {
