@@ -77,9 +77,10 @@ pub(crate) fn role_subscriber(a: &Args) {
     let n = a.num("--n", 100_000);
     let idle = Duration::from_millis(a.num("--idle-ms", 2000));
     let first_wait = Duration::from_millis(a.num("--first-ms", 60_000));
+    // The library's default queue capacity (1024): every report arrives
+    // all the same, the publisher pushed back on while the queue is full.
     let svc = d
         .service("bench-sub")
-        .queue_capacity(n as usize + 10_000)
         .open()
         .unwrap_or_else(|e| fail(&e.to_string()));
     svc.subscribe_reports("bench-pub", "bench.*");
@@ -112,8 +113,9 @@ pub(crate) fn role_subscriber(a: &Args) {
     };
     let stats = d.stats();
     println!(
-        "RESULT count={count} first_ns={first_ns} last_ns={last_ns} dropped={} bad={bad}",
-        stats.reports_dropped
+        "RESULT count={count} first_ns={first_ns} last_ns={last_ns} dropped={} bad={bad} rss_peak={}",
+        stats.reports_dropped,
+        self_peak_rss()
     );
     std::process::exit(0);
 }
@@ -129,6 +131,13 @@ pub(crate) struct PubSub {
     pub(crate) rss_after: u64,
     /// Reports per second handed to `publish_report` by the publisher.
     pub(crate) publish_rate: f64,
+    /// The largest peak RSS (VmHWM) of a subscriber process.
+    pub(crate) subscriber_peak: u64,
+}
+
+/// This process's peak RSS (VmHWM), in bytes (0 if unknown).
+pub(crate) fn self_peak_rss() -> u64 {
+    proc_status_bytes(std::process::id(), "VmHWM").unwrap_or(0)
 }
 
 /// W2 and W3: one publisher, `subs` subscriber processes, a fresh exchange.
@@ -167,12 +176,14 @@ pub(crate) fn pubsub(s: &Sizes, subs: usize, n: u64) -> Result<PubSub, String> {
     let budget = s.budget() + Duration::from_secs(n * subs as u64 / 100_000);
     let mut received = 0;
     let mut dropped = 0;
+    let mut subscriber_peak = 0;
     let mut first = u64::MAX;
     let mut last = 0;
     for p in &subscribers {
         let r = p.expect("RESULT", budget)?;
         received += r.u("count")?;
         dropped += r.u("dropped")?;
+        subscriber_peak = r.u("rss_peak")?.max(subscriber_peak);
         let f = r.u("first_ns")?;
         if f > 0 {
             first = first.min(f);
@@ -195,5 +206,6 @@ pub(crate) fn pubsub(s: &Sizes, subs: usize, n: u64) -> Result<PubSub, String> {
         rss_before,
         rss_peak,
         rss_after,
+        subscriber_peak,
     })
 }
