@@ -89,6 +89,7 @@ fn main() {
         server: String::new(),
         secret: None,
         group: String::new(),
+        count: 0,
     };
     let mut minutes = 10.0f64;
     let mut role = None;

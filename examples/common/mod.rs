@@ -24,6 +24,8 @@ pub enum Opt {
     Secret,
     /// `--group NAME`: the exchange group (default none).
     Group,
+    /// `--count N`: how many (default 200000).
+    Count,
 }
 
 /// The options of every exchange client and server.
@@ -37,6 +39,7 @@ impl Opt {
             Opt::Server => "--server",
             Opt::Secret => "--secret",
             Opt::Group => "--group",
+            Opt::Count => "--count",
         }
     }
 
@@ -45,6 +48,7 @@ impl Opt {
             Opt::Host => "--host H       the exchange's host or address (default 127.0.0.1)",
             Opt::Port => "--port N       the exchange's TCP port (default 11111)",
             Opt::Server => "--server NAME  this RPC server's name (default server1)",
+            Opt::Count => "--count N      how many reports to publish (default 200000)",
             Opt::Secret => {
                 "--secret KEY   the exchange's shared secret: both ends must hold \
                  the same one (default none)"
@@ -70,6 +74,8 @@ pub struct Args {
     pub secret: Option<String>,
     /// `--group` (`""`: none).
     pub group: String,
+    /// `--count`.
+    pub count: u64,
 }
 
 /// Installs the `RUST_LOG` logger, then reads the command line of example
@@ -84,6 +90,7 @@ pub fn args(name: &str, about: &str, opts: &[Opt]) -> Args {
         server: "server1".to_owned(),
         secret: None,
         group: String::new(),
+        count: 200_000,
     };
     let usage = usage_text(name, about, opts);
     let mut it = std::env::args().skip(1);
@@ -107,6 +114,10 @@ pub fn args(name: &str, about: &str, opts: &[Opt]) -> Args {
             Opt::Server => args.server = value,
             Opt::Secret => args.secret = Some(value),
             Opt::Group => args.group = value,
+            Opt::Count => match value.parse() {
+                Ok(n) => args.count = n,
+                Err(_) => bad_usage(&usage, "--count takes a number"),
+            },
         }
     }
     args
