@@ -290,8 +290,9 @@ impl DispatcherBuilder {
     /// subscriber takes nothing, and publishers fail with
     /// [`Error::Backpressure`](crate::Error::Backpressure)).
     pub fn stall_limit(mut self, limit: Duration) -> Self {
-        self.refusal
-            .check(!limit.is_zero(), || "stall_limit must be more than 0".to_owned());
+        self.refusal.check(!limit.is_zero(), || {
+            "stall_limit must be more than 0".to_owned()
+        });
         self.config.stall_limit = limit.min(NO_LIMIT);
         self
     }

@@ -43,6 +43,31 @@ pub enum Event {
     /// the next report that reaches it; counts of drops in a row are added
     /// up into one event.
     Dropped(Dropped),
+    /// A subscription of this service reached the process of a publisher
+    /// it is against and is in force there (across every exchange on the
+    /// way): reports published from now on reach this service. One per
+    /// publisher and pattern, each time the subscription takes effect
+    /// there (again after a reconnection).
+    Confirmed(Confirmed),
+}
+
+/// A subscription in force at its publisher ([`Event::Confirmed`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Confirmed {
+    pub(crate) publisher: ServiceBinding,
+    pub(crate) pattern: String,
+}
+
+impl Confirmed {
+    /// The publisher whose process confirmed it.
+    pub fn publisher(&self) -> &ServiceBinding {
+        &self.publisher
+    }
+
+    /// The subscription's pattern.
+    pub fn pattern(&self) -> &str {
+        &self.pattern
+    }
 }
 
 /// What a subscription does with its reports while its subscriber's queue

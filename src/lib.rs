@@ -172,8 +172,8 @@ pub use dispatcher::{panic_dispatcher, stall_dispatcher};
 pub use dispatcher::{Dispatcher, DispatcherBuilder};
 pub use error::{codes, Error, RemoteError, Result, ServiceFailure};
 pub use event::{
-    DropReason, Dropped, Event, Lifetime, Overflow, PublisherAnnouncement, Report, Request,
-    ServiceAnnouncement, ServiceStatus, SubscriptionAnnouncement, SubscriptionStatus,
+    Confirmed, DropReason, Dropped, Event, Lifetime, Overflow, PublisherAnnouncement, Report,
+    Request, ServiceAnnouncement, ServiceStatus, SubscriptionAnnouncement, SubscriptionStatus,
 };
 pub use exchange::{ClientBuilder, Exchange, ServerBuilder};
 pub use ids::{AgentId, ConversationId, ProcessId, ServiceBinding};

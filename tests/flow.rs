@@ -67,7 +67,10 @@ impl Drop for Flood {
 }
 
 fn client(ex: &ExchangeProc, name: &str) -> (Dispatcher, Exchange) {
-    let d = Dispatcher::builder().name(name).build().expect("dispatcher");
+    let d = Dispatcher::builder()
+        .name(name)
+        .build()
+        .expect("dispatcher");
     let link = Exchange::client(&d)
         .connect(ex.addr(), Duration::from_millis(100))
         .expect("connect to the exchange");
@@ -75,8 +78,8 @@ fn client(ex: &ExchangeProc, name: &str) -> (Dispatcher, Exchange) {
 }
 
 #[test]
-fn a_slow_subscriber_across_an_exchange_gets_every_report_in_order_and_its_process_keeps_answering(
-) {
+fn a_slow_subscriber_across_an_exchange_gets_every_report_in_order_and_its_process_keeps_answering()
+{
     let ex = ExchangeProc::start(&[]);
     // The slow subscriber's process: the subscriber, and a service that
     // answers calls over the same link.
@@ -180,7 +183,10 @@ fn a_subscriber_with_a_drop_policy_is_told_of_every_drop() {
         match lossy.recv_timeout(left).unwrap() {
             Some(Event::Report(r)) => {
                 let seq: u64 = r.decode().unwrap();
-                assert!(last.is_none_or(|l| seq > l), "out of order: {seq} after {last:?}");
+                assert!(
+                    last.is_none_or(|l| seq > l),
+                    "out of order: {seq} after {last:?}"
+                );
                 last = Some(seq);
                 arrived += 1;
                 if arrived % 10 == 0 {
@@ -197,8 +203,46 @@ fn a_subscriber_with_a_drop_policy_is_told_of_every_drop() {
     }
     flood.expect("PUBLISHED", WAIT);
     assert_eq!(arrived + dropped, REPORTS);
-    assert!(dropped > 0, "the policy never had to drop: the test is not slow enough");
+    assert!(
+        dropped > 0,
+        "the policy never had to drop: the test is not slow enough"
+    );
     assert_eq!(ds.stats().reports_dropped, dropped);
     assert_eq!(ds.stats().subscribers_stalled, 0);
     assert_quiet(&lossy);
+}
+
+#[test]
+fn a_subscription_is_confirmed_once_it_is_in_force_at_the_publisher() {
+    let confirmed = |svc: &netsvc::Service| {
+        wait_for(svc, "the confirmation", |e| match e {
+            Event::Confirmed(c) => Some(c),
+            _ => None,
+        })
+    };
+    // In one process.
+    let d = Dispatcher::new().unwrap();
+    let publ = d.service("p").open().unwrap();
+    let sub = d.service("s").open().unwrap();
+    sub.subscribe_reports("p", "x.*");
+    let c = confirmed(&sub);
+    assert_eq!((c.publisher(), c.pattern()), (publ.binding(), "x.*"));
+
+    // Through an exchange (a real one, another process): once confirmed, a
+    // report published at once arrives, with no guessing how long to wait.
+    let ex = ExchangeProc::start(&[]);
+    let (dp, _lp) = client(&ex, "publisher-process");
+    let far = dp.service("far").open().unwrap();
+    let (dsub, _ls) = client(&ex, "subscriber-process");
+    let s2 = dsub.service("s2").open().unwrap();
+    s2.subscribe_reports("far", "y.*");
+    let c = confirmed(&s2);
+    assert_eq!((c.publisher(), c.pattern()), (far.binding(), "y.*"));
+    far.publish_report("y.1", &1u8, netsvc::Lifetime::None)
+        .unwrap();
+    let r = wait_for(&s2, "the report", |e| match e {
+        Event::Report(r) => Some(r),
+        _ => None,
+    });
+    assert_eq!((r.subject(), r.decode::<u8>().unwrap()), ("y.1", 1));
 }

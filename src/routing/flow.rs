@@ -571,7 +571,12 @@ impl Core {
         if p.flow.owed >= RETURN_AT || (p.flow.avail <= 0 && p.flow.owed > 0) {
             let bytes = std::mem::take(&mut p.flow.owed);
             p.flow.avail += bytes;
-            self.send(peer, &Message::Credit { bytes: bytes as u64 });
+            self.send(
+                peer,
+                &Message::Credit {
+                    bytes: bytes as u64,
+                },
+            );
         }
     }
 

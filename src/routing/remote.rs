@@ -412,7 +412,24 @@ impl Core {
                 publisher,
             } => self.subscribe_denied(peer, subscriber, publisher),
             Message::Credit { bytes } => self.credit(peer, bytes),
-            Message::Subscribed { .. } => {}
+            Message::Subscribed {
+                subscriber,
+                publisher,
+                pattern,
+            } => {
+                // Only from the link the publisher is reached by.
+                if self.registry.get(&publisher).map(|e| e.route) != Some(Route::Remote(peer)) {
+                    return self
+                        .refuse_frame(peer, "a confirmation for a publisher not of its link");
+                }
+                let max = self.link.config.max_subject_len;
+                if let Err(e) = limits::check_name("subscription pattern", &pattern, max) {
+                    return self.breach(peer, &e);
+                }
+                if self.route_of(&subscriber) != Some(Route::Remote(peer)) {
+                    self.confirm(subscriber, publisher, &pattern);
+                }
+            }
             // (Read in place by on_frame; kept for completeness.)
             Message::Report {
                 publisher,
@@ -758,7 +775,14 @@ impl Core {
                 let publisher = r.publisher.key();
                 let mut holder = Holder::none();
                 let (subject, payload) = (&r.subject, &r.payload);
-                self.send_report_frame(&[peer], publisher, Some(key), subject, payload, &mut holder);
+                self.send_report_frame(
+                    &[peer],
+                    publisher,
+                    Some(key),
+                    subject,
+                    payload,
+                    &mut holder,
+                );
             }
             // The subscriber's own dispatcher announces publishers to it.
             _ => {}

@@ -20,6 +20,8 @@ use crate::wire::Payload;
 use super::flow::Holder;
 use super::registry::Route;
 use super::PeerId;
+use crate::event::Confirmed;
+use crate::wire::Message;
 
 impl Core {
     pub(super) fn subscribe(
@@ -113,6 +115,11 @@ impl Core {
             status: SubscriptionStatus::Requested,
         };
         self.deliver_key(publisher.key(), Event::Subscription(ann), Class::Control);
+        // Where the publisher is at home, the subscription is in force:
+        // the subscriber is told, across every exchange on the way.
+        if matches!(self.route_of(&publisher.key()), Some(Route::Local(_))) {
+            self.confirm(subscriber, publisher.key(), pattern);
+        }
         if fresh {
             let ann = PublisherAnnouncement {
                 publisher: publisher.clone(),
@@ -130,6 +137,33 @@ impl Core {
                 payload,
             };
             self.deliver_key(subscriber, Event::Report(report), Class::Data);
+        }
+    }
+
+    /// Tells a subscriber that its subscription is in force at its
+    /// publisher's process: an event if it is local, a frame toward it if
+    /// not.
+    pub(super) fn confirm(&mut self, subscriber: AgentKey, publisher: AgentKey, pattern: &str) {
+        match self.route_of(&subscriber) {
+            Some(Route::Local(agent)) => {
+                let Some(binding) = self.binding_of(&publisher) else {
+                    return;
+                };
+                let c = Confirmed {
+                    publisher: binding,
+                    pattern: pattern.to_owned(),
+                };
+                self.deliver(agent, Event::Confirmed(c), Class::Control);
+            }
+            Some(Route::Remote(peer)) => {
+                let message = Message::Subscribed {
+                    subscriber,
+                    publisher,
+                    pattern: pattern.to_owned(),
+                };
+                self.send(peer, &message);
+            }
+            None => {}
         }
     }
 
