@@ -9,7 +9,8 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use netsvc::{
-    DropReason, Dispatcher, Event, Lifetime, Service, ServiceBinding, ServiceStatus, SubscriptionStatus,
+    Dispatcher, DropReason, Event, Lifetime, Service, ServiceBinding, ServiceStatus,
+    SubscriptionStatus,
 };
 use util::*;
 

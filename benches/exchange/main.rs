@@ -417,7 +417,12 @@ fn parent(a: &Args) {
             Ok(p) => rows.push(row(
                 "W3-NATS",
                 "W3 through nats-server",
-                format!("{} deliveries/s{}; {}", thousands(p.rate), of_b3(p.rate), loss(p)),
+                format!(
+                    "{} deliveries/s{}; {}",
+                    thousands(p.rate),
+                    of_b3(p.rate),
+                    loss(p)
+                ),
                 "(peer)",
                 "-".into(),
             )),

@@ -199,9 +199,7 @@ pub(crate) fn nats_pubsub(s: &Sizes, exe: &str, subs: usize, n: u64) -> Result<P
     let n_s = n.to_string();
     let mut subscribers = Vec::new();
     for i in 0..subs {
-        let args = [
-            "natssub", "--port", &port, "--n", &n_s, "--idle-ms", "3000",
-        ];
+        let args = ["natssub", "--port", &port, "--n", &n_s, "--idle-ms", "3000"];
         subscribers.push(spawn(&format!("natssub{i}"), &args)?);
     }
     for p in &subscribers {
