@@ -939,6 +939,12 @@ fn a_stalled_subscriber_holds_its_publisher_for_the_stall_limit_then_is_told_wha
     // The slow one reads its Publisher Available, then never reads again.
     expect_publisher(&slow, publ.binding(), ServiceStatus::Available);
     expect_publisher(&fast, publ.binding(), ServiceStatus::Available);
+    for s in [&slow, &fast] {
+        wait_for(s, "the confirmation", |e| match e {
+            Event::Confirmed(_) => Some(()),
+            _ => None,
+        });
+    }
     let publ_binding = publ.binding().clone();
 
     let reader = std::thread::spawn(move || {

@@ -115,11 +115,6 @@ impl Core {
             status: SubscriptionStatus::Requested,
         };
         self.deliver_key(publisher.key(), Event::Subscription(ann), Class::Control);
-        // Where the publisher is at home, the subscription is in force:
-        // the subscriber is told, across every exchange on the way.
-        if matches!(self.route_of(&publisher.key()), Some(Route::Local(_))) {
-            self.confirm(subscriber, publisher.key(), pattern);
-        }
         if fresh {
             let ann = PublisherAnnouncement {
                 publisher: publisher.clone(),
@@ -137,6 +132,12 @@ impl Core {
                 payload,
             };
             self.deliver_key(subscriber, Event::Report(report), Class::Data);
+        }
+        // Where the publisher is at home, the subscription is in force:
+        // the subscriber is told (after its cached reports), across every
+        // exchange on the way.
+        if matches!(self.route_of(&publisher.key()), Some(Route::Local(_))) {
+            self.confirm(subscriber, publisher.key(), pattern);
         }
     }
 
