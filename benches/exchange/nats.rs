@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::child::{child_init, fail, park_forever};
 use crate::cli::{Args, Sizes};
-use crate::measure::{epoch_ns, nanos, rate};
+use crate::measure::{epoch_ns, nanos};
 use crate::proc::{spawn, SETUP};
 use crate::streams::{self_peak_rss, PubSub};
 use crate::PAYLOAD;
@@ -211,32 +211,8 @@ pub(crate) fn nats_pubsub(s: &Sizes, exe: &str, subs: usize, n: u64) -> Result<P
     let rss_before = crate::proc::proc_status_bytes(server_pid, "VmRSS").unwrap_or(0);
     publisher.send("go")?;
     let budget = s.budget() + Duration::from_secs(n * subs as u64 / 100_000);
-    let (mut received, mut first, mut last, mut sub_peak) = (0, u64::MAX, 0, 0);
-    for p in &subscribers {
-        let r = p.expect("RESULT", budget)?;
-        received += r.u("count")?;
-        sub_peak = sub_peak.max(r.u("rss_peak")?);
-        let f = r.u("first_ns")?;
-        if f > 0 {
-            first = first.min(f);
-            last = last.max(r.u("last_ns")?);
-        }
-    }
-    let publish_rate = publisher
-        .expect("RESULT", Duration::from_secs(5))
-        .and_then(|r| Ok(n as f64 * 1e9 / r.u("elapsed_ns")?.max(1) as f64))
-        .unwrap_or(0.0);
+    let run = crate::streams::collect(&subscribers, &publisher, budget, n)?;
     let rss_peak = crate::proc::proc_status_bytes(server_pid, "VmHWM").unwrap_or(0);
     let rss_after = crate::proc::proc_status_bytes(server_pid, "VmRSS").unwrap_or(0);
-    Ok(PubSub {
-        expected: n * subs as u64,
-        received,
-        dropped: 0,
-        rate: rate(received, last.saturating_sub(first)),
-        publish_rate,
-        rss_before,
-        rss_peak,
-        rss_after,
-        subscriber_peak: sub_peak,
-    })
+    Ok(run.into_pubsub(n * subs as u64, rss_before, rss_peak, rss_after))
 }
