@@ -128,3 +128,13 @@ pub fn wait_closed(s: &mut TcpStream) {
         }
     }
 }
+
+/// A `Credit` frame giving the far side back `bytes` of report-frame
+/// credit (src/routing/flow.rs): bincode's variant index of
+/// `Message::Credit` (14), then its field, as varints.
+pub fn credit(bytes: u64) -> Vec<u8> {
+    let mut body = Vec::new();
+    varint(&mut body, 14);
+    varint(&mut body, bytes);
+    frame(&body)
+}
