@@ -394,9 +394,14 @@ impl Core {
             | Message::Response { .. }
             | Message::Proof { .. } => {}
             Message::Reply { conv, result } => {
-                // Only the link the call went out on may answer it.
+                // Only the link the call went out on may answer it. A reply
+                // for a call no longer pending is late, not forged: a call
+                // failed here when its callee was withdrawn still gets the
+                // answer the far side fails it with (dropped, counted).
                 if self.sent_to(conv, peer) {
                     self.complete(conv, result.map_err(Error::from));
+                } else if !self.pending.contains_key(&conv) {
+                    Counters::bump(&self.link.counters.late_replies);
                 } else {
                     self.refuse_frame(peer, "a reply for a call not sent to it");
                 }
