@@ -340,14 +340,13 @@ impl DispatcherBuilder {
     /// [`Stats::slow_consumers`].
     ///
     /// Before that, above an eighth of it (at most 1 MiB), the peer is
-    /// *congested*: the dispatcher takes no commands and reads from no
-    /// other peer until the backlog is down to a quarter of that mark. The
-    /// pressure so reaches the senders (through TCP, and on the bounded
-    /// command queue, where a fast publisher blocks) instead of piling up
-    /// here. A peer congested
-    /// for the dead-peer timeout (see [`heartbeat`](Self::heartbeat)) is
-    /// disconnected as a slow consumer, so congestion always ends; commands
-    /// (also [`Dispatcher::shutdown`]) wait for it at most that long.
+    /// *congested* until its backlog is down to a quarter of that mark:
+    /// its own input is not read, nor the input of peers whose requests
+    /// were relayed to it, so TCP pushes back on those senders alone; every
+    /// other peer, the commands and the timers are served as ever. A peer
+    /// congested for the
+    /// [`slow_consumer_timeout`](Self::slow_consumer_timeout) is
+    /// disconnected as a slow consumer, so congestion always ends.
     ///
     /// Refused by [`build`](Self::build): less than 1 KiB (every peer
     /// would be disconnected at its first message).

@@ -1223,16 +1223,11 @@ const RELAYED_FLOOD: Duration = Duration::from_secs(4);
 /// done nothing wrong: its link must stay up, and the pair must not
 /// notice.
 ///
-/// Fails today: the server reads the flood on while its output to `noisy`
-/// is congested (`read_conn` stops reading a connection only for its own
-/// congestion, src/transport/exchange/links.rs), and stops reading `noisy`
-/// because that output is congested, so `noisy`'s replies stop too; its
-/// backlog passes `max_outbound_buffer` (64 MiB) within half a second and
-/// `noisy` is dropped as a slow consumer, again after each reconnection.
-/// The same made `a_peer_that_floods_requests_and_never_reads_is_dropped_alone`
-/// fail about one run in five when its flood went to `flood.echo`.
+/// (It failed before relayed requests held their source: the server read
+/// the flood on while its output to `noisy` was congested, `noisy`'s
+/// backlog passed `max_outbound_buffer` within half a second and `noisy`
+/// was dropped as a slow consumer, again after each reconnection.)
 #[test]
-#[ignore = "src bug: a relayed request flood gets its well-behaved callee dropped as a slow consumer"]
 fn a_request_flood_does_not_get_its_callee_dropped() {
     let mut s = Scene::start("relayed_flood");
     let (hostile, uid) = s.hostile(44);

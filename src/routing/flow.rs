@@ -647,7 +647,7 @@ impl Core {
             if server && late && !p.closing {
                 Counters::bump(&self.link.counters.slow_consumers);
                 let reason = format!(
-                    "slow consumer: {} reports waited {limit:?} for credit it did not give",
+                    "{} reports waited {limit:?} for credit it did not give",
                     p.flow.backlog.len()
                 );
                 self.close_peer(peer, Why::SlowConsumer, reason);

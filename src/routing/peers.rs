@@ -159,8 +159,14 @@ pub(crate) struct Peers {
 #[derive(Debug)]
 pub(crate) enum Carry {
     /// Queue this frame (prefix included, bytes in the queue's buffer) on
-    /// the peer's link.
-    Frame { peer: PeerId, bytes: Range<usize> },
+    /// the peer's link. `request`: it is a call or cast, work pushed on
+    /// the far side (a relay that reads such frames for a link whose
+    /// output is congested stops reading their source).
+    Frame {
+        peer: PeerId,
+        bytes: Range<usize>,
+        request: bool,
+    },
     /// Close the peer's link, telling it why if the transport can; the
     /// transport then reports the loss with `Core::peer_down`.
     Close {
@@ -204,7 +210,33 @@ impl Outbox {
     pub(crate) fn put(
         &mut self,
         peers: impl IntoIterator<Item = PeerId>,
+        write: impl FnMut(&mut Vec<u8>) -> crate::error::Result<()>,
+    ) -> crate::error::Result<usize> {
+        self.put_flagged(peers, write, false)
+    }
+
+    /// Queues a request's frame (see [`Carry::Frame`]) for one peer.
+    pub(crate) fn put_request(
+        &mut self,
+        peer: PeerId,
+        write: impl FnMut(&mut Vec<u8>) -> crate::error::Result<()>,
+    ) -> crate::error::Result<usize> {
+        self.put_flagged([peer], write, true)
+    }
+
+    /// Relays a request's frame body as it came (see [`relay`](Self::relay)).
+    pub(crate) fn relay_request(&mut self, peer: PeerId, body: &[u8]) {
+        let _ = self.put_request(peer, |buf| {
+            crate::frame::put_frame(buf, body);
+            Ok(())
+        });
+    }
+
+    fn put_flagged(
+        &mut self,
+        peers: impl IntoIterator<Item = PeerId>,
         mut write: impl FnMut(&mut Vec<u8>) -> crate::error::Result<()>,
+        request: bool,
     ) -> crate::error::Result<usize> {
         let mut len = 0;
         let mut stored: [Option<Range<usize>>; Kind::COUNT] = Default::default();
@@ -225,7 +257,11 @@ impl Outbox {
                     r
                 }
             };
-            q.items.push(Carry::Frame { peer, bytes });
+            q.items.push(Carry::Frame {
+                peer,
+                bytes,
+                request,
+            });
         }
         Ok(len)
     }

@@ -814,7 +814,7 @@ impl Core {
             }
         }
         match relay {
-            Some(raw) => self.out.relay([peer], raw),
+            Some(raw) => self.out.relay_request(peer, raw),
             None => {
                 let timeout_ms = self
                     .pending
@@ -832,7 +832,10 @@ impl Core {
                     oneway: opts.oneway,
                     heartbeat_ms: opts.heartbeat.map(|d| d.as_millis() as u64),
                 };
-                self.send(peer, &message);
+                let encode = |buf: &mut Vec<u8>| wire::encode_frame_into(buf, &message);
+                if let Err(e) = self.out.put_request(peer, encode) {
+                    log::error!("netsvc: cannot encode a request: {e}");
+                }
             }
         }
         Counters::bump(&self.link.counters.requests_delivered);

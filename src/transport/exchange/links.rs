@@ -58,9 +58,10 @@ impl Exchanges {
             }
         }
         if event.is_readable() || event.is_read_closed() || event.is_error() {
-            if self.is_congested(token) {
-                // A peer that does not read what it is sent is not read:
-                // leave it in the socket, TCP pushes back on it alone.
+            if self.is_congested(token) || self.is_held(token) {
+                // A peer that does not read what it is sent is not read,
+                // nor one whose requests went to such a peer: leave it in
+                // the socket, TCP pushes back on it alone.
                 if !self.stalled.contains(&token) {
                     self.stalled.push(token);
                 }
@@ -77,6 +78,14 @@ impl Exchanges {
     }
 
     pub(super) fn read_conn(&mut self, token: usize, core: &mut Core) {
+        let outer = self.reading.replace(token);
+        let fed = std::mem::take(&mut self.fed);
+        self.read_conn_once(token, core);
+        self.reading = outer;
+        self.fed = fed;
+    }
+
+    fn read_conn_once(&mut self, token: usize, core: &mut Core) {
         let Some(conn) = self.conns.get_mut(&token) else {
             return;
         };
@@ -156,6 +165,20 @@ impl Exchanges {
                 self.carry(core);
                 if !self.conns.contains_key(&token) {
                     return;
+                }
+            }
+            // Requests it sent that congest the links they were relayed to
+            // stop its reading until those drain: the request flooder is
+            // pushed back on, not its callee dropped.
+            if !self.fed.is_empty() {
+                let fed = std::mem::take(&mut self.fed);
+                let on: Vec<usize> = fed.into_iter().filter(|t| self.is_congested(*t)).collect();
+                if !on.is_empty() {
+                    self.held.insert(token, on);
+                    if !self.stalled.contains(&token) {
+                        self.stalled.push(token);
+                    }
+                    break;
                 }
             }
             match fill {
@@ -320,10 +343,8 @@ impl Exchanges {
                     }
                     if pending > limit {
                         Counters::bump(&self.link.counters.slow_consumers);
-                        let reason = format!(
-                            "slow consumer: {} bytes waiting, limit {limit}",
-                            conn.wbuf.pending()
-                        );
+                        let reason =
+                            format!("{} bytes waiting, limit {limit}", conn.wbuf.pending());
                         self.close_conn(token, Why::SlowConsumer, &reason, core);
                     }
                 }
@@ -342,9 +363,10 @@ impl Exchanges {
             return;
         }
         for token in std::mem::take(&mut self.stalled) {
-            if self.is_congested(token) {
-                self.stalled.push(token); // still not reading its own
+            if self.is_congested(token) || self.is_held(token) {
+                self.stalled.push(token); // still not reading it
             } else {
+                self.held.remove(&token);
                 self.read_conn(token, core);
             }
         }
@@ -397,7 +419,7 @@ impl Exchanges {
             self.close_conn(
                 token,
                 Why::SlowConsumer,
-                &format!("slow consumer: {pending} bytes unsent, output congested for {slow:?}"),
+                &format!("{pending} bytes unsent, output congested for {slow:?}"),
                 core,
             );
         }
@@ -467,6 +489,7 @@ impl Exchanges {
         };
         self.congested.remove(&token);
         self.stalled.retain(|t| *t != token);
+        self.held.remove(&token);
         let _ = self.poll.deregister(&mut conn.stream);
         if let Some(t) = conn.handshake_timer.take() {
             self.timers.cancel(t);

@@ -339,11 +339,20 @@ pub(crate) struct Exchanges {
     /// Where every connection's reads land first (one buffer for all).
     scratch: Vec<u8>,
     /// Connections whose unsent output is above the high-water mark, with
-    /// when they got there. While any is, the dispatcher takes no commands
-    /// and reads from no other peer: the pressure goes back to the senders.
+    /// when they got there. Such a connection's own input is left unread,
+    /// and so is the input of connections whose requests were relayed to
+    /// it (`held`): the pressure goes back to the senders, and only them.
     congested: IdMap<usize, Instant>,
-    /// Connections with input left unread while congested.
+    /// Connections with input left unread (a fair share taken, congested,
+    /// or held).
     stalled: Vec<usize>,
+    /// Connections not read because requests they sent were relayed to
+    /// these congested ones: read again once none of them is.
+    held: IdMap<usize, Vec<usize>>,
+    /// The connection being read, and the connections its requests were
+    /// relayed to meanwhile.
+    reading: Option<usize>,
+    fed: Vec<usize>,
     /// Warnings a peer can cause, at most one line a second per kind.
     warnings: Warnings,
     /// Failed authentications by address (a server's).
@@ -371,6 +380,9 @@ impl Exchanges {
             scratch: Vec::new(),
             congested: IdMap::default(),
             stalled: Vec::new(),
+            held: IdMap::default(),
+            reading: None,
+            fed: Vec::new(),
             warnings: Warnings::default(),
             failed_auth: FailedAuth::default(),
         }
@@ -406,7 +418,19 @@ impl Exchanges {
     /// event will announce: frames queued after this turn's flush (by the
     /// reading of stalled peers), or stalled peers no longer held back.
     pub(crate) fn has_work(&self) -> bool {
-        !self.dirty.is_empty() || self.stalled.iter().any(|t| !self.is_congested(*t))
+        !self.dirty.is_empty()
+            || self
+                .stalled
+                .iter()
+                .any(|t| !self.is_congested(*t) && !self.is_held(*t))
+    }
+
+    /// Whether this connection is not read because requests it sent went
+    /// to a connection that is still congested.
+    pub(crate) fn is_held(&self, token: usize) -> bool {
+        self.held
+            .get(&token)
+            .is_some_and(|on| on.iter().any(|t| self.is_congested(*t)))
     }
 
     /// How the links stand.
@@ -446,7 +470,19 @@ impl Exchanges {
             let queue = core.out.take(Kind::Stream);
             for item in &queue.items {
                 match item {
-                    Carry::Frame { peer, bytes } => self.push(peer.0, &queue.bytes[bytes.clone()]),
+                    Carry::Frame {
+                        peer,
+                        bytes,
+                        request,
+                    } => {
+                        if *request
+                            && self.reading.is_some_and(|r| r != peer.0)
+                            && !self.fed.contains(&peer.0)
+                        {
+                            self.fed.push(peer.0);
+                        }
+                        self.push(peer.0, &queue.bytes[bytes.clone()])
+                    }
                     Carry::Close { peer, why, reason } => {
                         self.close_conn(peer.0, *why, reason, core)
                     }
