@@ -131,7 +131,7 @@ impl ServiceBuilder {
         // Data events are limited to `capacity`; the same again is kept in
         // reserve for announcements, timers and shutdown.
         let (tx, rx) = crossbeam_channel::bounded(self.capacity.saturating_mul(2).max(64));
-        let flow = Arc::new(Flow::default());
+        let flow = Arc::new(Flow::new(self.capacity));
         let inbox = Arc::new(Inbox {
             process: self.link.process.uid(),
             events: tx,
@@ -621,7 +621,7 @@ impl Service {
         if self.flow.held() >= self.capacity {
             let timeout = self.link.config.publish_timeout;
             let deadline = crate::config::deadline(std::time::Instant::now(), timeout);
-            if !self.flow.wait_below(self.capacity, deadline) {
+            if !self.flow.wait_below(self.capacity, self.flow.low, deadline) {
                 Counters::bump(&self.link.counters.publish_timeouts);
                 return Err(Error::Backpressure(format!(
                     "{} of {}'s reports have waited for {timeout:?} for a subscriber \

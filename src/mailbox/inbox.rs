@@ -67,19 +67,32 @@ pub(crate) struct Flow {
     waiters: AtomicUsize,
     lock: Mutex<()>,
     room: Condvar,
+    /// A waiting publisher goes on once this many or fewer are held: half
+    /// its queue's capacity.
+    pub low: usize,
 }
 
 impl Flow {
+    /// The flow of a service whose queue holds `capacity` events.
+    pub(crate) fn new(capacity: usize) -> Flow {
+        Flow {
+            low: capacity / 2,
+            ..Flow::default()
+        }
+    }
+
     /// One more of this publisher's reports is held.
     pub(crate) fn hold(&self) {
         self.held.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// One of this publisher's held reports is delivered (or dropped):
-    /// a publisher waiting for room is woken.
-    pub(crate) fn release(&self) {
-        self.held.fetch_sub(1, Ordering::SeqCst);
-        if self.waiters.load(Ordering::SeqCst) > 0 {
+    /// One of this publisher's held reports is delivered (or dropped): a
+    /// publisher waiting for room is woken once `low` or fewer are held
+    /// (see [`wait_below`](Self::wait_below): woken once per half queue,
+    /// not once per report).
+    pub(crate) fn release(&self, low: usize) {
+        let held = self.held.fetch_sub(1, Ordering::SeqCst) - 1;
+        if held <= low && self.waiters.load(Ordering::SeqCst) > 0 {
             let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
             self.room.notify_all();
         }
@@ -90,16 +103,18 @@ impl Flow {
         self.held.load(Ordering::SeqCst)
     }
 
-    /// Waits until fewer than `limit` of this publisher's reports are held,
-    /// at most until `deadline`; false if the deadline passed first.
-    pub(crate) fn wait_below(&self, limit: usize, deadline: Instant) -> bool {
+    /// Called once `limit` or more of this publisher's reports are held:
+    /// waits until `low` or fewer are (so a publisher held back goes on a
+    /// batch at a time), at most until `deadline`; false if the deadline
+    /// passed first.
+    pub(crate) fn wait_below(&self, limit: usize, low: usize, deadline: Instant) -> bool {
         if self.held.load(Ordering::Acquire) < limit {
             return true;
         }
         let mut guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         self.waiters.fetch_add(1, Ordering::SeqCst);
         let ok = loop {
-            if self.held.load(Ordering::SeqCst) < limit {
+            if self.held.load(Ordering::SeqCst) <= low {
                 break true;
             }
             let now = Instant::now();

@@ -234,7 +234,7 @@ impl Core {
     fn release(&mut self, hold: Option<HoldId>) {
         match hold.and_then(|id| self.holds.release(id)) {
             Some(Source::Link { peer, cost }) => self.give_back(peer, i64::from(cost)),
-            Some(Source::Publisher(flow)) => flow.release(),
+            Some(Source::Publisher(flow)) => flow.release(flow.low),
             None => {}
         }
     }
