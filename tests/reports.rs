@@ -1001,3 +1001,54 @@ fn a_stalled_subscriber_holds_its_publisher_for_the_stall_limit_then_is_told_wha
     assert_quiet(&slow);
     assert_quiet(&fast);
 }
+
+#[test]
+fn a_publisher_waits_for_a_full_subscriber_and_fails_distinctly_after_its_timeout() {
+    // Stalled subscribers are never dropped here, so the publisher's
+    // timeout (1 s: long enough for the reader below to start) is what
+    // ends the wait.
+    let d = Dispatcher::builder()
+        .stall_limit(Duration::MAX)
+        .publish_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let publ = d.service("publisher").queue_capacity(8).open().unwrap();
+    let sub = d.service("sub").queue_capacity(4).open().unwrap();
+    sub.subscribe_reports("publisher", "*");
+    expect_publisher(&sub, publ.binding(), ServiceStatus::Available);
+    wait_for(&sub, "the confirmation", |e| match e {
+        Event::Confirmed(_) => Some(()),
+        _ => None,
+    });
+    // The subscriber reads nothing: 4 reports fill its queue, 8 more wait
+    // and hold the publisher, which then fails (a few more may be in the
+    // dispatcher's command queue when it starts waiting).
+    let mut published = 0u64;
+    let err = loop {
+        match publ.publish_report("r", &published, Lifetime::None) {
+            Ok(()) => published += 1,
+            Err(e) => break e,
+        }
+        assert!(published < 1000, "the publisher was never held back");
+    };
+    assert!(matches!(err, netsvc::Error::Backpressure(_)), "{err}");
+    assert_eq!(err.code(), netsvc::codes::SERVICE_BUSY);
+    assert!((12..=64).contains(&published), "{published} published before the wait");
+    assert_eq!(d.stats().publish_timeouts, 1);
+    assert_eq!(d.stats().reports_dropped, 0);
+
+    // Once the subscriber reads, the publisher goes on, and every report
+    // published arrives, in order.
+    let reader = std::thread::spawn(move || {
+        for i in 0..published + 1 {
+            let r = report(&sub);
+            assert_eq!(r.decode::<u64>().unwrap(), i);
+        }
+        sub
+    });
+    publ.publish_report("r", &published, Lifetime::None)
+        .expect("published once the subscriber reads");
+    let sub = within("the reader", move || reader.join().unwrap());
+    assert_quiet(&sub);
+    assert_eq!(d.stats().reports_dropped, 0);
+}
