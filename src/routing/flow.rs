@@ -228,6 +228,12 @@ impl Default for PeerFlow {
     }
 }
 
+/// Whether a report frame may go to this peer now: it has credit, and
+/// nothing of its waits before it.
+fn ready_to(p: Option<&Box<super::peers::Peer>>) -> bool {
+    p.is_some_and(|p| !p.closing && p.flow.backlog.is_empty() && p.flow.credit > 0)
+}
+
 impl Core {
     // ----- holds -----
 
@@ -492,50 +498,78 @@ impl Core {
         mut write: impl FnMut(&mut Vec<u8>) -> crate::error::Result<()>,
         holder: &mut Holder,
     ) {
-        let ready = |p: Option<&Box<super::peers::Peer>>| {
-            p.is_some_and(|p| !p.closing && p.flow.backlog.is_empty() && p.flow.credit > 0)
-        };
         // Nearly always every link has credit: one frame for them all.
-        let all = peers.iter().all(|peer| ready(self.peers.map.get(peer)));
-        let (ready, blocked): (Vec<PeerId>, Vec<PeerId>) = if all {
-            (Vec::new(), Vec::new())
-        } else {
-            peers
-                .iter()
-                .filter(|peer| self.peers.map.get(peer).is_some_and(|p| !p.closing))
-                .partition(|peer| ready(self.peers.map.get(peer)))
-        };
-        let sending: &[PeerId] = if all { peers } else { &ready };
-        if !sending.is_empty() {
-            match self.out.put(sending.iter().copied(), &mut write) {
-                Ok(cost) => {
-                    for peer in sending {
-                        if let Some(p) = self.peers.map.get_mut(peer) {
-                            p.flow.credit -= cost as i64;
-                        }
-                    }
-                }
-                Err(e) => {
-                    log::error!("netsvc: cannot encode a report: {e}");
-                    return;
-                }
-            }
-        }
-        if blocked.is_empty() {
+        let all = peers.iter().all(|peer| ready_to(self.peers.map.get(peer)));
+        if all {
+            self.send_reports(peers, &mut write);
             return;
         }
-        let mut frame = Vec::new();
+        // Some wait (the publisher is ahead of the credit: in a stream, the
+        // common case at the source). Buffers reused, one allocation per
+        // report for what waits.
+        let (mut ready, mut blocked) = std::mem::take(&mut self.flow_scratch);
+        ready.clear();
+        blocked.clear();
+        for &peer in peers {
+            match self.peers.map.get(&peer) {
+                Some(p) if p.closing => {}
+                p @ Some(_) if ready_to(p) => ready.push(peer),
+                Some(_) => blocked.push(peer),
+                None => {}
+            }
+        }
+        let sent = ready.is_empty() || self.send_reports(&ready, &mut write);
+        if sent && !blocked.is_empty() {
+            self.report_waits_for_credit(&blocked, &mut write, holder);
+        }
+        self.flow_scratch = (ready, blocked);
+    }
+
+    /// Queues a report frame for peers that all have credit; false if it
+    /// did not encode.
+    fn send_reports(
+        &mut self,
+        peers: &[PeerId],
+        write: &mut impl FnMut(&mut Vec<u8>) -> crate::error::Result<()>,
+    ) -> bool {
+        match self.out.put(peers.iter().copied(), write) {
+            Ok(cost) => {
+                for peer in peers {
+                    if let Some(p) = self.peers.map.get_mut(peer) {
+                        p.flow.credit -= cost as i64;
+                    }
+                }
+                true
+            }
+            Err(e) => {
+                log::error!("netsvc: cannot encode a report: {e}");
+                false
+            }
+        }
+    }
+
+    /// A report frame waits in the backlogs of peers out of credit.
+    fn report_waits_for_credit(
+        &mut self,
+        blocked: &[PeerId],
+        write: &mut impl FnMut(&mut Vec<u8>) -> crate::error::Result<()>,
+        holder: &mut Holder,
+    ) {
+        let mut frame = std::mem::take(&mut self.frame_scratch);
+        frame.clear();
         if let Err(e) = write(&mut frame) {
             log::error!("netsvc: cannot encode a report: {e}");
             return;
         }
         let body: Arc<[u8]> = frame.get(crate::frame::PREFIX..).unwrap_or(&[]).into();
-        let now = Instant::now();
-        for peer in blocked {
+        if frame.capacity() <= 1 << 16 {
+            self.frame_scratch = frame;
+        }
+        for &peer in blocked {
             let hold = holder.take(&mut self.holds);
             if let Some(p) = self.peers.map.get_mut(&peer) {
                 if p.flow.backlog.is_empty() {
-                    p.flow.starved_since = Some(now);
+                    p.flow.starved_since = Some(Instant::now());
                 }
                 p.flow.backlog.push_back(Backlogged {
                     body: body.clone(),

@@ -244,6 +244,10 @@ pub(crate) struct Core {
     starved: Vec<PeerId>,
     /// Reused buffer for the links a report is relayed on.
     peer_scratch: Vec<PeerId>,
+    /// Reused buffers of `flow`: the links with and without credit for a
+    /// report, and the frame of one that waits.
+    flow_scratch: (Vec<PeerId>, Vec<PeerId>),
+    frame_scratch: Vec<u8>,
 }
 
 impl Drop for Core {
@@ -286,6 +290,8 @@ impl Core {
             watched: Vec::new(),
             starved: Vec::new(),
             peer_scratch: Vec::new(),
+            flow_scratch: Default::default(),
+            frame_scratch: Vec::new(),
         }
     }
 
