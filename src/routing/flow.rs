@@ -230,7 +230,7 @@ impl Default for PeerFlow {
 
 /// Whether a report frame may go to this peer now: it has credit, and
 /// nothing of its waits before it.
-fn ready_to(p: Option<&Box<super::peers::Peer>>) -> bool {
+fn ready_to(p: Option<&super::peers::Peer>) -> bool {
     p.is_some_and(|p| !p.closing && p.flow.backlog.is_empty() && p.flow.credit > 0)
 }
 
@@ -499,7 +499,7 @@ impl Core {
         holder: &mut Holder,
     ) {
         // Nearly always every link has credit: one frame for them all.
-        let all = peers.iter().all(|peer| ready_to(self.peers.map.get(peer)));
+        let all = peers.iter().all(|peer| ready_to(self.peers.map.get(peer).map(|b| &**b)));
         if all {
             self.send_reports(peers, &mut write);
             return;
@@ -513,7 +513,7 @@ impl Core {
         for &peer in peers {
             match self.peers.map.get(&peer) {
                 Some(p) if p.closing => {}
-                p @ Some(_) if ready_to(p) => ready.push(peer),
+                Some(p) if ready_to(Some(p)) => ready.push(peer),
                 Some(_) => blocked.push(peer),
                 None => {}
             }
