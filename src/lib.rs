@@ -161,6 +161,7 @@ mod routing;
 mod rpc;
 mod service;
 mod stats;
+mod tls;
 mod transport;
 mod warnings;
 mod wire;
@@ -187,6 +188,7 @@ pub use rpc::{
 };
 pub use service::{Service, ServiceBuilder, ServiceHandle};
 pub use stats::Stats;
+pub use tls::{TlsClientConfig, TlsServerConfig};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -30,6 +30,7 @@ pub(crate) struct Counters {
     pub casts_dropped: AtomicU64,
     pub refused_frames: AtomicU64,
     pub permission_denied: AtomicU64,
+    pub tls_failures: AtomicU64,
     /// The named identities of the links up (see [`Stats::identities`]),
     /// by link: changed by the dispatcher thread as links come and go.
     pub identities: Mutex<Vec<(usize, String, ProcessId)>>,
@@ -140,9 +141,17 @@ pub struct Stats {
     /// subscription it may not hold. Counted by the server that refused
     /// it, once per refused frame, and logged there (rate-limited).
     pub permission_denied: u64,
+    /// Exchange connections refused or lost by TLS, on either side: a
+    /// failed handshake (an unknown CA, a wrong server name, an expired
+    /// certificate, a missing client certificate...), TLS on one side
+    /// only, or a malformed record (see the `InactiveReason`s for which
+    /// [`is_tls`](crate::InactiveReason::is_tls) is true). Each is also
+    /// logged, with its reason.
+    pub tls_failures: u64,
     /// The links up on this dispatcher's exchange servers whose clients
-    /// authenticated with a named credential: the credential's name (the
-    /// link's identity, as in
+    /// authenticated with a named credential or a client certificate: the
+    /// credential's name or the certificate's common name (the link's
+    /// identity, as in
     /// [`ConnectionAnnouncement::identity`](crate::ConnectionAnnouncement::identity))
     /// and the client's process, one entry per link, sorted by name.
     pub identities: Vec<(String, ProcessId)>,

@@ -95,8 +95,11 @@ fn connect_why(e: &io::Error) -> Why {
     }
 }
 
-/// Why a read or write failed, by its error.
+/// Why a read or write failed, by its error (a TLS refusal carries its own).
 fn io_why(e: &io::Error) -> Why {
+    if let Some(failure) = crate::transport::tls::failure(e) {
+        return failure.why;
+    }
     match e.kind() {
         io::ErrorKind::ConnectionReset
         | io::ErrorKind::ConnectionAborted
@@ -187,6 +190,8 @@ enum Role {
         limits: Limits,
         /// The named credentials it accepts, beside its shared secret.
         credentials: Credentials,
+        /// TLS on every connection, if it has any.
+        tls: Option<crate::tls::ServerTls>,
     },
     Client {
         addrs: Vec<SocketAddr>,
@@ -197,6 +202,8 @@ enum Role {
         /// The name of the credential its secret is for ("" for the
         /// shared secret).
         credential: String,
+        /// TLS on every connection, if it has any.
+        tls: Option<crate::tls::ClientTls>,
     },
 }
 
@@ -276,10 +283,11 @@ struct Transcript {
 }
 
 impl Exch {
-    /// Whether its links authenticate: a secret, or named credentials.
+    /// Whether its links authenticate: a secret, or named credentials
+    /// with secrets.
     fn authenticates(&self) -> bool {
         self.secret.is_some()
-            || matches!(&self.role, Role::Server { credentials, .. } if !credentials.is_empty())
+            || matches!(&self.role, Role::Server { credentials, .. } if credentials.has_secrets())
     }
 
     /// A client's key, with the name of its credential ("" for the shared
@@ -482,8 +490,8 @@ impl Exchanges {
                 authorise,
                 limits,
                 bind: b,
-
                 credentials,
+                tls,
             } => {
                 bind = b;
                 let authorise = match authorise {
@@ -500,12 +508,14 @@ impl Exchanges {
                     authorise,
                     limits,
                     credentials,
+                    tls,
                 }
             }
             ExchangeRole::Client {
                 addrs,
                 retry,
                 credential,
+                tls,
             } => Role::Client {
                 addrs,
                 next_addr: 0,
@@ -513,6 +523,7 @@ impl Exchanges {
                 conn: None,
                 attempts: 0,
                 credential,
+                tls,
             },
         };
         let is_client = matches!(role, Role::Client { .. });
