@@ -110,7 +110,7 @@ impl Exchanges {
                     fill
                 }
                 Err(e) => {
-                    self.close_conn(token, io_why(&e), &format!("read failed: {e}"), core);
+                    self.close_conn(token, io_why(&e), &io_detail("read", &e), core);
                     return;
                 }
             };

@@ -109,6 +109,15 @@ fn io_why(e: &io::Error) -> Why {
     }
 }
 
+/// What a failed read or write is said to be: a TLS refusal says it
+/// itself; otherwise `what` failed, with the error.
+fn io_detail(what: &str, e: &io::Error) -> String {
+    match crate::transport::tls::failure(e) {
+        Some(failure) => failure.detail.clone(),
+        None => format!("{what} failed: {e}"),
+    }
+}
+
 /// Why a frame was refused (the only cause today: too large, a limit).
 fn frame_why(e: &crate::frame::FrameError) -> Why {
     match e {
