@@ -340,7 +340,12 @@ fn parent(a: &Args) {
             w1_tls_target,
             "no W1".into(),
         )),
-        (Err(e), _) => rows.push(failed("W1-TLS", "svc.call via exchange, TLS", e, w1_tls_target)),
+        (Err(e), _) => rows.push(failed(
+            "W1-TLS",
+            "svc.call via exchange, TLS",
+            e,
+            w1_tls_target,
+        )),
     }
 
     let of_b3 = |r: f64| match b3_rate {
@@ -382,7 +387,6 @@ fn parent(a: &Args) {
         Err(e) => rows.push(failed("W2", "1 publisher -> 1 subscriber", e, w2_target)),
     }
 
-    progress("W3 1 publisher -> 8 subscribers via exchange");
     progress("W2-TLS 1 publisher -> 1 subscriber via exchange over TLS");
     let w2_tls = tls_dir
         .clone()
@@ -440,11 +444,7 @@ fn parent(a: &Args) {
         (Ok(c), Ok(t)) => rows.push(row(
             "H1",
             "connect to link up, per connection",
-            format!(
-                "clear {}; TLS (full handshake) {}",
-                hs_text(c),
-                hs_text(t)
-            ),
+            format!("clear {}; TLS (full handshake) {}", hs_text(c), hs_text(t)),
             "(printed)",
             "-".into(),
         )),
@@ -457,6 +457,7 @@ fn parent(a: &Args) {
     }
     drop(certs);
 
+    progress("W3 1 publisher -> 8 subscribers via exchange");
     let w3 = pubsub(&s, W3_SUBSCRIBERS, s.w3, None);
     let w3_target = ">= 6,000,000 deliveries/s";
     match &w3 {

@@ -37,7 +37,8 @@ pub(crate) fn make_certs() -> Result<Certs, String> {
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let certs = Certs(dir);
     let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(e)?;
-    ca.distinguished_name.push(DnType::CommonName, "netsvc bench CA");
+    ca.distinguished_name
+        .push(DnType::CommonName, "netsvc bench CA");
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     let ca_key = KeyPair::generate().map_err(e)?;
     let ca_cert = ca.self_signed(&ca_key).map_err(e)?;
