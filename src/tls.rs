@@ -585,3 +585,95 @@ pub(crate) fn common_name(cert: &CertificateDer<'_>) -> std::result::Result<Stri
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A self-signed certificate with these subject attributes.
+    fn cert(attrs: &[(rcgen::DnType, &str)]) -> CertificateDer<'static> {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        let mut dn = rcgen::DistinguishedName::new();
+        for (ty, value) in attrs {
+            dn.push(ty.clone(), *value);
+        }
+        params.distinguished_name = dn;
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().der().clone()
+    }
+
+    #[test]
+    fn the_common_name_is_read_from_the_subject() {
+        use rcgen::DnType;
+        let c = cert(&[
+            (DnType::OrganizationName, "Plant"),
+            (DnType::CommonName, "calc-host"),
+            (DnType::CountryName, "FI"),
+        ]);
+        assert_eq!(common_name(&c).unwrap(), "calc-host");
+        let none = cert(&[(DnType::OrganizationName, "Plant")]);
+        assert!(common_name(&none)
+            .unwrap_err()
+            .contains("no subject common name"));
+        let names = NameCheck {
+            names: Some(["calc-host".to_owned()].into_iter().collect()),
+            max_len: 255,
+        };
+        assert_eq!(names.check(&c).unwrap(), "calc-host");
+        let other = cert(&[(DnType::CommonName, "mallory")]);
+        assert!(names.check(&other).unwrap_err().contains("\"mallory\""));
+        let short = NameCheck {
+            names: None,
+            max_len: 4,
+        };
+        assert!(short.check(&c).unwrap_err().contains("9 bytes"));
+    }
+
+    #[test]
+    fn a_malformed_certificate_is_an_error_never_a_panic() {
+        let c = cert(&[(rcgen::DnType::CommonName, "alice")]);
+        let der = c.as_ref();
+        for len in 0..der.len() {
+            let cut = CertificateDer::from(der[..len].to_vec());
+            let _ = common_name(&cut);
+        }
+        for i in 0..der.len().min(400) {
+            let mut bent = der.to_vec();
+            bent[i] ^= 0xff;
+            let _ = common_name(&CertificateDer::from(bent));
+        }
+        assert!(common_name(&CertificateDer::from(vec![
+            0x30, 0x84, 0xff, 0xff, 0xff, 0xff
+        ]))
+        .is_err());
+    }
+
+    #[test]
+    fn pem_without_certificates_or_keys_is_refused_with_what_is_missing() {
+        match TlsServerConfig::from_pem(b"not pem", b"") {
+            Err(Error::InvalidArgument(e)) => assert!(e.contains("certificate chain"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        let pem = params.self_signed(&key).unwrap().pem();
+        match TlsServerConfig::from_pem(pem.as_bytes(), pem.as_bytes()) {
+            Err(Error::InvalidArgument(e)) => assert!(e.contains("private key"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+        let ok = TlsServerConfig::from_pem(pem.as_bytes(), key.serialize_pem().as_bytes()).unwrap();
+        let shown = format!("{ok:?}");
+        assert!(!shown.contains("PRIVATE"), "{shown}");
+        match TlsClientConfig::from_ca_pem(pem.as_bytes())
+            .unwrap()
+            .server_name("not a name!")
+        {
+            Err(Error::InvalidArgument(e)) => assert!(e.contains("server name"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+        match TlsServerConfig::from_pem_files("/nonexistent/a.crt", "/nonexistent/a.key") {
+            Err(Error::Io(e)) => assert!(e.to_string().contains("/nonexistent/a.crt"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}

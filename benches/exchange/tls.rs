@@ -95,12 +95,10 @@ pub(crate) fn role_handshake(a: &Args) {
             let ex = b.connect_once(addr.as_str()).map_err(|e| e.to_string())?;
             let conns = ex.connections();
             let deadline = Instant::now() + Duration::from_secs(5);
-            let up = loop {
-                match conns.recv_deadline(deadline) {
-                    Ok(ann) if ann.state() == ConnectionState::Active => break Ok(()),
-                    Ok(ann) => break Err(ann.to_string()),
-                    Err(_) => break Err("no link within 5 s".to_owned()),
-                }
+            let up = match conns.recv_deadline(deadline) {
+                Ok(ann) if ann.state() == ConnectionState::Active => Ok(()),
+                Ok(ann) => Err(ann.to_string()),
+                Err(_) => Err("no link within 5 s".to_owned()),
             };
             ex.close();
             up
