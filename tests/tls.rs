@@ -648,3 +648,45 @@ fn bad_input_closes_only_its_own_connection() {
     });
     drop(ex);
 }
+
+#[test]
+fn a_client_that_reconnects_to_the_same_server_keeps_its_certificate_identity() {
+    // The client's link dies of silence while the server is stalled; it
+    // reconnects with the same TLS configuration (a resumed session where
+    // the server allows it, which carries the client's certificate).
+    let ca = Ca::new("test CA");
+    let ds = Dispatcher::builder().name("server").build().unwrap();
+    let ex = Exchange::server(&ds)
+        .tls(mutual_tls(&ca, &ca))
+        .listen("127.0.0.1:0")
+        .unwrap();
+    let dc = Dispatcher::builder()
+        .name("client")
+        .heartbeat(Duration::from_millis(50), Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let cx = Exchange::client(&dc)
+        .tls(with_cert(client_tls(&ca), &ca.client("alice")))
+        .connect(ex.local_addr(), RETRY)
+        .unwrap();
+    active(&cx);
+    assert_eq!(active(&ex).identity(), Some("alice"));
+    let (release, stalled) = crossbeam_channel::bounded::<()>(0);
+    netsvc::stall_dispatcher(&ds, stalled).unwrap();
+    let down = inactive(&cx);
+    assert_eq!(
+        down.reason(),
+        Some(InactiveReason::HeartbeatTimeout),
+        "{down}"
+    );
+    drop(release);
+    active(&cx);
+    let up = active(&ex);
+    assert_eq!(up.identity(), Some("alice"), "{up}");
+    assert_eq!(
+        ds.stats().identities.len(),
+        1,
+        "{:?}",
+        ds.stats().identities
+    );
+}

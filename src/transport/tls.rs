@@ -304,6 +304,16 @@ impl TlsStream {
     /// goes out if the socket takes it at once.
     fn fail(&mut self, failure: Failure) -> io::Error {
         let _ = self.push_tls();
+        // What the peer sent meanwhile is read and dropped (up to a few
+        // reads): a socket closed with unread input resets the connection,
+        // and the peer could lose the alert before it reads it.
+        let mut sink = [0u8; 4096];
+        for _ in 0..16 {
+            match self.tcp.read(&mut sink) {
+                Ok(n) if n > 0 => {}
+                _ => break,
+            }
+        }
         log::debug!(
             "netsvc: TLS session with {:?} failed: {failure}",
             self.tcp.peer_addr()
