@@ -94,6 +94,7 @@ fn main() {
         tls_client_ca: None,
         tls_ca: None,
         tls_server_name: None,
+        count: 0,
     };
     let mut minutes = 10.0f64;
     let mut role = None;

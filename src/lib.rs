@@ -173,8 +173,8 @@ pub use dispatcher::{panic_dispatcher, stall_dispatcher};
 pub use dispatcher::{Dispatcher, DispatcherBuilder};
 pub use error::{codes, Error, RemoteError, Result, ServiceFailure};
 pub use event::{
-    Event, Lifetime, PublisherAnnouncement, Report, Request, ServiceAnnouncement, ServiceStatus,
-    SubscriptionAnnouncement, SubscriptionStatus,
+    Confirmed, DropReason, Dropped, Event, Lifetime, Overflow, PublisherAnnouncement, Report,
+    Request, ServiceAnnouncement, ServiceStatus, SubscriptionAnnouncement, SubscriptionStatus,
 };
 pub use exchange::{ClientBuilder, Exchange, ServerBuilder};
 pub use ids::{AgentId, ConversationId, ProcessId, ServiceBinding};
@@ -189,6 +189,18 @@ pub use rpc::{
 pub use service::{Service, ServiceBuilder, ServiceHandle};
 pub use stats::Stats;
 pub use tls::{TlsClientConfig, TlsServerConfig};
+
+/// Encodes a value as netsvc encodes payloads: what
+/// [`Service::publish_encoded`] takes, and what [`Report::bytes`] gives.
+pub fn encode<T: serde::Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
+    wire::encode(value).map(|p| p.as_bytes().to_vec())
+}
+
+/// Decodes a payload's bytes (a report's [`bytes`](Report::bytes), or what
+/// [`encode`] made) as a `T`; every byte must be used.
+pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    wire::decode(bytes)
+}
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -22,6 +22,16 @@ impl Payload {
     pub(crate) fn as_bytes(&self) -> &[u8] {
         &self.0
     }
+
+    /// Bytes already shared, taken as they are (no copy).
+    pub(crate) fn from_shared(bytes: Arc<[u8]>) -> Payload {
+        Payload(bytes)
+    }
+
+    /// The shared bytes (no copy).
+    pub(crate) fn shared(&self) -> Arc<[u8]> {
+        self.0.clone()
+    }
 }
 
 impl From<Vec<u8>> for Payload {
@@ -121,7 +131,7 @@ fn decode_with<T: DeserializeOwned, C: bincode::config::Config>(
 pub(crate) const MAGIC: [u8; 6] = *b"NETSVC";
 
 /// The protocol version this build speaks; a peer with another is refused.
-pub(crate) const VERSION: u16 = 3;
+pub(crate) const VERSION: u16 = 4;
 
 /// The handshake: who is speaking, and for which exchange group.
 #[derive(Debug, Serialize, Deserialize)]
@@ -318,6 +328,16 @@ pub(crate) enum Message {
     SubscribeDenied {
         subscriber: AgentKey,
         publisher: AgentKey,
+    },
+    /// Report credit given back: the sender may send this many more bytes
+    /// of report frames (see `routing::flow`).
+    Credit { bytes: u64 },
+    /// A subscription reached the process of the publisher it is against
+    /// and is in force there: told back to the subscriber's process.
+    Subscribed {
+        subscriber: AgentKey,
+        publisher: AgentKey,
+        pattern: String,
     },
 }
 

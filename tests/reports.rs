@@ -9,7 +9,8 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use netsvc::{
-    Dispatcher, Event, Lifetime, Service, ServiceBinding, ServiceStatus, SubscriptionStatus,
+    Dispatcher, DropReason, Event, Lifetime, Service, ServiceBinding, ServiceStatus,
+    SubscriptionStatus,
 };
 use util::*;
 
@@ -902,10 +903,14 @@ fn report_is_delivered_once_per_subscriber_even_if_two_patterns_match() {
 // ----- a slow subscriber -----
 
 #[test]
-fn slow_subscriber_loses_reports_without_stalling_anyone_else() {
+fn a_stalled_subscriber_holds_its_publisher_for_the_stall_limit_then_is_told_what_it_lost() {
+    // (The stall limit is shortened from its 2 s default to keep the test short.)
     const TOTAL: u32 = 10_000;
     const SLOW_CAPACITY: usize = 16;
-    let d = Dispatcher::new().unwrap();
+    let d = Dispatcher::builder()
+        .stall_limit(Duration::from_millis(200))
+        .build()
+        .unwrap();
     let echo = d
         .service("echo")
         .spawn(|_svc, event| {
@@ -934,6 +939,12 @@ fn slow_subscriber_loses_reports_without_stalling_anyone_else() {
     // The slow one reads its Publisher Available, then never reads again.
     expect_publisher(&slow, publ.binding(), ServiceStatus::Available);
     expect_publisher(&fast, publ.binding(), ServiceStatus::Available);
+    for s in [&slow, &fast] {
+        wait_for(s, "the confirmation", |e| match e {
+            Event::Confirmed(_) => Some(()),
+            _ => None,
+        });
+    }
     let publ_binding = publ.binding().clone();
 
     let reader = std::thread::spawn(move || {
@@ -971,13 +982,22 @@ fn slow_subscriber_loses_reports_without_stalling_anyone_else() {
         TOTAL as u64 - SLOW_CAPACITY as u64,
         "reports dropped for the slow subscriber"
     );
+    assert_eq!(stats.subscribers_stalled, 1);
     assert_eq!(stats.reports_delivered, TOTAL as u64 + SLOW_CAPACITY as u64);
     assert_eq!(stats.busy_replies, 0);
+    assert_eq!(stats.publish_timeouts, 0);
 
-    // The slow subscriber holds the first reports that fit in its queue.
+    // The slow subscriber holds the first reports that fit in its queue,
+    // and once it has taken them, it is told what it lost.
     for i in 0..SLOW_CAPACITY as u32 {
         expect_report(&slow, publ.binding(), &format!("flood.{i}"), i);
     }
+    let dropped = wait_for(&slow, "the drops told", |e| match e {
+        Event::Dropped(d) => Some(d),
+        _ => None,
+    });
+    assert_eq!(dropped.count(), TOTAL as u64 - SLOW_CAPACITY as u64);
+    assert_eq!(dropped.reason(), DropReason::Stalled);
     assert_quiet(&slow);
     assert_quiet(&fast);
 }

@@ -29,6 +29,7 @@ mod cli;
 mod exchange;
 mod idle;
 mod measure;
+mod nats;
 mod proc;
 mod raw;
 mod streams;
@@ -66,6 +67,8 @@ fn main() {
         "publisher" => role_publisher(&a),
         "subscriber" => role_subscriber(&a),
         "idle" => role_idle(&a),
+        "natspub" => nats::role_nats_publisher(&a),
+        "natssub" => nats::role_nats_subscriber(&a),
         // `cargo bench` passes `--bench`; unknown flags are ignored.
         _ => parent(&a),
     }
@@ -365,26 +368,69 @@ fn parent(a: &Args) {
         }
     };
 
+    // The NATS rows first: the netsvc rows are judged against them.
+    let nats_exe = nats::nats_server();
+    let (n2, n3) = match &nats_exe {
+        Some(exe) => {
+            progress("W2-NATS 1 publisher -> 1 subscriber via nats-server");
+            let n2 = nats::nats_pubsub(&s, exe, 1, s.w2);
+            progress("W3-NATS 1 publisher -> 8 subscribers via nats-server");
+            let n3 = nats::nats_pubsub(&s, exe, W3_SUBSCRIBERS, s.w3);
+            (Some(n2), Some(n3))
+        }
+        None => {
+            notes.push(
+                "nats-server is not installed (Debian package nats-server): no NATS rows".into(),
+            );
+            (None, None)
+        }
+    };
+    let nats_rate = |n: &Option<Result<PubSub, String>>| match n {
+        Some(Ok(p)) if p.rate > 0.0 => Some(p.rate),
+        _ => None,
+    };
+    let (n2_rate, n3_rate) = (nats_rate(&n2), nats_rate(&n3));
+
     progress("W2 1 publisher -> 1 subscriber via exchange");
     let w2 = pubsub(&s, 1, s.w2, None);
-    let w2_target = ">= 3,000,000 reports/s";
+    let w2_target = ">= 1.2 x W2-NATS, all arrive";
     match &w2 {
         Ok(p) => {
+            let (ratio, ok) = match n2_rate {
+                Some(n) => (format!("; {:.2} x NATS", p.rate / n), p.rate >= 1.2 * n),
+                None => (String::new(), false),
+            };
             rows.push(row(
                 "W2",
                 "1 publisher -> 1 subscriber",
                 format!(
-                    "{} reports/s{}; {}; published at {}/s",
+                    "{} reports/s{}{ratio}; {}; published at {}/s",
                     thousands(p.rate),
                     of_b3(p.rate),
                     loss(p),
                     thousands(p.publish_rate)
                 ),
                 w2_target,
-                met(p.rate >= 3_000_000.0 && p.received == p.expected),
+                if n2_rate.is_some() {
+                    met(ok && p.received == p.expected)
+                } else {
+                    "no NATS".into()
+                },
             ));
         }
         Err(e) => rows.push(failed("W2", "1 publisher -> 1 subscriber", e, w2_target)),
+    }
+    if let Some(n2) = &n2 {
+        match n2 {
+            Ok(p) => rows.push(row(
+                "W2-NATS",
+                "W2 through nats-server",
+                format!("{} msgs/s{}; {}", thousands(p.rate), of_b3(p.rate), loss(p)),
+                "(peer)",
+                "-".into(),
+            )),
+            Err(e) => rows.push(failed("W2-NATS", "W2 through nats-server", e, "(peer)")),
+        }
     }
 
     progress("W2-TLS 1 publisher -> 1 subscriber via exchange over TLS");
@@ -459,27 +505,54 @@ fn parent(a: &Args) {
 
     progress("W3 1 publisher -> 8 subscribers via exchange");
     let w3 = pubsub(&s, W3_SUBSCRIBERS, s.w3, None);
-    let w3_target = ">= 6,000,000 deliveries/s";
+    let w3_target = ">= 1.0 x W3-NATS, all arrive";
     match &w3 {
-        Ok(p) => rows.push(row(
-            "W3",
-            "1 publisher -> 8 subscriber processes",
-            format!(
-                "{} deliveries/s{}; {}; published at {}/s",
-                thousands(p.rate),
-                of_b3(p.rate),
-                loss(p),
-                thousands(p.publish_rate)
-            ),
-            w3_target,
-            met(p.rate >= 6_000_000.0 && p.received == p.expected),
-        )),
+        Ok(p) => {
+            let (ratio, ok) = match n3_rate {
+                Some(n) => (format!("; {:.2} x NATS", p.rate / n), p.rate >= n),
+                None => (String::new(), false),
+            };
+            rows.push(row(
+                "W3",
+                "1 publisher -> 8 subscriber processes",
+                format!(
+                    "{} deliveries/s{}{ratio}; {}; published at {}/s",
+                    thousands(p.rate),
+                    of_b3(p.rate),
+                    loss(p),
+                    thousands(p.publish_rate)
+                ),
+                w3_target,
+                if n3_rate.is_some() {
+                    met(ok && p.received == p.expected)
+                } else {
+                    "no NATS".into()
+                },
+            ))
+        }
         Err(e) => rows.push(failed(
             "W3",
             "1 publisher -> 8 subscriber processes",
             e,
             w3_target,
         )),
+    }
+    if let Some(n3) = &n3 {
+        match n3 {
+            Ok(p) => rows.push(row(
+                "W3-NATS",
+                "W3 through nats-server",
+                format!(
+                    "{} deliveries/s{}; {}",
+                    thousands(p.rate),
+                    of_b3(p.rate),
+                    loss(p)
+                ),
+                "(peer)",
+                "-".into(),
+            )),
+            Err(e) => rows.push(failed("W3-NATS", "W3 through nats-server", e, "(peer)")),
+        }
     }
 
     // Memory.
@@ -498,6 +571,21 @@ fn parent(a: &Args) {
             met(p.rss_after <= p.rss_before + (1 << 20)),
         )),
         Err(e) => rows.push(failed("M1", "exchange RSS across W2", e, mem_target)),
+    }
+    let m3_target = "subscriber <= 32 MiB, exchange <= 16 MiB";
+    match &w2 {
+        Ok(p) => rows.push(row(
+            "M3",
+            "peak RSS during W2 (VmHWM)",
+            format!(
+                "subscriber {}, exchange {}",
+                mib(p.subscriber_peak),
+                mib(p.rss_peak)
+            ),
+            m3_target,
+            met(p.subscriber_peak <= 32 << 20 && p.rss_peak <= 16 << 20),
+        )),
+        Err(e) => rows.push(failed("M3", "peak RSS during W2", e, m3_target)),
     }
     progress("M2 exchange RSS with idle clients");
     let mut idle_n = IDLE_CLIENTS;

@@ -39,6 +39,8 @@ pub enum Opt {
     /// `--tls-server-name NAME`: the name the server's certificate must
     /// be valid for (default: `--host`).
     TlsServerName,
+    /// `--count N`: how many (default 200000).
+    Count,
 }
 
 /// The options of every exchange client and server.
@@ -80,6 +82,7 @@ impl Opt {
             Opt::TlsClientCa => "--tls-client-ca",
             Opt::TlsCa => "--tls-ca",
             Opt::TlsServerName => "--tls-server-name",
+            Opt::Count => "--count",
         }
     }
 
@@ -88,6 +91,7 @@ impl Opt {
             Opt::Host => "--host H       the exchange's host or address (default 127.0.0.1)",
             Opt::Port => "--port N       the exchange's TCP port (default 11111)",
             Opt::Server => "--server NAME  this RPC server's name (default server1)",
+            Opt::Count => "--count N      how many reports to publish (default 200000)",
             Opt::Secret => {
                 "--secret KEY   the exchange's shared secret: both ends must hold \
                  the same one (default none)"
@@ -140,6 +144,8 @@ pub struct Args {
     pub tls_ca: Option<String>,
     /// `--tls-server-name`.
     pub tls_server_name: Option<String>,
+    /// `--count`.
+    pub count: u64,
 }
 
 /// Installs the `RUST_LOG` logger, then reads the command line of example
@@ -159,6 +165,7 @@ pub fn args(name: &str, about: &str, opts: &[Opt]) -> Args {
         tls_client_ca: None,
         tls_ca: None,
         tls_server_name: None,
+        count: 200_000,
     };
     let usage = usage_text(name, about, opts);
     let mut it = std::env::args().skip(1);
@@ -187,6 +194,10 @@ pub fn args(name: &str, about: &str, opts: &[Opt]) -> Args {
             Opt::TlsClientCa => args.tls_client_ca = Some(value),
             Opt::TlsCa => args.tls_ca = Some(value),
             Opt::TlsServerName => args.tls_server_name = Some(value),
+            Opt::Count => match value.parse() {
+                Ok(n) => args.count = n,
+                Err(_) => bad_usage(&usage, "--count takes a number"),
+            },
         }
     }
     if args.tls_cert.is_some() != args.tls_key.is_some() {

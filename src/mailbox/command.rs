@@ -212,6 +212,8 @@ pub(crate) enum Command {
         publisher: PublisherSpec,
         pattern: String,
         on: bool,
+        /// What its reports do while the subscriber's queue is full.
+        overflow: crate::event::Overflow,
     },
     Publish {
         agent: AgentId,

@@ -116,6 +116,8 @@ pub(crate) struct Peer {
     pub closing: bool,
     /// Its credential, if it has one (see [`PeerInfo::identity`]).
     pub identity: Option<Arc<Identity>>,
+    /// Report credit both ways, and the reports waiting for it.
+    pub flow: super::flow::PeerFlow,
 }
 
 /// What the peers of one exchange share.
@@ -196,13 +198,15 @@ pub(crate) struct Outbox {
 impl Outbox {
     /// Queues one frame for every peer in `peers`, written by `write`
     /// (prefix included) into the queue of each kind of transport among
-    /// them once, and shared by that kind's peers. On error nothing is
-    /// queued for the peers not yet served, and the error is returned.
+    /// them once, and shared by that kind's peers; the frame's body length
+    /// (0 for no peers). On error nothing is queued for the peers not yet
+    /// served, and the error is returned.
     pub(crate) fn put(
         &mut self,
         peers: impl IntoIterator<Item = PeerId>,
         mut write: impl FnMut(&mut Vec<u8>) -> crate::error::Result<()>,
-    ) -> crate::error::Result<()> {
+    ) -> crate::error::Result<usize> {
+        let mut len = 0;
         let mut stored: [Option<Range<usize>>; Kind::COUNT] = Default::default();
         for peer in peers {
             let k = peer.kind() as usize;
@@ -216,13 +220,14 @@ impl Outbox {
                         return Err(e);
                     }
                     let r = start..q.bytes.len();
+                    len = r.len().saturating_sub(crate::frame::PREFIX);
                     stored[k] = Some(r.clone());
                     r
                 }
             };
             q.items.push(Carry::Frame { peer, bytes });
         }
-        Ok(())
+        Ok(len)
     }
 
     /// Queues a frame body as it came from a peer (its length prefix added)

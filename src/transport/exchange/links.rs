@@ -58,8 +58,9 @@ impl Exchanges {
             }
         }
         if event.is_readable() || event.is_read_closed() || event.is_error() {
-            if self.congested() && !self.congested.contains_key(&token) {
-                // Leave it in the socket: TCP pushes back on that sender.
+            if self.is_congested(token) {
+                // A peer that does not read what it is sent is not read:
+                // leave it in the socket, TCP pushes back on it alone.
                 if !self.stalled.contains(&token) {
                     self.stalled.push(token);
                 }
@@ -163,8 +164,8 @@ impl Exchanges {
             }
             match fill {
                 Fill::WouldBlock => break,
-                Fill::Full if self.congested() && !self.congested.contains_key(&token) => {
-                    // Leave the rest in the socket until the backlog drains.
+                Fill::Full if self.is_congested(token) => {
+                    // Leave the rest in the socket until its output drains.
                     if !self.stalled.contains(&token) {
                         self.stalled.push(token);
                     }
@@ -339,10 +340,15 @@ impl Exchanges {
     }
 
     /// Reads the next share of the input left unread (a fair share taken,
-    /// or congestion now over); once a turn, after the turn's events.
+    /// or its congestion over); once a turn, after the turn's events.
     pub(crate) fn read_stalled(&mut self, core: &mut Core) {
-        if !self.congested() && !self.stalled.is_empty() {
-            for token in std::mem::take(&mut self.stalled) {
+        if self.stalled.is_empty() {
+            return;
+        }
+        for token in std::mem::take(&mut self.stalled) {
+            if self.is_congested(token) {
+                self.stalled.push(token); // still not reading its own
+            } else {
                 self.read_conn(token, core);
             }
         }
@@ -365,6 +371,7 @@ impl Exchanges {
         let c = &self.link.config;
         (c.heartbeat_interval / 2)
             .min(c.dead_peer_timeout / 4)
+            .min(c.slow_consumer_timeout / 4)
             .max(Duration::from_millis(1))
     }
 
@@ -372,26 +379,29 @@ impl Exchanges {
     /// peer has been silent past the dead-peer timeout.
     pub(super) fn liveness(&mut self, core: &mut Core) {
         let now = Instant::now();
-        let (interval, dead) = (
+        let (interval, dead, slow) = (
             self.link.config.heartbeat_interval,
             self.link.config.dead_peer_timeout,
+            self.link.config.slow_consumer_timeout,
         );
         let mut quiet = Vec::new();
         let mut silent = Vec::new();
-        // A peer that has held everything back for a dead-peer timeout is
-        // dropped as a slow consumer, so that congestion always ends.
+        // A peer whose output has stayed congested for the slow-consumer
+        // timeout (never drained to a quarter of the mark in that time:
+        // reading in bursts does not reset it) is dropped alone.
         let stuck: Vec<usize> = self
             .congested
             .iter()
-            .filter(|(_, since)| now.saturating_duration_since(**since) >= dead)
+            .filter(|(_, since)| now.saturating_duration_since(**since) >= slow)
             .map(|(t, _)| *t)
             .collect();
         for token in stuck {
             Counters::bump(&self.link.counters.slow_consumers);
+            let pending = self.conns.get(&token).map_or(0, |c| c.wbuf.pending());
             self.close_conn(
                 token,
                 Why::SlowConsumer,
-                &format!("slow consumer: backlog not drained for {dead:?}"),
+                &format!("slow consumer: {pending} bytes unsent, output congested for {slow:?}"),
                 core,
             );
         }

@@ -42,9 +42,9 @@ mod connect;
 mod handshake;
 mod links;
 
-/// Above this much unsent output a connection is congested: its dispatcher
-/// pushes back (takes no commands, reads from no other peer) until it is
-/// down to a quarter of it.
+/// Above this much unsent output a connection is congested: its own input
+/// is left unread (every other peer is served as ever) until it is down to
+/// a quarter of it; congested for the slow-consumer timeout, it is dropped.
 pub(crate) fn high_water(max_outbound: usize) -> usize {
     (max_outbound / 8).clamp(64 * 1024, 1 << 20)
 }
@@ -413,16 +413,17 @@ impl Exchanges {
         base + Duration::from_nanos(x % span.as_nanos() as u64)
     }
 
-    /// Whether a peer's backlog holds everything back.
-    pub(crate) fn congested(&self) -> bool {
-        !self.congested.is_empty()
+    /// Whether this connection's output is congested: its own input is
+    /// then left in its socket (TCP pushes back on it alone).
+    pub(crate) fn is_congested(&self, token: usize) -> bool {
+        self.congested.contains_key(&token)
     }
 
     /// Whether there is output to flush or input to read that no socket
     /// event will announce: frames queued after this turn's flush (by the
     /// reading of stalled peers), or stalled peers no longer held back.
     pub(crate) fn has_work(&self) -> bool {
-        !self.dirty.is_empty() || (!self.congested() && !self.stalled.is_empty())
+        !self.dirty.is_empty() || self.stalled.iter().any(|t| !self.is_congested(*t))
     }
 
     /// How the links stand.
