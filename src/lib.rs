@@ -74,7 +74,10 @@
 //! A server may require a shared secret ([`ServerBuilder::secret`]) or
 //! named [`Credential`]s ([`ServerBuilder::credential`]), each with
 //! permissions (which services a client may offer, call and subscribe to,
-//! which groups it may join) that the server holds its clients to.
+//! which groups it may join) that the server holds its clients to. Links
+//! can run over TLS ([`ServerBuilder::tls`], [`ClientBuilder::tls`]), and
+//! with mutual TLS a client's certificate names its identity and selects
+//! its credential.
 //!
 //! ## RPC
 //!
