@@ -186,6 +186,7 @@ impl Dispatcher {
             casts_dropped: get(&c.casts_dropped),
             refused_frames: get(&c.refused_frames),
             permission_denied: get(&c.permission_denied),
+            tls_failures: get(&c.tls_failures),
             publish_timeouts: get(&c.publish_timeouts),
             subscribers_stalled: get(&c.subscribers_stalled),
             identities: c.identities(),

@@ -74,7 +74,10 @@
 //! A server may require a shared secret ([`ServerBuilder::secret`]) or
 //! named [`Credential`]s ([`ServerBuilder::credential`]), each with
 //! permissions (which services a client may offer, call and subscribe to,
-//! which groups it may join) that the server holds its clients to.
+//! which groups it may join) that the server holds its clients to. Links
+//! can run over TLS ([`ServerBuilder::tls`], [`ClientBuilder::tls`]), and
+//! with mutual TLS a client's certificate names its identity and selects
+//! its credential.
 //!
 //! ## RPC
 //!
@@ -161,6 +164,7 @@ mod routing;
 mod rpc;
 mod service;
 mod stats;
+mod tls;
 mod transport;
 mod warnings;
 mod wire;
@@ -187,6 +191,7 @@ pub use rpc::{
 };
 pub use service::{Service, ServiceBuilder, ServiceHandle};
 pub use stats::Stats;
+pub use tls::{TlsClientConfig, TlsServerConfig};
 
 /// Encodes a value as netsvc encodes payloads: what
 /// [`Service::publish_encoded`] takes, and what [`Report::bytes`] gives.

@@ -30,6 +30,7 @@ pub(crate) struct Counters {
     pub casts_dropped: AtomicU64,
     pub refused_frames: AtomicU64,
     pub permission_denied: AtomicU64,
+    pub tls_failures: AtomicU64,
     pub publish_timeouts: AtomicU64,
     pub subscribers_stalled: AtomicU64,
     /// The named identities of the links up (see [`Stats::identities`]),
@@ -145,6 +146,13 @@ pub struct Stats {
     /// subscription it may not hold. Counted by the server that refused
     /// it, once per refused frame, and logged there (rate-limited).
     pub permission_denied: u64,
+    /// Exchange connections refused or lost by TLS, on either side: a
+    /// failed handshake (an unknown CA, a wrong server name, an expired
+    /// certificate, a missing client certificate...), TLS on one side
+    /// only, or a malformed record (see the `InactiveReason`s for which
+    /// [`is_tls`](crate::InactiveReason::is_tls) is true). Each is also
+    /// logged, with its reason.
+    pub tls_failures: u64,
     /// Publishes that failed with
     /// [`Error::Backpressure`](crate::Error::Backpressure): their
     /// publisher's reports waited for room past its
@@ -154,8 +162,9 @@ pub struct Stats {
     /// [`DispatcherBuilder::stall_limit`](crate::DispatcherBuilder::stall_limit)).
     pub subscribers_stalled: u64,
     /// The links up on this dispatcher's exchange servers whose clients
-    /// authenticated with a named credential: the credential's name (the
-    /// link's identity, as in
+    /// authenticated with a named credential or a client certificate: the
+    /// credential's name or the certificate's common name (the link's
+    /// identity, as in
     /// [`ConnectionAnnouncement::identity`](crate::ConnectionAnnouncement::identity))
     /// and the client's process, one entry per link, sorted by name.
     pub identities: Vec<(String, ProcessId)>,

@@ -140,35 +140,41 @@ pub(crate) fn self_peak_rss() -> u64 {
     proc_status_bytes(std::process::id(), "VmHWM").unwrap_or(0)
 }
 
-/// W2 and W3: one publisher, `subs` subscriber processes, a fresh exchange.
-pub(crate) fn pubsub(s: &Sizes, subs: usize, n: u64) -> Result<PubSub, String> {
-    let exchange = spawn("exchange", &["exchange"])?;
+/// W2 and W3: one publisher, `subs` subscriber processes, a fresh
+/// exchange; every link with TLS if `tls` names a directory of
+/// certificates (see `tls::make_certs`).
+pub(crate) fn pubsub(s: &Sizes, subs: usize, n: u64, tls: Option<&str>) -> Result<PubSub, String> {
+    let tls: Vec<&str> = tls.map(|dir| vec!["--tls", dir]).unwrap_or_default();
+    let with_tls = |args: &[&'static str]| -> Vec<&str> {
+        let mut v: Vec<&str> = args.to_vec();
+        v.extend_from_slice(&tls);
+        v
+    };
+    let exchange = spawn("exchange", &with_tls(&["exchange"]))?;
     let port = port_of(&exchange)?;
     let n_s = n.to_string();
     let mut subscribers = Vec::new();
     for i in 0..subs {
-        let p = spawn(
-            &format!("subscriber{i}"),
-            &[
-                "subscriber",
-                "--port",
-                &port,
-                "--n",
-                &n_s,
-                "--idle-ms",
-                "3000",
-            ],
-        )?;
+        let mut args = vec![
+            "subscriber",
+            "--port",
+            &port,
+            "--n",
+            &n_s,
+            "--idle-ms",
+            "3000",
+        ];
+        args.extend_from_slice(&tls);
+        let p = spawn(&format!("subscriber{i}"), &args)?;
         subscribers.push(p);
     }
     for p in &subscribers {
         p.expect("READY", SETUP)?;
     }
     let subs_s = subs.to_string();
-    let publisher = spawn(
-        "publisher",
-        &["publisher", "--port", &port, "--n", &n_s, "--subs", &subs_s],
-    )?;
+    let mut args = vec!["publisher", "--port", &port, "--n", &n_s, "--subs", &subs_s];
+    args.extend_from_slice(&tls);
+    let publisher = spawn("publisher", &args)?;
     publisher.expect("READY", Duration::from_secs(35))?;
     thread::sleep(Duration::from_millis(200));
     let rss_before = proc_status_bytes(exchange.pid, "VmRSS").unwrap_or(0);

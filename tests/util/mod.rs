@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: bounded waits on events.
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod child;
 pub mod exchange_proc;
 pub mod link;

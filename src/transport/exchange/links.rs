@@ -120,7 +120,7 @@ impl Exchanges {
                     fill
                 }
                 Err(e) => {
-                    self.close_conn(token, io_why(&e), &format!("read failed: {e}"), core);
+                    self.close_conn(token, io_why(&e), &io_detail("read", &e), core);
                     return;
                 }
             };
@@ -145,11 +145,15 @@ impl Exchanges {
                         // A frame over the limit is counted as a limit
                         // breached, whatever it is.
                         Counters::bump(&self.link.counters.limits_breached);
-                        let why = match frame_why(&e) {
-                            Why::LimitBreached if !active => Why::NotNetsvc,
-                            why => why,
+                        let (why, detail) = match frame_why(&e) {
+                            // (or a TLS record: a peer that speaks TLS)
+                            Why::LimitBreached if !active => {
+                                let server = self.is_server_conn(token);
+                                crate::transport::tls::plain_refusal(&e, server)
+                            }
+                            why => (why, format!("bad input: {e}")),
                         };
-                        self.close_conn(token, why, &format!("bad input: {e}"), core);
+                        self.close_conn(token, why, &detail, core);
                         return;
                     }
                 };
@@ -458,6 +462,14 @@ impl Exchanges {
         }
     }
 
+    /// Whether a connection is a server's.
+    fn is_server_conn(&self, token: usize) -> bool {
+        self.conns
+            .get(&token)
+            .and_then(|c| self.exchanges.get(&c.exchange))
+            .is_some_and(|e| matches!(e.role, Role::Server { .. }))
+    }
+
     // ----- closing -----
 
     /// Closes a connection: every binding learned through it is withdrawn,
@@ -507,6 +519,9 @@ impl Exchanges {
             if server {
                 self.failed_auth.note(conn.peer.ip(), Instant::now());
             }
+        }
+        if why.is_tls() {
+            Counters::bump(&self.link.counters.tls_failures);
         }
         // (Counted first: a peer told why may look at the counters.)
         tell_why(&mut conn, why, reason);

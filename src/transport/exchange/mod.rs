@@ -95,14 +95,26 @@ fn connect_why(e: &io::Error) -> Why {
     }
 }
 
-/// Why a read or write failed, by its error.
+/// Why a read or write failed, by its error (a TLS refusal carries its own).
 fn io_why(e: &io::Error) -> Why {
+    if let Some(failure) = crate::transport::tls::failure(e) {
+        return failure.why;
+    }
     match e.kind() {
         io::ErrorKind::ConnectionReset
         | io::ErrorKind::ConnectionAborted
         | io::ErrorKind::BrokenPipe
         | io::ErrorKind::UnexpectedEof => Why::ClosedByPeer,
         _ => Why::Io,
+    }
+}
+
+/// What a failed read or write is said to be: a TLS refusal says it
+/// itself; otherwise `what` failed, with the error.
+fn io_detail(what: &str, e: &io::Error) -> String {
+    match crate::transport::tls::failure(e) {
+        Some(failure) => failure.detail.clone(),
+        None => format!("{what} failed: {e}"),
     }
 }
 
@@ -187,6 +199,8 @@ enum Role {
         limits: Limits,
         /// The named credentials it accepts, beside its shared secret.
         credentials: Credentials,
+        /// TLS on every connection, if it has any.
+        tls: Option<crate::tls::ServerTls>,
     },
     Client {
         addrs: Vec<SocketAddr>,
@@ -197,6 +211,8 @@ enum Role {
         /// The name of the credential its secret is for ("" for the
         /// shared secret).
         credential: String,
+        /// TLS on every connection, if it has any.
+        tls: Option<crate::tls::ClientTls>,
     },
 }
 
@@ -276,10 +292,11 @@ struct Transcript {
 }
 
 impl Exch {
-    /// Whether its links authenticate: a secret, or named credentials.
+    /// Whether its links authenticate: a secret, or named credentials
+    /// with secrets.
     fn authenticates(&self) -> bool {
         self.secret.is_some()
-            || matches!(&self.role, Role::Server { credentials, .. } if !credentials.is_empty())
+            || matches!(&self.role, Role::Server { credentials, .. } if credentials.has_secrets())
     }
 
     /// A client's key, with the name of its credential ("" for the shared
@@ -519,8 +536,8 @@ impl Exchanges {
                 authorise,
                 limits,
                 bind: b,
-
                 credentials,
+                tls,
             } => {
                 bind = b;
                 let authorise = match authorise {
@@ -537,12 +554,14 @@ impl Exchanges {
                     authorise,
                     limits,
                     credentials,
+                    tls,
                 }
             }
             ExchangeRole::Client {
                 addrs,
                 retry,
                 credential,
+                tls,
             } => Role::Client {
                 addrs,
                 next_addr: 0,
@@ -550,6 +569,7 @@ impl Exchanges {
                 conn: None,
                 attempts: 0,
                 credential,
+                tls,
             },
         };
         let is_client = matches!(role, Role::Client { .. });
