@@ -499,7 +499,9 @@ impl Core {
         holder: &mut Holder,
     ) {
         // Nearly always every link has credit: one frame for them all.
-        let all = peers.iter().all(|peer| ready_to(self.peers.map.get(peer).map(|b| &**b)));
+        let all = peers
+            .iter()
+            .all(|peer| ready_to(self.peers.map.get(peer).map(|b| &**b)));
         if all {
             self.send_reports(peers, &mut write);
             return;
