@@ -2,8 +2,10 @@
 //! services as if they were local.
 //!
 //! `cargo run --example exchange -- [--host 127.0.0.1] [--port 11111]
-//! [--secret KEY] [--group NAME]` (port 0 lets the OS choose; `--help`
-//! lists the options). Prints `LISTENING <address>`, then a line per client
+//! [--secret KEY] [--group NAME] [--tls-cert FILE --tls-key FILE
+//! [--tls-client-ca FILE]]` (port 0 lets the OS choose; `--help` lists the
+//! options; with `--tls-cert` every link is TLS, with `--tls-client-ca`
+//! mutual TLS, the clients' certificate names showing in the link lines). Prints `LISTENING <address>`, then a line per client
 //! link. `RUST_LOG` (e.g. `debug`, `netsvc=info`; default `warn`) chooses
 //! what is logged on stderr. Stops cleanly on SIGINT or SIGTERM.
 
@@ -18,12 +20,12 @@ fn main() -> netsvc::Result<()> {
         "exchange",
         "An exchange server: the client processes connected to it see each \
          other's services.",
-        common::EXCHANGE,
+        common::EXCHANGE_SERVER,
     );
     let d = Dispatcher::builder().name("exchange").build()?;
     stop_on_signals(&d)?;
     let ex = args
-        .server_builder(&d)
+        .server_builder(&d)?
         .listen((args.host.as_str(), args.port))?;
     common::log_connections(&ex);
     say(format!("LISTENING {}", ex.local_addr()));
@@ -53,6 +55,7 @@ fn main() -> netsvc::Result<()> {
                     ("limits_breached", s.limits_breached),
                     ("auth_failures", s.auth_failures),
                     ("casts_dropped", s.casts_dropped),
+                    ("tls_failures", s.tls_failures),
                 ]
                 .into_iter()
                 .map(|(name, value)| (name.to_owned(), value))

@@ -2,7 +2,8 @@
 //! report, then `system.time` every second, through an exchange.
 //!
 //! `cargo run --example publisher -- [--host 127.0.0.1] [--port 11111]
-//! [--secret KEY] [--group NAME]` (`--help` lists them; `RUST_LOG` chooses
+//! [--secret KEY] [--group NAME] [--tls-ca FILE [--tls-server-name NAME]
+//! [--tls-cert FILE --tls-key FILE]]` (`--help` lists them; `RUST_LOG` chooses
 //! what is logged on stderr, default `warn`). Connects with a 1-second
 //! retry delay, so it may start before the exchange. It also answers
 //! `uptime` requests. Stops on SIGINT/SIGTERM.
@@ -22,7 +23,7 @@ fn main() -> netsvc::Result<()> {
         "publisher",
         "A publisher: a cached system.startup report, then system.time every \
          second, through an exchange; it answers uptime requests.",
-        common::EXCHANGE,
+        common::EXCHANGE_CLIENT,
     );
     let d = Dispatcher::builder().name("publisher").build()?;
     stop_on_signals(&d)?;

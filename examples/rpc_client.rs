@@ -3,7 +3,8 @@
 //!
 //! `cargo run --example rpc_client [-- --port 11111]` (with the exchange and
 //! at least one rpc_server running; it waits up to 10 s for a server).
-//! Also `--host H`, `--secret KEY`, `--group NAME` (`--help` lists them;
+//! Also `--host H`, `--secret KEY`, `--group NAME`, and TLS with `--tls-ca
+//! FILE [--tls-server-name NAME] [--tls-cert FILE --tls-key FILE]` (`--help` lists them;
 //! `RUST_LOG` chooses what is logged on stderr, default `warn`).
 
 #[path = "common/mod.rs"]
@@ -19,7 +20,7 @@ fn main() -> netsvc::Result<()> {
         "rpc_client",
         "An RPC client: calls the calculator servers of rpc_server through an \
          exchange, then exits.",
-        common::EXCHANGE,
+        common::EXCHANGE_CLIENT,
     );
     let d = Dispatcher::builder().name("rpc-client").build()?;
     let _ex = args.connect(&d, Duration::from_secs(1))?;

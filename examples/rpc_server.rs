@@ -6,7 +6,8 @@
 //! `cargo run --example exchange` in one terminal, then
 //! `cargo run --example rpc_server [-- --server s2]` in one or more others,
 //! then `cargo run --example rpc_client`. Also `--host H`, `--port N`,
-//! `--secret KEY`, `--group NAME` (`--help` lists them; `RUST_LOG`
+//! `--secret KEY`, `--group NAME`, TLS with `--tls-ca FILE
+//! [--tls-server-name NAME] [--tls-cert FILE --tls-key FILE]` (`--help` lists them; `RUST_LOG`
 //! chooses what is logged on stderr, default `warn`). Stops on
 //! SIGINT/SIGTERM.
 
@@ -23,7 +24,17 @@ fn main() -> netsvc::Result<()> {
         "rpc_server",
         "An RPC server of topic calculator (methods add, divide, sleep, \
          whoami), reached through an exchange.",
-        &[Opt::Host, Opt::Port, Opt::Secret, Opt::Group, Opt::Server],
+        &[
+            Opt::Host,
+            Opt::Port,
+            Opt::Secret,
+            Opt::Group,
+            Opt::TlsCa,
+            Opt::TlsServerName,
+            Opt::TlsCert,
+            Opt::TlsKey,
+            Opt::Server,
+        ],
     );
     let d = Dispatcher::builder().name("rpc-server").build()?;
     stop_on_signals(&d)?;

@@ -89,6 +89,12 @@ fn main() {
         server: String::new(),
         secret: None,
         group: String::new(),
+        tls_cert: None,
+        tls_key: None,
+        tls_client_ca: None,
+        tls_ca: None,
+        tls_server_name: None,
+        count: 0,
     };
     let mut minutes = 10.0f64;
     let mut role = None;
@@ -206,14 +212,14 @@ fn link() -> &'static common::Args {
 
 fn client_dispatcher(name: &str, addr: SocketAddr) -> netsvc::Result<(Dispatcher, Exchange)> {
     let d = Dispatcher::builder().name(name).build()?;
-    let ex = link().client_builder(&d).connect(addr, RETRY)?;
+    let ex = link().client_builder(&d)?.connect(addr, RETRY)?;
     Ok((d, ex))
 }
 
 fn exchange() -> netsvc::Result<()> {
     let stop = stop_channel();
     let d = Dispatcher::builder().name("exchange").build()?;
-    let ex = link().server_builder(&d).listen("127.0.0.1:0")?;
+    let ex = link().server_builder(&d)?.listen("127.0.0.1:0")?;
     say(format!("LISTENING {}", ex.local_addr()));
     while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(STATS_EVERY) {
         say(stats_line(&d, &[]));

@@ -2,7 +2,8 @@
 //! `system.*` through an exchange, and says what it hears.
 //!
 //! `cargo run --example subscriber -- [--host 127.0.0.1] [--port 11111]
-//! [--secret KEY] [--group NAME]` (`--help` lists them; `RUST_LOG` chooses
+//! [--secret KEY] [--group NAME] [--tls-ca FILE [--tls-server-name NAME]
+//! [--tls-cert FILE --tls-key FILE]]` (`--help` lists them; `RUST_LOG` chooses
 //! what is logged on stderr, default `warn`).
 //! Prints `<publisher> originally started at <t>` for the cached startup
 //! report, `<publisher> was still alive at <t>` for each time report,
@@ -24,7 +25,7 @@ fn main() -> netsvc::Result<()> {
         "subscriber",
         "A subscriber: monitors publishers, subscribes to their system.* \
          reports through an exchange, and says what it hears.",
-        common::EXCHANGE,
+        common::EXCHANGE_CLIENT,
     );
     let d = Dispatcher::builder().name("subscriber").build()?;
     stop_on_signals(&d)?;

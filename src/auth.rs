@@ -71,11 +71,16 @@ pub(crate) fn identity_uid(token: &[u8]) -> u64 {
 /// client's and the server's addresses as the prover sees them (an IPv4
 /// address mapped into IPv6 counts as IPv4). A party in the middle that
 /// relays a handshake has two connections, seen differently at each end:
-/// the proofs of one do not verify on the other.
+/// the proofs of one do not verify on the other. Over TLS, `session` is
+/// keying material exported from the TLS session (the same at both of
+/// its ends, and at no other session's): a party in the middle that
+/// terminates TLS on both sides has two sessions, and the proofs of one
+/// do not verify on the other either, addresses bound or not.
 pub(crate) fn transcript(
     client_hello: &[u8],
     server_hello: &[u8],
     bound: Option<(SocketAddr, SocketAddr)>,
+    session: Option<&[u8]>,
 ) -> Vec<u8> {
     let mut h = Sha256::new();
     h.update(b"netsvc-handshake");
@@ -94,6 +99,11 @@ pub(crate) fn transcript(
             h.update(ip.to_string().as_bytes());
             h.update(addr.port().to_be_bytes());
         }
+    }
+    if let Some(session) = session {
+        h.update(b"netsvc-tls-session");
+        h.update((session.len() as u64).to_be_bytes());
+        h.update(session);
     }
     h.finalize().to_vec()
 }
@@ -195,7 +205,7 @@ mod tests {
         let k = Secret::new(b"key");
         let (ns, nc) = (nonce(), nonce());
         assert_ne!(ns, nc);
-        let t = transcript(b"client hello", b"server hello", None);
+        let t = transcript(b"client hello", b"server hello", None, None);
         let p = prove(&k, Side::Client, &ns, &nc, 1, 2, &t, b"");
         assert!(check(&k, Side::Client, &p, &ns, &nc, 1, 2, &t, b""));
         let other = Secret::new(b"other");
@@ -213,7 +223,7 @@ mod tests {
             !check(&k, Side::Client, &p, &ns, &nc, 1, 3, &t, b""),
             "bound to the peers"
         );
-        let t2 = transcript(b"client hello", b"another server hello", None);
+        let t2 = transcript(b"client hello", b"another server hello", None, None);
         assert!(
             !check(&k, Side::Client, &p, &ns, &nc, 1, 2, &t2, b""),
             "bound to the hellos"
@@ -227,11 +237,22 @@ mod tests {
         let b: SocketAddr = "127.0.0.1:5000".parse().unwrap();
         let relay: SocketAddr = "127.0.0.1:6000".parse().unwrap();
         let mapped: SocketAddr = "[::ffff:127.0.0.1]:4000".parse().unwrap();
-        let t = |c, s| transcript(b"c", b"s", Some((c, s)));
+        let t = |c, s| transcript(b"c", b"s", Some((c, s)), None);
         assert_eq!(t(a, b), t(mapped, b), "a mapped address is the address");
         assert_ne!(t(a, b), t(a, relay), "the client saw a relay");
         assert_ne!(t(a, b), t(relay, b), "the server saw a relay");
-        assert_ne!(t(a, b), transcript(b"c", b"s", None));
+        assert_ne!(t(a, b), transcript(b"c", b"s", None, None));
+        let s1 = transcript(b"c", b"s", None, Some(&[1u8; 32]));
+        assert_ne!(
+            s1,
+            transcript(b"c", b"s", None, None),
+            "bound to the TLS session"
+        );
+        assert_ne!(
+            s1,
+            transcript(b"c", b"s", None, Some(&[2u8; 32])),
+            "to that session only"
+        );
     }
 
     #[test]

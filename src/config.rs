@@ -33,6 +33,16 @@ pub(crate) struct Config {
     pub max_name_len: usize,
     /// Longest report subject and subscription pattern, in bytes.
     pub max_subject_len: usize,
+    /// How long `publish_report` waits for room before it fails with
+    /// `Error::Backpressure`.
+    pub publish_timeout: Duration,
+    /// How long a subscriber may take nothing from a full queue while
+    /// reports wait for it, before what waits is dropped and it is told.
+    pub stall_limit: Duration,
+    /// How long a link's output may stay congested (or, on a server, its
+    /// reports wait for credit it does not grant) before it is dropped as
+    /// a slow consumer.
+    pub slow_consumer_timeout: Duration,
 }
 
 /// The largest event queue a service may have: its channel is made up

@@ -58,9 +58,52 @@ pub enum InactiveReason {
     /// process) took this one's place: the process reconnected while this
     /// side still held its old link.
     Superseded,
+    /// The peer speaks TLS, and this side has no TLS configuration: a TLS
+    /// client on a plain exchange port (seen by that server), or a plain
+    /// client of a TLS exchange (seen by that client).
+    TlsRequiredByPeer,
+    /// This side speaks TLS, and the peer does not: a plain client on a
+    /// TLS exchange port (seen by that server), or a TLS client of a plain
+    /// exchange (seen by that client).
+    PeerWithoutTls,
+    /// A certificate is not issued by a CA its verifier trusts: the peer's
+    /// (this side refused it), or this side's (the peer refused it, with
+    /// the alert `unknown_ca`).
+    UnknownCa,
+    /// The server's certificate is not valid for the server name the
+    /// client asked for (see
+    /// [`TlsClientConfig::server_name`](crate::TlsClientConfig::server_name));
+    /// on the server, the client's alert `bad_certificate`, most often for
+    /// that cause.
+    CertificateNameMismatch,
+    /// A certificate is outside its validity period (expired, or not valid
+    /// yet): the peer's, or this side's (the peer refused it, with the
+    /// alert `certificate_expired`).
+    CertificateExpired,
+    /// A server of mutual TLS requires a client certificate, and the
+    /// client presented none (seen by both sides).
+    ClientCertificateRequired,
+    /// Any other TLS failure: a malformed record, no common protocol
+    /// version or cipher suite, a decryption failure, another alert.
+    TlsFailed,
 }
 
 impl InactiveReason {
+    /// Whether it is a refusal of the TLS layer (the handshake, a
+    /// certificate, TLS on one side only).
+    pub fn is_tls(self) -> bool {
+        matches!(
+            self,
+            InactiveReason::TlsRequiredByPeer
+                | InactiveReason::PeerWithoutTls
+                | InactiveReason::UnknownCa
+                | InactiveReason::CertificateNameMismatch
+                | InactiveReason::CertificateExpired
+                | InactiveReason::ClientCertificateRequired
+                | InactiveReason::TlsFailed
+        )
+    }
+
     /// The reason as a short phrase, as it is displayed.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -79,6 +122,13 @@ impl InactiveReason {
             InactiveReason::Io => "I/O error",
             InactiveReason::Closed => "closed",
             InactiveReason::Superseded => "superseded by a newer link",
+            InactiveReason::TlsRequiredByPeer => "TLS required by the peer",
+            InactiveReason::PeerWithoutTls => "peer without TLS",
+            InactiveReason::UnknownCa => "unknown CA",
+            InactiveReason::CertificateNameMismatch => "certificate name mismatch",
+            InactiveReason::CertificateExpired => "certificate expired",
+            InactiveReason::ClientCertificateRequired => "client certificate required",
+            InactiveReason::TlsFailed => "TLS failed",
         }
     }
 }
@@ -154,12 +204,14 @@ impl ConnectionAnnouncement {
     }
 
     /// Who the peer authenticated as: on a server, the name of the
-    /// [`Credential`](crate::Credential) the client connected with (its
-    /// `Active` announcement and the `Inactive` when that link goes down).
-    /// `None` for a client that proved the shared secret, for a link
-    /// without authentication, for a failed attempt, and on a client (the
-    /// server proves it holds the client's key, and has no name of its
-    /// own).
+    /// [`Credential`](crate::Credential) the client connected with, or
+    /// with mutual TLS the subject common name (CN) of its certificate
+    /// (its `Active` announcement and the `Inactive` when that link goes
+    /// down; see [`ServerBuilder::tls`](crate::ServerBuilder::tls)).
+    /// `None` for a client that proved the shared secret without a client
+    /// certificate, for a link without authentication, for a failed
+    /// attempt, and on a client (the server proves it holds the client's
+    /// key, or its certificate's name, and has no name of its own).
     pub fn identity(&self) -> Option<&str> {
         self.identity.as_deref()
     }

@@ -58,7 +58,8 @@ use crate::pattern::Pattern;
 #[derive(Clone)]
 pub struct Credential {
     name: String,
-    secret: Secret,
+    /// `None`: a credential only a client certificate selects.
+    secret: Option<Secret>,
     permissions: Permissions,
 }
 
@@ -82,7 +83,23 @@ impl Credential {
     pub fn new(name: impl Into<String>, secret: impl AsRef<[u8]>) -> Self {
         Credential {
             name: name.into(),
-            secret: Secret::new(secret.as_ref()),
+            secret: Some(Secret::new(secret.as_ref())),
+            permissions: Permissions::default(),
+        }
+    }
+
+    /// A credential without a secret, which only a client certificate of
+    /// mutual TLS selects: a server with a client CA
+    /// ([`TlsServerConfig::client_ca_pem`](crate::TlsServerConfig::client_ca_pem))
+    /// gives a client whose certificate's subject common name (CN) is
+    /// `name` this credential's identity and permissions. No client can
+    /// prove it with a secret (one naming it is refused as a wrong secret
+    /// is), and it does not make the server require secrets. The name is
+    /// checked as [`new`](Self::new)'s is.
+    pub fn for_certificate(name: impl Into<String>) -> Self {
+        Credential {
+            name: name.into(),
+            secret: None,
             permissions: Permissions::default(),
         }
     }
@@ -218,7 +235,7 @@ pub(crate) struct Identity {
 /// A server's named credentials, by name.
 #[derive(Debug, Default)]
 pub(crate) struct Credentials {
-    by_name: HashMap<String, (Secret, Arc<Identity>)>,
+    by_name: HashMap<String, (Option<Secret>, Arc<Identity>)>,
     /// The longest name it holds may have (the dispatcher's longest name).
     max_name: usize,
 }
@@ -260,13 +277,36 @@ impl Credentials {
         self.by_name.is_empty()
     }
 
-    /// The secret and identity of the credential of that name (a name a
-    /// client sent: one longer than any name may be is not even hashed).
+    /// Whether any has a secret (clients must then authenticate).
+    pub(crate) fn has_secrets(&self) -> bool {
+        self.by_name.values().any(|(s, _)| s.is_some())
+    }
+
+    /// The secret and identity of the credential of that name with a
+    /// secret (a name a client sent: one longer than any name may be is
+    /// not even hashed).
     pub(crate) fn get(&self, name: &str) -> Option<(&Secret, &Arc<Identity>)> {
         if name.len() > self.max_name {
             return None;
         }
-        self.by_name.get(name).map(|(s, i)| (s, i))
+        match self.by_name.get(name) {
+            Some((Some(s), i)) => Some((s, i)),
+            _ => None,
+        }
+    }
+
+    /// The identity of the credential of that name, with a secret or
+    /// without (what a client certificate's name selects).
+    pub(crate) fn identity(&self, name: &str) -> Option<&Arc<Identity>> {
+        if name.len() > self.max_name {
+            return None;
+        }
+        self.by_name.get(name).map(|(_, i)| i)
+    }
+
+    /// Every credential's name.
+    pub(crate) fn names(&self) -> std::collections::HashSet<String> {
+        self.by_name.keys().cloned().collect()
     }
 }
 

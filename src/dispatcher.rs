@@ -186,6 +186,9 @@ impl Dispatcher {
             casts_dropped: get(&c.casts_dropped),
             refused_frames: get(&c.refused_frames),
             permission_denied: get(&c.permission_denied),
+            tls_failures: get(&c.tls_failures),
+            publish_timeouts: get(&c.publish_timeouts),
+            subscribers_stalled: get(&c.subscribers_stalled),
             identities: c.identities(),
         }
     }
@@ -226,6 +229,9 @@ impl Default for DispatcherBuilder {
                 default_timeout: Duration::from_secs(30),
                 max_name_len: crate::limits::MAX_NAME_LEN,
                 max_subject_len: crate::limits::MAX_SUBJECT_LEN,
+                publish_timeout: Duration::from_secs(10),
+                stall_limit: Duration::from_secs(2),
+                slow_consumer_timeout: Duration::from_secs(3),
             },
             refusal: Refusal::default(),
         }
@@ -242,16 +248,71 @@ impl DispatcherBuilder {
     /// The default capacity of each service's event queue (default 1024).
     ///
     /// When a service's queue holds this many events, further requests are
-    /// refused with code 50 (busy) and further reports are dropped; both are
-    /// counted in [`Stats`]. Announcements, timers and shutdown events may
-    /// use a reserve of the same size again beyond that; past the reserve
-    /// they are dropped, logged and counted in [`Stats::events_dropped`].
+    /// refused with code 50 (busy), and further reports wait for room
+    /// (their publishers pushed back on: see
+    /// [`publish_timeout`](Self::publish_timeout) and
+    /// [`stall_limit`](Self::stall_limit)). Announcements, timers and
+    /// shutdown events may use a reserve of the same size again beyond
+    /// that; past the reserve they are dropped, logged and counted in
+    /// [`Stats::events_dropped`].
     ///
     /// Refused by [`build`](Self::build): 0 (nothing could be delivered),
     /// and more than 16,777,216 (the queue is allocated up front).
     pub fn queue_capacity(mut self, capacity: usize) -> Self {
         check_capacity(&mut self.refusal, "queue_capacity", capacity);
         self.config.queue_capacity = capacity;
+        self
+    }
+
+    /// How long [`Service::publish_report`](crate::Service::publish_report)
+    /// waits for room (default 10 s) while as many of the publisher's
+    /// reports as its queue's capacity wait for subscribers (a full queue,
+    /// or a link out of credit); then it fails with
+    /// [`Error::Backpressure`](crate::Error::Backpressure), the report not
+    /// published. 0 is refused by [`build`](Self::build).
+    pub fn publish_timeout(mut self, timeout: Duration) -> Self {
+        self.refusal.check(!timeout.is_zero(), || {
+            "publish_timeout must be more than 0".to_owned()
+        });
+        self.config.publish_timeout = timeout.min(NO_LIMIT);
+        self
+    }
+
+    /// How long a subscriber may take nothing from its full queue while
+    /// reports wait for it (default 2 s). Reports wait for a slow
+    /// subscriber, and their publishers with them, as long as it takes
+    /// events; one that takes none for this long is stalled: the reports
+    /// waiting for it are dropped, and so are those that come before half
+    /// its queue is free again, and it is then told how many with
+    /// [`Event::Dropped`](crate::Event::Dropped). So a stalled subscriber
+    /// holds up its publishers, and the other subscribers of its links, for
+    /// at most this long. 0 is refused by [`build`](Self::build); a
+    /// century or more means never (reports then wait for as long as the
+    /// subscriber takes nothing, and publishers fail with
+    /// [`Error::Backpressure`](crate::Error::Backpressure)).
+    pub fn stall_limit(mut self, limit: Duration) -> Self {
+        self.refusal.check(!limit.is_zero(), || {
+            "stall_limit must be more than 0".to_owned()
+        });
+        self.config.stall_limit = limit.min(NO_LIMIT);
+        self
+    }
+
+    /// How long an exchange peer may keep this process's output to it
+    /// congested (default 3 s): more than the high-water mark unsent
+    /// (1/8 of [`max_outbound_buffer`](Self::max_outbound_buffer), between
+    /// 64 KiB and 1 MiB) without ever draining to a quarter of it. It is
+    /// then dropped alone as a slow consumer (counted in
+    /// [`Stats::slow_consumers`], and told in its
+    /// [`ConnectionAnnouncement`](crate::ConnectionAnnouncement) as
+    /// [`SlowConsumer`](crate::InactiveReason::SlowConsumer)). On a server,
+    /// a client whose reports have waited this long for credit it does not
+    /// grant is dropped the same way. 0 is refused by [`build`](Self::build).
+    pub fn slow_consumer_timeout(mut self, timeout: Duration) -> Self {
+        self.refusal.check(!timeout.is_zero(), || {
+            "slow_consumer_timeout must be more than 0".to_owned()
+        });
+        self.config.slow_consumer_timeout = timeout.min(NO_LIMIT);
         self
     }
 
@@ -280,14 +341,13 @@ impl DispatcherBuilder {
     /// [`Stats::slow_consumers`].
     ///
     /// Before that, above an eighth of it (at most 1 MiB), the peer is
-    /// *congested*: the dispatcher takes no commands and reads from no
-    /// other peer until the backlog is down to a quarter of that mark. The
-    /// pressure so reaches the senders (through TCP, and on the bounded
-    /// command queue, where a fast publisher blocks) instead of piling up
-    /// here. A peer congested
-    /// for the dead-peer timeout (see [`heartbeat`](Self::heartbeat)) is
-    /// disconnected as a slow consumer, so congestion always ends; commands
-    /// (also [`Dispatcher::shutdown`]) wait for it at most that long.
+    /// *congested* until its backlog is down to a quarter of that mark:
+    /// its own input is not read, nor the input of peers whose requests
+    /// were relayed to it, so TCP pushes back on those senders alone; every
+    /// other peer, the commands and the timers are served as ever. A peer
+    /// congested for the
+    /// [`slow_consumer_timeout`](Self::slow_consumer_timeout) is
+    /// disconnected as a slow consumer, so congestion always ends.
     ///
     /// Refused by [`build`](Self::build): less than 1 KiB (every peer
     /// would be disconnected at its first message).

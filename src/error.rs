@@ -78,6 +78,10 @@ pub enum Error {
     /// A setting or argument that cannot work, for instance a queue of
     /// capacity 0; the message names the setting and says why (code 56).
     InvalidArgument(String),
+    /// A report could not be published within the publish timeout: as many
+    /// of the publisher's reports as its queue holds were waiting for a
+    /// subscriber to take them (code 50). The report was not published.
+    Backpressure(String),
     /// The dispatcher thread failed (it panicked, or its poll failed): the
     /// message says how. Every call it held failed with [`Error::Closed`]
     /// (code 46).
@@ -102,6 +106,7 @@ impl Error {
             Error::Remote(_) => codes::APPLICATION_ERROR,
             Error::NoSuchMethod(_) | Error::UnsupportedVersion(_) => codes::METHOD_UNAVAILABLE,
             Error::Decode(_) => codes::REQUEST_DECODING_ERROR,
+            Error::Backpressure(_) => codes::SERVICE_BUSY,
         }
     }
 }
@@ -119,6 +124,7 @@ impl fmt::Display for Error {
             Error::UnsupportedVersion(s) => write!(f, "unsupported version: {s}"),
             Error::VersionCap(s) => write!(f, "version cap exceeded: {s}"),
             Error::Decode(s) => write!(f, "decode error: {s}"),
+            Error::Backpressure(s) => write!(f, "backpressure: {s}"),
             Error::Encode(s) => write!(f, "encode error: {s}"),
             Error::Io(e) => write!(f, "I/O error: {e}"),
             Error::Closed => f.write_str("dispatcher or service closed"),

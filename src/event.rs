@@ -36,6 +36,88 @@ pub enum Event {
     /// The dispatcher is shutting down (see
     /// [`Dispatcher::shutdown_after`](crate::Dispatcher::shutdown_after)).
     Shutdown,
+    /// Reports meant for this service were dropped, and how many: by the
+    /// drop policy of its subscriptions ([`Overflow`]), or because it took
+    /// nothing from its full queue for the
+    /// [`stall_limit`](crate::DispatcherBuilder::stall_limit). Told before
+    /// the next report that reaches it; counts of drops in a row are added
+    /// up into one event.
+    Dropped(Dropped),
+    /// A subscription of this service reached the process of a publisher
+    /// it is against and is in force there (across every exchange on the
+    /// way): reports published from now on reach this service. One per
+    /// publisher and pattern, each time the subscription takes effect
+    /// there (again after a reconnection).
+    Confirmed(Confirmed),
+}
+
+/// A subscription in force at its publisher ([`Event::Confirmed`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Confirmed {
+    pub(crate) publisher: ServiceBinding,
+    pub(crate) pattern: String,
+}
+
+impl Confirmed {
+    /// The publisher whose process confirmed it.
+    pub fn publisher(&self) -> &ServiceBinding {
+        &self.publisher
+    }
+
+    /// The subscription's pattern.
+    pub fn pattern(&self) -> &str {
+        &self.pattern
+    }
+}
+
+/// What a subscription does with its reports while its subscriber's queue
+/// is full (see [`Service::subscribe_reports_with`](crate::Service::subscribe_reports_with)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Overflow {
+    /// Nothing is dropped (the default): the reports wait for room, and
+    /// their publisher waits with them; see
+    /// [`DispatcherBuilder::stall_limit`](crate::DispatcherBuilder::stall_limit)
+    /// for a subscriber that takes nothing at all.
+    #[default]
+    Wait,
+    /// Up to this many reports wait beyond the full queue; a report that
+    /// finds them all waiting is dropped. Publishers never wait for this
+    /// subscription.
+    DropNewest(usize),
+    /// Up to this many reports wait beyond the full queue; a new report
+    /// that finds them all waiting takes the place of the oldest, which is
+    /// dropped. Publishers never wait for this subscription.
+    DropOldest(usize),
+}
+
+/// Why reports were dropped (see [`Event::Dropped`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DropReason {
+    /// The subscription's [`Overflow`] policy dropped them.
+    Policy,
+    /// The subscriber took nothing from its full queue for the stall limit.
+    Stalled,
+}
+
+/// Reports dropped before they reached a service ([`Event::Dropped`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dropped {
+    pub(crate) count: u64,
+    pub(crate) reason: DropReason,
+}
+
+impl Dropped {
+    /// How many reports were dropped.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Why.
+    pub fn reason(&self) -> DropReason {
+        self.reason
+    }
 }
 
 /// Whether a service is present.
@@ -432,6 +514,21 @@ impl Report {
     /// expected and found; [`Value`](crate::Value) reads any content.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T> {
         wire::decode(self.payload.as_bytes())
+    }
+
+    /// The content's encoded bytes, as the publisher's process encoded
+    /// them: read without decoding or copying (every subscriber of the
+    /// report in this process shares them). Republish them with
+    /// [`Service::publish_encoded`](crate::Service::publish_encoded), or
+    /// store them and [`decode`](crate::decode) them later.
+    pub fn bytes(&self) -> &[u8] {
+        self.payload.as_bytes()
+    }
+
+    /// The same bytes as [`bytes`](Self::bytes), shared (a reference count
+    /// taken, no copy), to keep beyond the report.
+    pub fn shared_bytes(&self) -> Arc<[u8]> {
+        self.payload.shared()
     }
 }
 

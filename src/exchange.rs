@@ -21,6 +21,7 @@ use crate::dispatcher::Dispatcher;
 use crate::error::{Error, Result};
 use crate::mailbox::command::{Authorise, Command, ExchangeRole, Limits};
 use crate::mailbox::Link;
+use crate::tls::{NameCheck, ServerTls, TlsClientConfig, TlsServerConfig};
 
 /// How many connection announcements wait unread before newer ones are
 /// dropped (they are notices; the routing state does not depend on them).
@@ -31,6 +32,8 @@ struct Inner {
     id: u64,
     connections: Receiver<ConnectionAnnouncement>,
     listen_addr: Option<SocketAddr>,
+    /// A TLS server's configuration, which `reload_tls` replaces.
+    tls: Option<ServerTls>,
 }
 
 /// A handle to one exchange (server or client) of a dispatcher.
@@ -63,6 +66,7 @@ impl Exchange {
             credentials: Vec::new(),
             limits: Limits::default(),
             bind: true,
+            tls: None,
         }
     }
 
@@ -74,6 +78,7 @@ impl Exchange {
             group: String::new(),
             secret: None,
             credential: None,
+            tls: None,
         }
     }
 
@@ -102,6 +107,31 @@ impl Exchange {
         self.inner.connections.clone()
     }
 
+    /// Replaces a TLS server's certificate, key and client CA: connections
+    /// accepted from now on use `config`; the links up keep the TLS
+    /// session they have (and stay up). Certificates expire: this renews
+    /// one without a restart. The configuration is checked as
+    /// [`ServerBuilder::listen`] checks it (the key must be the
+    /// certificate's): on an error nothing changes.
+    ///
+    /// [`Error::InvalidArgument`] on an exchange without TLS (a client, or
+    /// a server that listens without it): TLS cannot be turned on later.
+    pub fn reload_tls(&self, config: &TlsServerConfig) -> Result<()> {
+        match &self.inner.tls {
+            Some(tls) => {
+                tls.replace(config)?;
+                log::info!(
+                    "netsvc: exchange server {:?}: TLS configuration reloaded",
+                    self.inner.listen_addr
+                );
+                Ok(())
+            }
+            None => Err(Error::InvalidArgument(
+                "reload_tls: this exchange is not a TLS server".into(),
+            )),
+        }
+    }
+
     /// Closes the exchange: its links go down (every binding learned
     /// through them is withdrawn), a client stops reconnecting, a server
     /// stops listening. Idempotent.
@@ -120,6 +150,7 @@ fn open(
     role: ExchangeRole,
     secret: Option<Secret>,
     listen_addr: Option<SocketAddr>,
+    tls: Option<ServerTls>,
 ) -> Result<Exchange> {
     let (tx, rx): (Sender<ConnectionAnnouncement>, _) =
         crossbeam_channel::bounded(ANNOUNCEMENT_CAPACITY);
@@ -138,6 +169,7 @@ fn open(
             id,
             connections: rx,
             listen_addr,
+            tls,
         }),
     })
 }
@@ -152,6 +184,7 @@ pub struct ServerBuilder {
     credentials: Vec<Credential>,
     limits: Limits,
     bind: bool,
+    tls: Option<TlsServerConfig>,
 }
 
 impl fmt::Debug for ServerBuilder {
@@ -163,6 +196,7 @@ impl fmt::Debug for ServerBuilder {
             .field("credentials", &self.credentials)
             .field("limits", &self.limits)
             .field("bind", &self.bind)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -235,8 +269,8 @@ impl ServerBuilder {
     /// [`Error::InvalidArgument`], as does an empty name or one longer
     /// than [`DispatcherBuilder::max_name_len`](crate::DispatcherBuilder::max_name_len).
     ///
-    /// With any credential (or a [`secret`](Self::secret)) every client
-    /// must authenticate. A client naming a credential this server does
+    /// With any credential that has a secret (or a
+    /// [`secret`](Self::secret)) every client must authenticate. A client naming a credential this server does
     /// not have is refused exactly as one with a wrong secret is (the
     /// same [`InactiveReason::AuthenticationFailed`](crate::InactiveReason::AuthenticationFailed),
     /// the same detail, counted in
@@ -257,6 +291,49 @@ impl ServerBuilder {
     /// with status [`Withdrawn`](crate::ServiceStatus::Withdrawn)).
     pub fn credential(mut self, credential: Credential) -> Self {
         self.credentials.push(credential);
+        self
+    }
+
+    /// TLS on every connection: the server's certificate and key, and
+    /// with a client CA mutual TLS. A client without TLS is refused
+    /// ([`InactiveReason::PeerWithoutTls`](crate::InactiveReason::PeerWithoutTls)
+    /// here, [`TlsRequiredByPeer`](crate::InactiveReason::TlsRequiredByPeer)
+    /// at the client), as is a TLS handshake that fails (an unknown CA, a
+    /// certificate outside its validity, no client certificate: each with
+    /// its [`InactiveReason`](crate::InactiveReason) on both sides,
+    /// logged and counted in [`Stats::tls_failures`](crate::Stats::tls_failures)).
+    /// Everything the link carries is then encrypted and integrity
+    /// protected; the netsvc handshake and all that follows run inside the
+    /// TLS session unchanged. [`Exchange::reload_tls`] changes the
+    /// certificate of the running server.
+    ///
+    /// **Mutual TLS and identities.** With a client CA, every client
+    /// presents a certificate issued by it, and the certificate's subject
+    /// common name (CN; exactly one, at most
+    /// [`max_name_len`](crate::DispatcherBuilder::max_name_len) bytes) is
+    /// the link's identity: in
+    /// [`ConnectionAnnouncement::identity`](crate::ConnectionAnnouncement::identity)
+    /// and [`Stats::identities`](crate::Stats::identities). With named
+    /// [`credential`](Self::credential)s, the CN must be the name of one of
+    /// them (a [`Credential::for_certificate`] has no secret, for just
+    /// that), whose permissions then hold the client; a certificate naming
+    /// none is refused in the TLS handshake
+    /// ([`AuthenticationFailed`](crate::InactiveReason::AuthenticationFailed)
+    /// on both sides). Without named credentials, the CN is the identity
+    /// and every permission is the client's.
+    ///
+    /// **With secrets.** TLS and the shared-secret handshake compose: the
+    /// proofs of a [`secret`](Self::secret) or of a named credential's
+    /// secret then also cover keying material exported from the TLS
+    /// session, so a proof relayed into another TLS session does not
+    /// verify there. A client proving a named credential's secret must
+    /// prove the credential its certificate names (else
+    /// `AuthenticationFailed`); one proving the shared secret takes the
+    /// identity and permissions its certificate names.
+    ///
+    /// TLS work is done on the dispatcher thread, as all socket work.
+    pub fn tls(mut self, config: TlsServerConfig) -> Self {
+        self.tls = Some(config);
         self
     }
 
@@ -350,6 +427,16 @@ impl ServerBuilder {
     /// that is too long) are refused first, with [`Error::InvalidArgument`].
     pub fn listen<A: ToSocketAddrs>(self, addr: A) -> Result<Exchange> {
         let credentials = Credentials::new(self.credentials, self.link.config.max_name_len)?;
+        let tls = match &self.tls {
+            Some(config) => {
+                let names = NameCheck {
+                    names: (!credentials.is_empty()).then(|| credentials.names()),
+                    max_len: self.link.config.max_name_len,
+                };
+                Some(ServerTls::new(config, names)?)
+            }
+            None => None,
+        };
         let listener = std::net::TcpListener::bind(addr)?;
         listener.set_nonblocking(true)?;
         let local = listener.local_addr()?;
@@ -360,9 +447,17 @@ impl ServerBuilder {
             limits: self.limits,
             bind: self.bind,
             credentials,
+            tls: tls.clone(),
         };
-        let ex = open(self.link, self.group, role, self.secret, Some(local))?;
-        log::debug!("netsvc: exchange server listening on {local}");
+        let mutual = self.tls.as_ref().is_some_and(TlsServerConfig::is_mutual);
+        let ex = open(self.link, self.group, role, self.secret, Some(local), tls)?;
+        match &self.tls {
+            Some(_) => log::debug!(
+                "netsvc: exchange server listening on {local} with TLS{}",
+                if mutual { " (mutual)" } else { "" }
+            ),
+            None => log::debug!("netsvc: exchange server listening on {local}"),
+        }
         Ok(ex)
     }
 }
@@ -377,6 +472,7 @@ pub struct ClientBuilder {
     /// The name of the credential the secret is for; `None`: the shared
     /// secret.
     credential: Option<String>,
+    tls: Option<TlsClientConfig>,
 }
 
 impl ClientBuilder {
@@ -416,6 +512,21 @@ impl ClientBuilder {
         self
     }
 
+    /// TLS on the connection: the CA the server's certificate must be
+    /// issued by, the name it must be valid for, and for a server of
+    /// mutual TLS this client's certificate (see [`TlsClientConfig`] and
+    /// [`ServerBuilder::tls`]). Every attempt, and every reconnect, makes a
+    /// TLS handshake (resuming the last session where the server allows);
+    /// a refused one is announced `Inactive` with its reason (for instance
+    /// [`UnknownCa`](crate::InactiveReason::UnknownCa),
+    /// [`CertificateNameMismatch`](crate::InactiveReason::CertificateNameMismatch),
+    /// [`PeerWithoutTls`](crate::InactiveReason::PeerWithoutTls) for a
+    /// server without TLS), and tried again after the retry delay.
+    pub fn tls(mut self, config: TlsClientConfig) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
     fn start(self, addr: impl ToSocketAddrs, retry: Option<Duration>) -> Result<Exchange> {
         let max = self.link.config.max_name_len;
         match &self.credential {
@@ -439,6 +550,7 @@ impl ClientBuilder {
                 "the address resolves to nothing",
             )));
         }
+        let tls = self.tls.as_ref().map(TlsClientConfig::build).transpose()?;
         open(
             self.link,
             self.group,
@@ -446,8 +558,10 @@ impl ClientBuilder {
                 addrs,
                 retry,
                 credential: self.credential.unwrap_or_default(),
+                tls,
             },
             self.secret,
+            None,
             None,
         )
     }

@@ -194,7 +194,14 @@ impl WriteBuffer {
         if self.buf.capacity() > 4 * READ_CHUNK {
             self.buf.shrink_to(READ_CHUNK);
         }
-        Ok(true)
+        // A stream that holds bytes of its own (TLS records) writes them
+        // now, also when this buffer was empty (the socket turned writable
+        // again): until they are out, not all is written.
+        match dst.flush() {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 }
 

@@ -74,7 +74,10 @@
 //! A server may require a shared secret ([`ServerBuilder::secret`]) or
 //! named [`Credential`]s ([`ServerBuilder::credential`]), each with
 //! permissions (which services a client may offer, call and subscribe to,
-//! which groups it may join) that the server holds its clients to.
+//! which groups it may join) that the server holds its clients to. Links
+//! can run over TLS ([`ServerBuilder::tls`], [`ClientBuilder::tls`]), and
+//! with mutual TLS a client's certificate names its identity and selects
+//! its credential.
 //!
 //! ## RPC
 //!
@@ -176,6 +179,7 @@ mod rpc;
 mod service;
 mod shape;
 mod stats;
+mod tls;
 mod transport;
 mod warnings;
 mod wire;
@@ -187,8 +191,8 @@ pub use dispatcher::{panic_dispatcher, stall_dispatcher};
 pub use dispatcher::{Dispatcher, DispatcherBuilder};
 pub use error::{codes, Error, RemoteError, Result, ServiceFailure};
 pub use event::{
-    Event, Lifetime, PublisherAnnouncement, Report, Request, ServiceAnnouncement, ServiceStatus,
-    SubscriptionAnnouncement, SubscriptionStatus,
+    Confirmed, DropReason, Dropped, Event, Lifetime, Overflow, PublisherAnnouncement, Report,
+    Request, ServiceAnnouncement, ServiceStatus, SubscriptionAnnouncement, SubscriptionStatus,
 };
 pub use exchange::{ClientBuilder, Exchange, ServerBuilder};
 pub use ids::{AgentId, ConversationId, ProcessId, ServiceBinding};
@@ -202,6 +206,21 @@ pub use rpc::{
 };
 pub use service::{Service, ServiceBuilder, ServiceHandle};
 pub use stats::Stats;
+pub use tls::{TlsClientConfig, TlsServerConfig};
+
+/// Encodes a value as netsvc encodes payloads: what
+/// [`Service::publish_encoded`] takes, and what [`Report::bytes`] gives.
+pub fn encode<T: serde::Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
+    wire::encode(value).map(|p| p.as_bytes().to_vec())
+}
+
+/// Decodes a payload's bytes (a report's [`bytes`](Report::bytes), or what
+/// [`encode`] made) as a `T`; every byte must be used. Bytes of another
+/// shape than `T`, or of another format, are [`Error::Decode`] (see
+/// "Payloads" above); [`Value`] reads any payload.
+pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    wire::decode(bytes)
+}
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -256,6 +256,8 @@ pub fn kind(body: &[u8]) -> Option<&'static str> {
         wire::Incoming::Report(_) => "Report",
         wire::Incoming::Other(m) => match m {
             Message::Available { .. } => "Available",
+            Message::Credit { .. } => "Credit",
+            Message::Subscribed { .. } => "Subscribed",
             Message::Withdrawn { .. } => "Withdrawn",
             Message::Group { .. } => "Group",
             Message::Request { .. } => "Request",

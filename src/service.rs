@@ -13,11 +13,11 @@ use serde::Serialize;
 use crate::config::{check_capacity, Refusal};
 use crate::direct::Waiting;
 use crate::error::{Error, Result};
-use crate::event::{run_handler, Answer, Event, Lifetime, Request};
+use crate::event::{run_handler, Answer, Event, Lifetime, Overflow, Request};
 use crate::ids::{ConversationId, ServiceBinding};
 use crate::limits;
 use crate::mailbox::command::{Command, Destination, MonitorKind, OutgoingCall, PublisherSpec};
-use crate::mailbox::inbox::Inbox;
+use crate::mailbox::inbox::{Flow, Inbox};
 use crate::mailbox::{join_unless_current, Link};
 use crate::methods::Methods;
 use crate::reply::PendingReply;
@@ -131,11 +131,13 @@ impl ServiceBuilder {
         // Data events are limited to `capacity`; the same again is kept in
         // reserve for announcements, timers and shutdown.
         let (tx, rx) = crossbeam_channel::bounded(self.capacity.saturating_mul(2).max(64));
+        let flow = Arc::new(Flow::new(self.capacity));
         let inbox = Arc::new(Inbox {
             process: self.link.process.uid(),
             events: tx,
             capacity: self.capacity,
             calls: Arc::default(),
+            flow: flow.clone(),
         });
         let binding = ServiceBinding::local(
             self.name,
@@ -154,6 +156,8 @@ impl ServiceBuilder {
             link: self.link,
             binding,
             events: rx,
+            flow,
+            capacity: self.capacity,
         })
     }
 
@@ -187,6 +191,7 @@ impl ServiceBuilder {
 /// (the request it held fails with code 57), until the queue disconnects.
 fn work(svc: &Service, stop: &AtomicBool, handler: &mut dyn FnMut(&Service, Event)) {
     while let Ok(event) = svc.events.recv() {
+        svc.took();
         if stop.load(Ordering::Acquire) {
             continue; // stopping: drain quickly, answering nothing
         }
@@ -267,6 +272,12 @@ pub struct Service {
     link: Arc<Link>,
     binding: ServiceBinding,
     events: Receiver<Event>,
+    /// Shared with the dispatcher: reports held for this service's queue,
+    /// and this publisher's reports held elsewhere.
+    flow: Arc<Flow>,
+    /// The queue's capacity: also how many of this publisher's reports may
+    /// be held before `publish_report` waits.
+    capacity: usize,
 }
 
 impl fmt::Debug for Service {
@@ -372,13 +383,32 @@ impl Service {
     /// Waits for the next event. [`Error::Closed`] once the service is
     /// withdrawn or the dispatcher has shut down and the queue is empty.
     pub fn recv(&self) -> Result<Event> {
-        self.events.recv().map_err(|_| Error::Closed)
+        let event = self.events.recv().map_err(|_| Error::Closed);
+        self.took();
+        event
+    }
+
+    /// An event was taken off the queue: if the dispatcher holds reports
+    /// for it and half the queue is free again, the dispatcher is woken to
+    /// put them on. (A thread that takes events through
+    /// [`receiver`](Self::receiver) does not get here; the dispatcher
+    /// looks again by itself every millisecond while it holds reports.)
+    fn took(&self) {
+        if self.flow.wants_room.load(Ordering::Relaxed)
+            && self.events.len() <= self.capacity / 2
+            && self.flow.wants_room.swap(false, Ordering::AcqRel)
+        {
+            self.link.wake();
+        }
     }
 
     /// Waits at most `timeout` for the next event: `Ok(None)` if none came.
     pub fn recv_timeout(&self, timeout: Duration) -> Result<Option<Event>> {
         match self.events.recv_timeout(timeout) {
-            Ok(e) => Ok(Some(e)),
+            Ok(e) => {
+                self.took();
+                Ok(Some(e))
+            }
             Err(RecvTimeoutError::Timeout) => Ok(None),
             Err(RecvTimeoutError::Disconnected) => Err(Error::Closed),
         }
@@ -386,7 +416,11 @@ impl Service {
 
     /// The next event if one is queued.
     pub fn try_recv(&self) -> Option<Event> {
-        self.events.try_recv().ok()
+        let event = self.events.try_recv().ok();
+        if event.is_some() {
+            self.took();
+        }
+        event
     }
 
     /// The event queue itself, for `crossbeam_channel::select!`.
@@ -473,6 +507,16 @@ impl Service {
     /// [`max_subject_len`](crate::DispatcherBuilder::max_subject_len) is
     /// ignored with a warning in the log.
     fn subscription(&self, publisher: PublisherSpec, pattern: &str, on: bool) {
+        self.subscription_with(publisher, pattern, on, Overflow::Wait)
+    }
+
+    fn subscription_with(
+        &self,
+        publisher: PublisherSpec,
+        pattern: &str,
+        on: bool,
+        overflow: Overflow,
+    ) {
         let config = &self.link.config;
         if let PublisherSpec::Name(name) = &publisher {
             if !self.within("publisher name", name, config.max_name_len) {
@@ -487,6 +531,7 @@ impl Service {
             publisher,
             pattern: pattern.to_owned(),
             on,
+            overflow,
         });
     }
 
@@ -501,6 +546,21 @@ impl Service {
     /// this (and the other subscription calls) do nothing but log a warning.
     pub fn subscribe_reports(&self, publisher: &str, pattern: &str) {
         self.subscription(PublisherSpec::Name(publisher.to_owned()), pattern, true);
+    }
+
+    /// Subscribes as [`subscribe_reports`](Self::subscribe_reports) does,
+    /// with a drop policy for while this service's queue is full: with
+    /// [`Overflow::DropNewest`] or [`Overflow::DropOldest`] its reports
+    /// never hold a publisher back, up to the policy's bound of them wait
+    /// beyond the full queue, and every drop is counted in
+    /// [`Stats::reports_dropped`](crate::Stats::reports_dropped) and told to
+    /// this service as an [`Event::Dropped`] with the count. The policy
+    /// belongs to the pattern: the latest subscription of this service with
+    /// that pattern sets it. A report that matches a subscription that
+    /// waits ([`Overflow::Wait`], the default) is never dropped by policy.
+    pub fn subscribe_reports_with(&self, publisher: &str, pattern: &str, overflow: Overflow) {
+        let spec = PublisherSpec::Name(publisher.to_owned());
+        self.subscription_with(spec, pattern, true, overflow);
     }
 
     /// Subscribes to one agent's reports; ends when that agent is withdrawn.
@@ -531,6 +591,48 @@ impl Service {
     ) -> Result<()> {
         self.check_subject(subject)?;
         let payload = wire::encode(content)?;
+        self.publish_payload(subject, payload, lifetime)
+    }
+
+    /// Publishes a report whose content is already encoded: `bytes` as
+    /// [`Report::bytes`](crate::Report::bytes) gave them (a subscriber that
+    /// forwards or stores reports re-publishes them without decoding), or
+    /// as [`encode`](crate::encode) made them. The bytes are taken as they
+    /// are, shared with every subscriber without a copy. Waits for room as
+    /// [`publish_report`](Self::publish_report) does. Bytes that are not a
+    /// payload of netsvc's encoding are not misread: a subscriber's decode
+    /// of them fails with [`Error::Decode`](crate::Error::Decode).
+    pub fn publish_encoded(
+        &self,
+        subject: &str,
+        bytes: impl Into<std::sync::Arc<[u8]>>,
+        lifetime: Lifetime,
+    ) -> Result<()> {
+        self.check_subject(subject)?;
+        self.publish_payload(subject, wire::Payload::from_shared(bytes.into()), lifetime)
+    }
+
+    fn publish_payload(
+        &self,
+        subject: &str,
+        payload: wire::Payload,
+        lifetime: Lifetime,
+    ) -> Result<()> {
+        // Lossless: while as many of this publisher's reports as its queue
+        // holds wait for a subscriber's room or a link's credit, it waits.
+        if self.flow.held() >= self.capacity {
+            let timeout = self.link.config.publish_timeout;
+            let deadline = crate::config::deadline(std::time::Instant::now(), timeout);
+            if !self.flow.wait_below(self.capacity, self.flow.low, deadline) {
+                Counters::bump(&self.link.counters.publish_timeouts);
+                return Err(Error::Backpressure(format!(
+                    "{} of {}'s reports have waited for {timeout:?} for a subscriber \
+                     to take them (its queue full, or its link out of credit)",
+                    self.flow.held(),
+                    self.binding
+                )));
+            }
+        }
         let lifetime = match lifetime {
             // Cached for longer than anyone will wait: for ever.
             Lifetime::For(d) if d >= crate::config::NO_LIMIT => Lifetime::Forever,

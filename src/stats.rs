@@ -30,6 +30,9 @@ pub(crate) struct Counters {
     pub casts_dropped: AtomicU64,
     pub refused_frames: AtomicU64,
     pub permission_denied: AtomicU64,
+    pub tls_failures: AtomicU64,
+    pub publish_timeouts: AtomicU64,
+    pub subscribers_stalled: AtomicU64,
     /// The named identities of the links up (see [`Stats::identities`]),
     /// by link: changed by the dispatcher thread as links come and go.
     pub identities: Mutex<Vec<(usize, String, ProcessId)>>,
@@ -99,7 +102,10 @@ pub struct Stats {
     pub reports_published: u64,
     /// Reports put on a subscriber's queue.
     pub reports_delivered: u64,
-    /// Reports dropped because a subscriber's queue was full.
+    /// Reports dropped: by a subscription's drop policy, or because their
+    /// subscriber was stalled (see
+    /// [`DispatcherBuilder::stall_limit`](crate::DispatcherBuilder::stall_limit)).
+    /// Each drop is also told to the subscriber ([`Event::Dropped`](crate::Event::Dropped)).
     pub reports_dropped: u64,
     /// Announcements and timer events dropped because a service's queue
     /// was full even counting its reserve (see
@@ -140,9 +146,25 @@ pub struct Stats {
     /// subscription it may not hold. Counted by the server that refused
     /// it, once per refused frame, and logged there (rate-limited).
     pub permission_denied: u64,
+    /// Exchange connections refused or lost by TLS, on either side: a
+    /// failed handshake (an unknown CA, a wrong server name, an expired
+    /// certificate, a missing client certificate...), TLS on one side
+    /// only, or a malformed record (see the `InactiveReason`s for which
+    /// [`is_tls`](crate::InactiveReason::is_tls) is true). Each is also
+    /// logged, with its reason.
+    pub tls_failures: u64,
+    /// Publishes that failed with
+    /// [`Error::Backpressure`](crate::Error::Backpressure): their
+    /// publisher's reports waited for room past its
+    /// [`publish_timeout`](crate::DispatcherBuilder::publish_timeout).
+    pub publish_timeouts: u64,
+    /// Times a subscriber was found stalled (see
+    /// [`DispatcherBuilder::stall_limit`](crate::DispatcherBuilder::stall_limit)).
+    pub subscribers_stalled: u64,
     /// The links up on this dispatcher's exchange servers whose clients
-    /// authenticated with a named credential: the credential's name (the
-    /// link's identity, as in
+    /// authenticated with a named credential or a client certificate: the
+    /// credential's name or the certificate's common name (the link's
+    /// identity, as in
     /// [`ConnectionAnnouncement::identity`](crate::ConnectionAnnouncement::identity))
     /// and the client's process, one entry per link, sorted by name.
     pub identities: Vec<(String, ProcessId)>,

@@ -33,6 +33,16 @@ impl Payload {
     pub(crate) fn unit() -> Payload {
         Payload(Arc::from(&[shape::tag::UNIT][..]))
     }
+
+    /// Bytes already shared, taken as they are (no copy).
+    pub(crate) fn from_shared(bytes: Arc<[u8]>) -> Payload {
+        Payload(bytes)
+    }
+
+    /// The shared bytes (no copy).
+    pub(crate) fn shared(&self) -> Arc<[u8]> {
+        self.0.clone()
+    }
 }
 
 impl From<Vec<u8>> for Payload {
@@ -185,8 +195,9 @@ fn decode_with<T: DeserializeOwned, C: bincode::config::Config>(
 pub(crate) const MAGIC: [u8; 6] = *b"NETSVC";
 
 /// The protocol version this build speaks; a peer with another is refused.
-/// 4: payloads in the self-describing encoding (`shape.rs`), not bincode.
-pub(crate) const VERSION: u16 = 4;
+/// 4: report credit and confirmed subscriptions; 5: payloads in the
+/// self-describing encoding (`shape.rs`), not bincode.
+pub(crate) const VERSION: u16 = 5;
 
 /// The handshake: who is speaking, and for which exchange group.
 #[derive(Debug, Serialize, Deserialize)]
@@ -383,6 +394,16 @@ pub(crate) enum Message {
     SubscribeDenied {
         subscriber: AgentKey,
         publisher: AgentKey,
+    },
+    /// Report credit given back: the sender may send this many more bytes
+    /// of report frames (see `routing::flow`).
+    Credit { bytes: u64 },
+    /// A subscription reached the process of the publisher it is against
+    /// and is in force there: told back to the subscriber's process.
+    Subscribed {
+        subscriber: AgentKey,
+        publisher: AgentKey,
+        pattern: String,
     },
 }
 

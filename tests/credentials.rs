@@ -305,6 +305,8 @@ fn a_subscription_it_may_not_hold_is_refused_and_the_subscriber_sees_it() {
                 }
             }
             Event::Publisher(p) => assert_eq!(p.status(), ServiceStatus::Available),
+            // (news confirms the subscription; stocks, which refused it, not.)
+            Event::Confirmed(c) => assert_eq!(c.publisher().service_name(), "news"),
             other => panic!("unexpected {other:?}"),
         }
     }

@@ -20,17 +20,50 @@ use util::WAIT;
 
 /// Every example and the options its `--help` must name.
 const EXAMPLES: &[(&str, &[&str])] = &[
-    ("exchange", &["--host", "--port", "--secret", "--group"]),
-    ("publisher", &["--host", "--port", "--secret", "--group"]),
-    ("subscriber", &["--host", "--port", "--secret", "--group"]),
+    (
+        "exchange",
+        &[
+            "--host",
+            "--port",
+            "--secret",
+            "--group",
+            "--tls-cert",
+            "--tls-key",
+            "--tls-client-ca",
+        ],
+    ),
+    ("publisher", CLIENT),
+    ("subscriber", CLIENT),
     (
         "rpc_server",
-        &["--host", "--port", "--secret", "--group", "--server"],
+        &[
+            "--host",
+            "--port",
+            "--secret",
+            "--group",
+            "--server",
+            "--tls-ca",
+            "--tls-server-name",
+            "--tls-cert",
+            "--tls-key",
+        ],
     ),
-    ("rpc_client", &["--host", "--port", "--secret", "--group"]),
+    ("rpc_client", CLIENT),
     ("notifications", &[]),
     ("quickstart", &[]),
     ("soak", &["--minutes", "--secret", "--group"]),
+];
+
+/// The options of an exchange client example.
+const CLIENT: &[&str] = &[
+    "--host",
+    "--port",
+    "--secret",
+    "--group",
+    "--tls-ca",
+    "--tls-server-name",
+    "--tls-cert",
+    "--tls-key",
 ];
 
 /// Runs example `name` with `args` to its end (killed and a panic after
@@ -200,4 +233,131 @@ fn clients_with_the_exchange_secret_talk_and_another_secret_is_refused() {
         "the subscriber saw the publisher with another secret: {seen:?}"
     );
     assert_ne!(good, bad);
+}
+
+// ----- the three-process demo over TLS -----
+
+#[test]
+fn the_three_process_demo_runs_over_mutual_tls() {
+    use util::certs::{Ca, TempDir};
+    let ca = Ca::new("demo CA");
+    let dir = TempDir::new("tls-demo");
+    let ca_file = dir.write("ca.crt", &ca.pem);
+    let server = ca.server();
+    let server_cert = dir.write("server.crt", &server.cert);
+    let server_key = dir.write("server.key", &server.key);
+    let files = |name: &str| {
+        let pem = ca.client(name);
+        (
+            dir.write(&format!("{name}.crt"), &pem.cert),
+            dir.write(&format!("{name}.key"), &pem.key),
+        )
+    };
+    let (pub_cert, pub_key) = files("publisher-host");
+    let (sub_cert, sub_key) = files("subscriber-host");
+
+    let mut ex = Proc::spawn(
+        "exchange",
+        &[
+            "--port",
+            "0",
+            "--tls-cert",
+            &server_cert,
+            "--tls-key",
+            &server_key,
+            "--tls-client-ca",
+            &ca_file,
+        ],
+    );
+    let line = ex.expect("LISTENING", |l| l.starts_with("LISTENING "));
+    let port = line
+        .rsplit_once(':')
+        .map(|(_, p)| p.to_owned())
+        .unwrap_or_else(|| panic!("not LISTENING <address>: {line:?}"));
+    let client = |name: &str, cert: &str, key: &str| {
+        Proc::spawn(
+            name,
+            &[
+                "--port",
+                &port,
+                "--tls-ca",
+                &ca_file,
+                "--tls-cert",
+                cert,
+                "--tls-key",
+                key,
+            ],
+        )
+    };
+    let mut sub = client("subscriber", &sub_cert, &sub_key);
+    let mut publ = client("publisher", &pub_cert, &pub_key);
+    let line = publ.expect("PUBLISHING", |l| l.starts_with("PUBLISHING as "));
+    let binding = line["PUBLISHING as ".len()..].to_owned();
+    sub.expect("the link", |l| l.starts_with("ACTIVE "));
+    sub.expect("the publisher AVAILABLE", |l| {
+        l.starts_with(&format!("AVAILABLE {binding} "))
+    });
+    sub.expect("its cached startup report", |l| {
+        l.starts_with(&format!("{binding} originally started at "))
+    });
+    sub.expect("a time report", |l| {
+        l.starts_with(&format!("{binding} was still alive at "))
+    });
+    // The exchange shows each client by its certificate's name (in the
+    // order they came up).
+    let up = |l: &str| l.starts_with("ACTIVE ") && l.contains(" as \"");
+    let first = ex.expect("a client's identity", up);
+    let second = ex.expect("the other client's identity", up);
+    let (p, s) = if first.contains("publisher@") {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    assert!(p.contains("as \"publisher-host\""), "{p}");
+    assert!(
+        s.contains("subscriber@") && s.contains("as \"subscriber-host\""),
+        "{s}"
+    );
+
+    // A publisher without TLS is refused, and says why.
+    let mut plain = Proc::spawn("publisher", &["--port", &port]);
+    plain.expect("a refused link", |l| {
+        l.starts_with("INACTIVE - ") && l.contains("TLS required by the peer")
+    });
+    // One with TLS but no client certificate is refused, and says why.
+    let mut anonymous = Proc::spawn("publisher", &["--port", &port, "--tls-ca", &ca_file]);
+    anonymous.expect("a refused link", |l| {
+        l.starts_with("INACTIVE - ") && l.contains("client certificate required")
+    });
+    for p in [&mut plain, &mut anonymous] {
+        for line in p.stop() {
+            assert!(!line.starts_with("ACTIVE "), "refused, yet up: {line:?}");
+        }
+    }
+    publ.stop();
+    sub.stop();
+    ex.stop();
+}
+
+#[test]
+fn tls_options_that_cannot_work_are_refused() {
+    // A key without a certificate: a usage error.
+    let (status, _) = run("exchange", &["--port", "0", "--tls-key", "k.pem"]);
+    assert_eq!(status.code(), Some(2), "{status}");
+    let (status, _) = run("publisher", &["--tls-cert", "c.pem", "--tls-key", "k.pem"]);
+    assert_eq!(status.code(), Some(2), "{status}");
+    // Files that are not there: an error, not a server without TLS.
+    let (status, out) = run(
+        "exchange",
+        &[
+            "--port",
+            "0",
+            "--tls-cert",
+            "/nonexistent/c.pem",
+            "--tls-key",
+            "/nonexistent/k.pem",
+        ],
+    );
+    assert!(!status.success(), "{status}");
+    assert!(!out.contains("LISTENING"), "{out}");
 }

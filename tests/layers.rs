@@ -47,11 +47,12 @@ const LAYERS: &[(&str, &str, &[Module])] = &[
     ),
     (
         "L0b",
-        "foundation: identities, configuration, credentials",
+        "foundation: identities, configuration, credentials, TLS configuration",
         &[
             ("ids", &["ids"]),
             ("config", &["config"]),
             ("credentials", &["credentials"]),
+            ("tls", &["tls"]),
         ],
     ),
     (

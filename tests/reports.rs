@@ -9,7 +9,8 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use netsvc::{
-    Dispatcher, Event, Lifetime, Service, ServiceBinding, ServiceStatus, SubscriptionStatus,
+    Dispatcher, DropReason, Event, Lifetime, Service, ServiceBinding, ServiceStatus,
+    SubscriptionStatus,
 };
 use util::*;
 
@@ -902,10 +903,14 @@ fn report_is_delivered_once_per_subscriber_even_if_two_patterns_match() {
 // ----- a slow subscriber -----
 
 #[test]
-fn slow_subscriber_loses_reports_without_stalling_anyone_else() {
+fn a_stalled_subscriber_holds_its_publisher_for_the_stall_limit_then_is_told_what_it_lost() {
+    // (The stall limit is shortened from its 2 s default to keep the test short.)
     const TOTAL: u32 = 10_000;
     const SLOW_CAPACITY: usize = 16;
-    let d = Dispatcher::new().unwrap();
+    let d = Dispatcher::builder()
+        .stall_limit(Duration::from_millis(200))
+        .build()
+        .unwrap();
     let echo = d
         .service("echo")
         .spawn(|_svc, event| {
@@ -934,6 +939,12 @@ fn slow_subscriber_loses_reports_without_stalling_anyone_else() {
     // The slow one reads its Publisher Available, then never reads again.
     expect_publisher(&slow, publ.binding(), ServiceStatus::Available);
     expect_publisher(&fast, publ.binding(), ServiceStatus::Available);
+    for s in [&slow, &fast] {
+        wait_for(s, "the confirmation", |e| match e {
+            Event::Confirmed(_) => Some(()),
+            _ => None,
+        });
+    }
     let publ_binding = publ.binding().clone();
 
     let reader = std::thread::spawn(move || {
@@ -971,13 +982,78 @@ fn slow_subscriber_loses_reports_without_stalling_anyone_else() {
         TOTAL as u64 - SLOW_CAPACITY as u64,
         "reports dropped for the slow subscriber"
     );
+    assert_eq!(stats.subscribers_stalled, 1);
     assert_eq!(stats.reports_delivered, TOTAL as u64 + SLOW_CAPACITY as u64);
     assert_eq!(stats.busy_replies, 0);
+    assert_eq!(stats.publish_timeouts, 0);
 
-    // The slow subscriber holds the first reports that fit in its queue.
+    // The slow subscriber holds the first reports that fit in its queue,
+    // and once it has taken them, it is told what it lost.
     for i in 0..SLOW_CAPACITY as u32 {
         expect_report(&slow, publ.binding(), &format!("flood.{i}"), i);
     }
+    let dropped = wait_for(&slow, "the drops told", |e| match e {
+        Event::Dropped(d) => Some(d),
+        _ => None,
+    });
+    assert_eq!(dropped.count(), TOTAL as u64 - SLOW_CAPACITY as u64);
+    assert_eq!(dropped.reason(), DropReason::Stalled);
     assert_quiet(&slow);
     assert_quiet(&fast);
+}
+
+#[test]
+fn a_publisher_waits_for_a_full_subscriber_and_fails_distinctly_after_its_timeout() {
+    // Stalled subscribers are never dropped here, so the publisher's
+    // timeout (1 s: long enough for the reader below to start) is what
+    // ends the wait.
+    let d = Dispatcher::builder()
+        .stall_limit(Duration::MAX)
+        .publish_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let publ = d.service("publisher").queue_capacity(8).open().unwrap();
+    let sub = d.service("sub").queue_capacity(4).open().unwrap();
+    sub.subscribe_reports("publisher", "*");
+    expect_publisher(&sub, publ.binding(), ServiceStatus::Available);
+    wait_for(&sub, "the confirmation", |e| match e {
+        Event::Confirmed(_) => Some(()),
+        _ => None,
+    });
+    // The subscriber reads nothing: 4 reports fill its queue, 8 more wait
+    // and hold the publisher, which then fails (a few more may be in the
+    // dispatcher's command queue when it starts waiting).
+    let mut published = 0u64;
+    let err = loop {
+        match publ.publish_report("r", &published, Lifetime::None) {
+            Ok(()) => published += 1,
+            Err(e) => break e,
+        }
+        assert!(published < 10_000, "the publisher was never held back");
+    };
+    assert!(matches!(err, netsvc::Error::Backpressure(_)), "{err}");
+    assert_eq!(err.code(), netsvc::codes::SERVICE_BUSY);
+    // (At most the command queue's 4,096 more, taken before the dispatcher
+    // counted them as held.)
+    assert!(
+        (12..=12 + 4096).contains(&published),
+        "{published} published before the wait"
+    );
+    assert_eq!(d.stats().publish_timeouts, 1);
+    assert_eq!(d.stats().reports_dropped, 0);
+
+    // Once the subscriber reads, the publisher goes on, and every report
+    // published arrives, in order.
+    let reader = std::thread::spawn(move || {
+        for i in 0..published + 1 {
+            let r = report(&sub);
+            assert_eq!(r.decode::<u64>().unwrap(), i);
+        }
+        sub
+    });
+    publ.publish_report("r", &published, Lifetime::None)
+        .expect("published once the subscriber reads");
+    let sub = within("the reader", move || reader.join().unwrap());
+    assert_quiet(&sub);
+    assert_eq!(d.stats().reports_dropped, 0);
 }

@@ -16,11 +16,16 @@ pub(crate) fn dispatcher(name: &str) -> Dispatcher {
         .unwrap_or_else(|e| fail(&format!("dispatcher: {e}")))
 }
 
-/// Connects an exchange client and waits until its link is active.
+/// Connects an exchange client (with TLS for `--tls DIR`) and waits until
+/// its link is active.
 pub(crate) fn connect_exchange(d: &Dispatcher, a: &Args) -> Exchange {
     let port = a.get("--port").unwrap_or_else(|| fail("needs --port"));
     let addr = format!("127.0.0.1:{port}");
-    let ex = Exchange::client(d)
+    let mut b = Exchange::client(d);
+    if let Some(tls) = crate::tls::client_tls(a) {
+        b = b.tls(tls);
+    }
+    let ex = b
         .connect(addr.as_str(), Duration::from_millis(200))
         .unwrap_or_else(|e| fail(&format!("connect {addr}: {e}")));
     let conns = ex.connections();
@@ -34,11 +39,16 @@ pub(crate) fn connect_exchange(d: &Dispatcher, a: &Args) -> Exchange {
     }
 }
 
-/// `exchange`: an exchange server on an ephemeral port, nothing else.
-pub(crate) fn role_exchange() {
+/// `exchange [--tls DIR]`: an exchange server on an ephemeral port (with
+/// TLS), nothing else.
+pub(crate) fn role_exchange(a: &Args) {
     let _cmds = child_init();
     let d = dispatcher("bench-exchange");
-    let ex = Exchange::server(&d)
+    let mut b = Exchange::server(&d);
+    if let Some(tls) = crate::tls::server_tls(a) {
+        b = b.tls(tls);
+    }
+    let ex = b
         .listen("127.0.0.1:0")
         .unwrap_or_else(|e| fail(&format!("listen: {e}")));
     println!("READY port={}", ex.local_addr().port());

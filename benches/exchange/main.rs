@@ -6,7 +6,9 @@
 //! re-executes itself in a role (`exchange`, `server`, `client`, `publisher`,
 //! `subscriber`, `echo`, `relay`, `rawclient`, `local`, `idle`). A child
 //! prints `READY ...` when it is set up and `RESULT key=value ...` when it has
-//! measured; the parent parses those lines. Every child exits when its stdin
+//! measured; the parent parses those lines. The TLS rows (W1-TLS, W2-TLS,
+//! H1) run the same roles with `--tls DIR`, a directory of certificates
+//! the parent makes first. Every child exits when its stdin
 //! closes (so none outlives the parent), and the parent kills them all at the
 //! end, on panic, and when its overall time limit passes.
 //!
@@ -27,10 +29,12 @@ mod cli;
 mod exchange;
 mod idle;
 mod measure;
+mod nats;
 mod proc;
 mod raw;
 mod streams;
 mod table;
+mod tls;
 
 use std::thread;
 use std::time::{Duration, Instant};
@@ -55,13 +59,16 @@ fn main() {
         "echo" => role_echo(),
         "relay" => role_relay(&a),
         "rawclient" => role_rawclient(&a),
-        "exchange" => role_exchange(),
+        "exchange" => role_exchange(&a),
+        "handshake" => tls::role_handshake(&a),
         "server" => role_server(&a),
         "client" => role_client(&a),
         "local" => role_local(&a),
         "publisher" => role_publisher(&a),
         "subscriber" => role_subscriber(&a),
         "idle" => role_idle(&a),
+        "natspub" => nats::role_nats_publisher(&a),
+        "natssub" => nats::role_nats_subscriber(&a),
         // `cargo bench` passes `--bench`; unknown flags are ignored.
         _ => parent(&a),
     }
@@ -293,6 +300,57 @@ fn parent(a: &Args) {
     }
     drop(shared);
 
+    // The same W1 over TLS: its own exchange and server, every link TLS.
+    let certs = tls::make_certs();
+    let tls_dir = certs
+        .as_ref()
+        .map(|c| c.dir().to_owned())
+        .map_err(Clone::clone);
+    progress("W1-TLS svc.call via exchange over TLS");
+    let w1_tls = tls_dir.clone().and_then(|dir| {
+        let exchange = spawn("exchange-tls", &["exchange", "--tls", &dir])?;
+        let port = port_of(&exchange)?;
+        let server = spawn("server-tls", &["server", "--port", &port, "--tls", &dir])?;
+        server.expect("READY", SETUP)?;
+        let args = [
+            "client", "--port", &port, "--mode", "call", "--warmup", &w, "--n", &n, "--tls", &dir,
+        ];
+        let client = spawn("client-call-tls", &args)?;
+        let l = latency(&client.expect("RESULT", s.budget())?);
+        drop((client, server, exchange));
+        l
+    });
+    let w1_tls_target = "p50 <= 1.15 x W1 p50";
+    match (&w1_tls, w1_p50) {
+        (Ok(l), Some(w1p)) => {
+            let ratio = l.p50 as f64 / w1p as f64;
+            let p99 = w1
+                .as_ref()
+                .map(|w| format!(", p99/W1 = {:.2}", l.p99 as f64 / w.p99 as f64))
+                .unwrap_or_default();
+            rows.push(row(
+                "W1-TLS",
+                "svc.call via exchange, TLS",
+                format!("{}; p50/W1 = {ratio:.2}{p99}", lat_text(l, "calls")),
+                w1_tls_target,
+                met(ratio <= 1.15),
+            ));
+        }
+        (Ok(l), None) => rows.push(row(
+            "W1-TLS",
+            "svc.call via exchange, TLS",
+            lat_text(l, "calls"),
+            w1_tls_target,
+            "no W1".into(),
+        )),
+        (Err(e), _) => rows.push(failed(
+            "W1-TLS",
+            "svc.call via exchange, TLS",
+            e,
+            w1_tls_target,
+        )),
+    }
+
     let of_b3 = |r: f64| match b3_rate {
         Some(b) if b > 0.0 => format!(" = {:.1}% of B3", 100.0 * r / b),
         _ => String::new(),
@@ -310,51 +368,191 @@ fn parent(a: &Args) {
         }
     };
 
+    // The NATS rows first: the netsvc rows are judged against them.
+    let nats_exe = nats::nats_server();
+    let (n2, n3) = match &nats_exe {
+        Some(exe) => {
+            progress("W2-NATS 1 publisher -> 1 subscriber via nats-server");
+            let n2 = nats::nats_pubsub(&s, exe, 1, s.w2);
+            progress("W3-NATS 1 publisher -> 8 subscribers via nats-server");
+            let n3 = nats::nats_pubsub(&s, exe, W3_SUBSCRIBERS, s.w3);
+            (Some(n2), Some(n3))
+        }
+        None => {
+            notes.push(
+                "nats-server is not installed (Debian package nats-server): no NATS rows".into(),
+            );
+            (None, None)
+        }
+    };
+    let nats_rate = |n: &Option<Result<PubSub, String>>| match n {
+        Some(Ok(p)) if p.rate > 0.0 => Some(p.rate),
+        _ => None,
+    };
+    let (n2_rate, n3_rate) = (nats_rate(&n2), nats_rate(&n3));
+
     progress("W2 1 publisher -> 1 subscriber via exchange");
-    let w2 = pubsub(&s, 1, s.w2);
-    let w2_target = ">= 3,000,000 reports/s";
+    let w2 = pubsub(&s, 1, s.w2, None);
+    let w2_target = ">= 1.2 x W2-NATS, all arrive";
     match &w2 {
         Ok(p) => {
+            let (ratio, ok) = match n2_rate {
+                Some(n) => (format!("; {:.2} x NATS", p.rate / n), p.rate >= 1.2 * n),
+                None => (String::new(), false),
+            };
             rows.push(row(
                 "W2",
                 "1 publisher -> 1 subscriber",
                 format!(
-                    "{} reports/s{}; {}; published at {}/s",
+                    "{} reports/s{}{ratio}; {}; published at {}/s",
                     thousands(p.rate),
                     of_b3(p.rate),
                     loss(p),
                     thousands(p.publish_rate)
                 ),
                 w2_target,
-                met(p.rate >= 3_000_000.0 && p.received == p.expected),
+                if n2_rate.is_some() {
+                    met(ok && p.received == p.expected)
+                } else {
+                    "no NATS".into()
+                },
             ));
         }
         Err(e) => rows.push(failed("W2", "1 publisher -> 1 subscriber", e, w2_target)),
     }
+    if let Some(n2) = &n2 {
+        match n2 {
+            Ok(p) => rows.push(row(
+                "W2-NATS",
+                "W2 through nats-server",
+                format!("{} msgs/s{}; {}", thousands(p.rate), of_b3(p.rate), loss(p)),
+                "(peer)",
+                "-".into(),
+            )),
+            Err(e) => rows.push(failed("W2-NATS", "W2 through nats-server", e, "(peer)")),
+        }
+    }
+
+    progress("W2-TLS 1 publisher -> 1 subscriber via exchange over TLS");
+    let w2_tls = tls_dir
+        .clone()
+        .and_then(|dir| pubsub(&s, 1, s.w2, Some(&dir)));
+    let w2_tls_target = "reports/s >= 0.8 x W2";
+    match (&w2_tls, &w2) {
+        (Ok(p), Ok(clear)) => {
+            let ratio = p.rate / clear.rate.max(1.0);
+            rows.push(row(
+                "W2-TLS",
+                "1 publisher -> 1 subscriber, TLS",
+                format!(
+                    "{} reports/s = {ratio:.2} x W2; {}; published at {}/s",
+                    thousands(p.rate),
+                    loss(p),
+                    thousands(p.publish_rate)
+                ),
+                w2_tls_target,
+                met(ratio >= 0.8 && p.received == p.expected),
+            ));
+        }
+        (Ok(p), Err(_)) => rows.push(row(
+            "W2-TLS",
+            "1 publisher -> 1 subscriber, TLS",
+            format!("{} reports/s; {}", thousands(p.rate), loss(p)),
+            w2_tls_target,
+            "no W2".into(),
+        )),
+        (Err(e), _) => rows.push(failed(
+            "W2-TLS",
+            "1 publisher -> 1 subscriber, TLS",
+            e,
+            w2_tls_target,
+        )),
+    }
+
+    progress("H1 connection handshakes, clear and TLS");
+    let handshakes = |tls: Option<&str>| -> Result<Latency, String> {
+        let mut args = vec!["exchange"];
+        args.extend(tls.iter().flat_map(|dir| ["--tls", dir]));
+        let exchange = spawn("exchange-h1", &args)?;
+        let port = port_of(&exchange)?;
+        let n_h = if quick { "200" } else { "1000" };
+        let mut args = vec!["handshake", "--port", &port, "--n", n_h];
+        args.extend(tls.iter().flat_map(|dir| ["--tls", dir]));
+        let p = spawn("handshake", &args)?;
+        let l = latency(&p.expect("RESULT", s.budget())?);
+        drop((p, exchange));
+        l
+    };
+    let h1_clear = handshakes(None);
+    let h1_tls = tls_dir.clone().and_then(|dir| handshakes(Some(&dir)));
+    let hs_text = |l: &Latency| format!("p50 {}, p99 {}", us(l.p50), us(l.p99));
+    match (&h1_clear, &h1_tls) {
+        (Ok(c), Ok(t)) => rows.push(row(
+            "H1",
+            "connect to link up, per connection",
+            format!("clear {}; TLS (full handshake) {}", hs_text(c), hs_text(t)),
+            "(printed)",
+            "-".into(),
+        )),
+        (Err(e), _) | (_, Err(e)) => rows.push(failed(
+            "H1",
+            "connect to link up, per connection",
+            e,
+            "(printed)",
+        )),
+    }
+    drop(certs);
 
     progress("W3 1 publisher -> 8 subscribers via exchange");
-    let w3 = pubsub(&s, W3_SUBSCRIBERS, s.w3);
-    let w3_target = ">= 6,000,000 deliveries/s";
+    let w3 = pubsub(&s, W3_SUBSCRIBERS, s.w3, None);
+    let w3_target = ">= 1.0 x W3-NATS, all arrive";
     match &w3 {
-        Ok(p) => rows.push(row(
-            "W3",
-            "1 publisher -> 8 subscriber processes",
-            format!(
-                "{} deliveries/s{}; {}; published at {}/s",
-                thousands(p.rate),
-                of_b3(p.rate),
-                loss(p),
-                thousands(p.publish_rate)
-            ),
-            w3_target,
-            met(p.rate >= 6_000_000.0 && p.received == p.expected),
-        )),
+        Ok(p) => {
+            let (ratio, ok) = match n3_rate {
+                Some(n) => (format!("; {:.2} x NATS", p.rate / n), p.rate >= n),
+                None => (String::new(), false),
+            };
+            rows.push(row(
+                "W3",
+                "1 publisher -> 8 subscriber processes",
+                format!(
+                    "{} deliveries/s{}{ratio}; {}; published at {}/s",
+                    thousands(p.rate),
+                    of_b3(p.rate),
+                    loss(p),
+                    thousands(p.publish_rate)
+                ),
+                w3_target,
+                if n3_rate.is_some() {
+                    met(ok && p.received == p.expected)
+                } else {
+                    "no NATS".into()
+                },
+            ))
+        }
         Err(e) => rows.push(failed(
             "W3",
             "1 publisher -> 8 subscriber processes",
             e,
             w3_target,
         )),
+    }
+    if let Some(n3) = &n3 {
+        match n3 {
+            Ok(p) => rows.push(row(
+                "W3-NATS",
+                "W3 through nats-server",
+                format!(
+                    "{} deliveries/s{}; {}",
+                    thousands(p.rate),
+                    of_b3(p.rate),
+                    loss(p)
+                ),
+                "(peer)",
+                "-".into(),
+            )),
+            Err(e) => rows.push(failed("W3-NATS", "W3 through nats-server", e, "(peer)")),
+        }
     }
 
     // Memory.
@@ -373,6 +571,21 @@ fn parent(a: &Args) {
             met(p.rss_after <= p.rss_before + (1 << 20)),
         )),
         Err(e) => rows.push(failed("M1", "exchange RSS across W2", e, mem_target)),
+    }
+    let m3_target = "subscriber <= 32 MiB, exchange <= 16 MiB";
+    match &w2 {
+        Ok(p) => rows.push(row(
+            "M3",
+            "peak RSS during W2 (VmHWM)",
+            format!(
+                "subscriber {}, exchange {}",
+                mib(p.subscriber_peak),
+                mib(p.rss_peak)
+            ),
+            m3_target,
+            met(p.subscriber_peak <= 32 << 20 && p.rss_peak <= 16 << 20),
+        )),
+        Err(e) => rows.push(failed("M3", "peak RSS during W2", e, m3_target)),
     }
     progress("M2 exchange RSS with idle clients");
     let mut idle_n = IDLE_CLIENTS;

@@ -12,7 +12,7 @@ use crate::child::{child_init, fail, park_forever};
 use crate::cli::{Args, Sizes};
 use crate::exchange::{connect_exchange, dispatcher};
 use crate::measure::{epoch_ns, nanos, rate};
-use crate::proc::{port_of, proc_status_bytes, spawn, SETUP};
+use crate::proc::{port_of, proc_status_bytes, spawn, Proc, SETUP};
 use crate::PAYLOAD;
 
 /// Subscriber processes of W3.
@@ -77,9 +77,10 @@ pub(crate) fn role_subscriber(a: &Args) {
     let n = a.num("--n", 100_000);
     let idle = Duration::from_millis(a.num("--idle-ms", 2000));
     let first_wait = Duration::from_millis(a.num("--first-ms", 60_000));
+    // The library's default queue capacity (1024): every report arrives
+    // all the same, the publisher pushed back on while the queue is full.
     let svc = d
         .service("bench-sub")
-        .queue_capacity(n as usize + 10_000)
         .open()
         .unwrap_or_else(|e| fail(&e.to_string()));
     svc.subscribe_reports("bench-pub", "bench.*");
@@ -112,8 +113,9 @@ pub(crate) fn role_subscriber(a: &Args) {
     };
     let stats = d.stats();
     println!(
-        "RESULT count={count} first_ns={first_ns} last_ns={last_ns} dropped={} bad={bad}",
-        stats.reports_dropped
+        "RESULT count={count} first_ns={first_ns} last_ns={last_ns} dropped={} bad={bad} rss_peak={}",
+        stats.reports_dropped,
+        self_peak_rss()
     );
     std::process::exit(0);
 }
@@ -129,71 +131,118 @@ pub(crate) struct PubSub {
     pub(crate) rss_after: u64,
     /// Reports per second handed to `publish_report` by the publisher.
     pub(crate) publish_rate: f64,
+    /// The largest peak RSS (VmHWM) of a subscriber process.
+    pub(crate) subscriber_peak: u64,
 }
 
-/// W2 and W3: one publisher, `subs` subscriber processes, a fresh exchange.
-pub(crate) fn pubsub(s: &Sizes, subs: usize, n: u64) -> Result<PubSub, String> {
-    let exchange = spawn("exchange", &["exchange"])?;
+/// This process's peak RSS (VmHWM), in bytes (0 if unknown).
+pub(crate) fn self_peak_rss() -> u64 {
+    proc_status_bytes(std::process::id(), "VmHWM").unwrap_or(0)
+}
+
+/// W2 and W3: one publisher, `subs` subscriber processes, a fresh
+/// exchange; every link with TLS if `tls` names a directory of
+/// certificates (see `tls::make_certs`).
+pub(crate) fn pubsub(s: &Sizes, subs: usize, n: u64, tls: Option<&str>) -> Result<PubSub, String> {
+    let tls: Vec<&str> = tls.map(|dir| vec!["--tls", dir]).unwrap_or_default();
+    let with_tls = |args: &[&'static str]| -> Vec<&str> {
+        let mut v: Vec<&str> = args.to_vec();
+        v.extend_from_slice(&tls);
+        v
+    };
+    let exchange = spawn("exchange", &with_tls(&["exchange"]))?;
     let port = port_of(&exchange)?;
     let n_s = n.to_string();
     let mut subscribers = Vec::new();
     for i in 0..subs {
-        let p = spawn(
-            &format!("subscriber{i}"),
-            &[
-                "subscriber",
-                "--port",
-                &port,
-                "--n",
-                &n_s,
-                "--idle-ms",
-                "3000",
-            ],
-        )?;
+        let mut args = vec![
+            "subscriber",
+            "--port",
+            &port,
+            "--n",
+            &n_s,
+            "--idle-ms",
+            "3000",
+        ];
+        args.extend_from_slice(&tls);
+        let p = spawn(&format!("subscriber{i}"), &args)?;
         subscribers.push(p);
     }
     for p in &subscribers {
         p.expect("READY", SETUP)?;
     }
     let subs_s = subs.to_string();
-    let publisher = spawn(
-        "publisher",
-        &["publisher", "--port", &port, "--n", &n_s, "--subs", &subs_s],
-    )?;
+    let mut args = vec!["publisher", "--port", &port, "--n", &n_s, "--subs", &subs_s];
+    args.extend_from_slice(&tls);
+    let publisher = spawn("publisher", &args)?;
     publisher.expect("READY", Duration::from_secs(35))?;
     thread::sleep(Duration::from_millis(200));
     let rss_before = proc_status_bytes(exchange.pid, "VmRSS").unwrap_or(0);
     publisher.send("go")?;
     let budget = s.budget() + Duration::from_secs(n * subs as u64 / 100_000);
-    let mut received = 0;
-    let mut dropped = 0;
-    let mut first = u64::MAX;
-    let mut last = 0;
-    for p in &subscribers {
-        let r = p.expect("RESULT", budget)?;
-        received += r.u("count")?;
-        dropped += r.u("dropped")?;
-        let f = r.u("first_ns")?;
-        if f > 0 {
-            first = first.min(f);
-            last = last.max(r.u("last_ns")?);
-        }
-    }
-    let publish_rate = publisher
-        .expect("RESULT", Duration::from_secs(5))
-        .and_then(|r| Ok(n as f64 * 1e9 / r.u("elapsed_ns")?.max(1) as f64))
-        .unwrap_or(0.0);
+    let run = collect(&subscribers, &publisher, budget, n)?;
     thread::sleep(Duration::from_millis(500));
     let rss_peak = proc_status_bytes(exchange.pid, "VmHWM").unwrap_or(0);
     let rss_after = proc_status_bytes(exchange.pid, "VmRSS").unwrap_or(0);
-    Ok(PubSub {
-        expected: n * subs as u64,
-        received,
-        dropped,
-        rate: rate(received, last.saturating_sub(first)),
-        publish_rate,
-        rss_before,
-        rss_peak,
-        rss_after,
-    })
+    Ok(run.into_pubsub(n * subs as u64, rss_before, rss_peak, rss_after))
+}
+
+/// What the subscribers and the publisher of a run said.
+pub(crate) struct Run {
+    received: u64,
+    dropped: u64,
+    first: u64,
+    last: u64,
+    subscriber_peak: u64,
+    publish_rate: f64,
+}
+
+impl Run {
+    pub(crate) fn into_pubsub(self, expected: u64, before: u64, peak: u64, after: u64) -> PubSub {
+        PubSub {
+            expected,
+            received: self.received,
+            dropped: self.dropped,
+            rate: rate(self.received, self.last.saturating_sub(self.first)),
+            publish_rate: self.publish_rate,
+            rss_before: before,
+            rss_peak: peak,
+            rss_after: after,
+            subscriber_peak: self.subscriber_peak,
+        }
+    }
+}
+
+/// Reads every subscriber's RESULT (count, dropped, first and last
+/// arrival, peak RSS) and the publisher's (its publishing rate of `n`).
+pub(crate) fn collect(
+    subscribers: &[Proc],
+    publisher: &Proc,
+    budget: Duration,
+    n: u64,
+) -> Result<Run, String> {
+    let mut run = Run {
+        received: 0,
+        dropped: 0,
+        first: u64::MAX,
+        last: 0,
+        subscriber_peak: 0,
+        publish_rate: 0.0,
+    };
+    for p in subscribers {
+        let r = p.expect("RESULT", budget)?;
+        run.received += r.u("count")?;
+        run.dropped += r.u("dropped")?;
+        run.subscriber_peak = r.u("rss_peak")?.max(run.subscriber_peak);
+        let f = r.u("first_ns")?;
+        if f > 0 {
+            run.first = run.first.min(f);
+            run.last = run.last.max(r.u("last_ns")?);
+        }
+    }
+    run.publish_rate = publisher
+        .expect("RESULT", Duration::from_secs(5))
+        .and_then(|r| Ok(n as f64 * 1e9 / r.u("elapsed_ns")?.max(1) as f64))
+        .unwrap_or(0.0);
+    Ok(run)
 }

@@ -7,7 +7,9 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use log::{LevelFilter, Log, Metadata, Record};
-use netsvc::{ClientBuilder, Dispatcher, Exchange, ServerBuilder};
+use netsvc::{
+    ClientBuilder, Dispatcher, Exchange, ServerBuilder, TlsClientConfig, TlsServerConfig,
+};
 
 /// An option an example accepts; each example names its own in
 /// [`args`], and `--help` lists exactly those.
@@ -24,10 +26,48 @@ pub enum Opt {
     Secret,
     /// `--group NAME`: the exchange group (default none).
     Group,
+    /// `--tls-cert FILE`: this side's certificate chain (PEM), with
+    /// `--tls-key`: a server's (TLS), or a client's (mutual TLS).
+    TlsCert,
+    /// `--tls-key FILE`: the private key of `--tls-cert` (PEM).
+    TlsKey,
+    /// `--tls-client-ca FILE`: a server's CA of client certificates
+    /// (mutual TLS).
+    TlsClientCa,
+    /// `--tls-ca FILE`: a client's CA of the server's certificate (TLS).
+    TlsCa,
+    /// `--tls-server-name NAME`: the name the server's certificate must
+    /// be valid for (default: `--host`).
+    TlsServerName,
+    /// `--count N`: how many (default 200000).
+    Count,
 }
 
 /// The options of every exchange client and server.
 pub const EXCHANGE: &[Opt] = &[Opt::Host, Opt::Port, Opt::Secret, Opt::Group];
+
+/// The options of an exchange server: [`EXCHANGE`] and its TLS.
+pub const EXCHANGE_SERVER: &[Opt] = &[
+    Opt::Host,
+    Opt::Port,
+    Opt::Secret,
+    Opt::Group,
+    Opt::TlsCert,
+    Opt::TlsKey,
+    Opt::TlsClientCa,
+];
+
+/// The options of an exchange client: [`EXCHANGE`] and its TLS.
+pub const EXCHANGE_CLIENT: &[Opt] = &[
+    Opt::Host,
+    Opt::Port,
+    Opt::Secret,
+    Opt::Group,
+    Opt::TlsCa,
+    Opt::TlsServerName,
+    Opt::TlsCert,
+    Opt::TlsKey,
+];
 
 impl Opt {
     fn flag(self) -> &'static str {
@@ -37,6 +77,12 @@ impl Opt {
             Opt::Server => "--server",
             Opt::Secret => "--secret",
             Opt::Group => "--group",
+            Opt::TlsCert => "--tls-cert",
+            Opt::TlsKey => "--tls-key",
+            Opt::TlsClientCa => "--tls-client-ca",
+            Opt::TlsCa => "--tls-ca",
+            Opt::TlsServerName => "--tls-server-name",
+            Opt::Count => "--count",
         }
     }
 
@@ -45,6 +91,7 @@ impl Opt {
             Opt::Host => "--host H       the exchange's host or address (default 127.0.0.1)",
             Opt::Port => "--port N       the exchange's TCP port (default 11111)",
             Opt::Server => "--server NAME  this RPC server's name (default server1)",
+            Opt::Count => "--count N      how many reports to publish (default 200000)",
             Opt::Secret => {
                 "--secret KEY   the exchange's shared secret: both ends must hold \
                  the same one (default none)"
@@ -52,6 +99,23 @@ impl Opt {
             Opt::Group => {
                 "--group NAME   the exchange group: both ends must name the same one \
                  (default none)"
+            }
+            Opt::TlsCert => {
+                "--tls-cert FILE  this side's certificate chain (PEM), with --tls-key: \
+                 a server's for TLS, a client's for mutual TLS (default none)"
+            }
+            Opt::TlsKey => "--tls-key FILE   the private key of --tls-cert (PEM)",
+            Opt::TlsClientCa => {
+                "--tls-client-ca FILE  mutual TLS: clients must present a certificate \
+                 of this CA (PEM); its common name is their identity"
+            }
+            Opt::TlsCa => {
+                "--tls-ca FILE    connect with TLS, trusting this CA (PEM) for the \
+                 server's certificate (default: no TLS)"
+            }
+            Opt::TlsServerName => {
+                "--tls-server-name NAME  the name the server's certificate must be \
+                 valid for (default: --host)"
             }
         }
     }
@@ -70,6 +134,18 @@ pub struct Args {
     pub secret: Option<String>,
     /// `--group` (`""`: none).
     pub group: String,
+    /// `--tls-cert`.
+    pub tls_cert: Option<String>,
+    /// `--tls-key`.
+    pub tls_key: Option<String>,
+    /// `--tls-client-ca`.
+    pub tls_client_ca: Option<String>,
+    /// `--tls-ca`.
+    pub tls_ca: Option<String>,
+    /// `--tls-server-name`.
+    pub tls_server_name: Option<String>,
+    /// `--count`.
+    pub count: u64,
 }
 
 /// Installs the `RUST_LOG` logger, then reads the command line of example
@@ -84,6 +160,12 @@ pub fn args(name: &str, about: &str, opts: &[Opt]) -> Args {
         server: "server1".to_owned(),
         secret: None,
         group: String::new(),
+        tls_cert: None,
+        tls_key: None,
+        tls_client_ca: None,
+        tls_ca: None,
+        tls_server_name: None,
+        count: 200_000,
     };
     let usage = usage_text(name, about, opts);
     let mut it = std::env::args().skip(1);
@@ -107,7 +189,29 @@ pub fn args(name: &str, about: &str, opts: &[Opt]) -> Args {
             Opt::Server => args.server = value,
             Opt::Secret => args.secret = Some(value),
             Opt::Group => args.group = value,
+            Opt::TlsCert => args.tls_cert = Some(value),
+            Opt::TlsKey => args.tls_key = Some(value),
+            Opt::TlsClientCa => args.tls_client_ca = Some(value),
+            Opt::TlsCa => args.tls_ca = Some(value),
+            Opt::TlsServerName => args.tls_server_name = Some(value),
+            Opt::Count => match value.parse() {
+                Ok(n) => args.count = n,
+                Err(_) => bad_usage(&usage, "--count takes a number"),
+            },
         }
+    }
+    if args.tls_cert.is_some() != args.tls_key.is_some() {
+        bad_usage(&usage, "--tls-cert and --tls-key go together");
+    }
+    let server = opts.contains(&Opt::TlsClientCa);
+    if server && args.tls_client_ca.is_some() && args.tls_cert.is_none() {
+        bad_usage(&usage, "--tls-client-ca needs --tls-cert and --tls-key");
+    }
+    if !server
+        && args.tls_ca.is_none()
+        && (args.tls_cert.is_some() || args.tls_server_name.is_some())
+    {
+        bad_usage(&usage, "--tls-cert and --tls-server-name need --tls-ca");
     }
     args
 }
@@ -136,28 +240,45 @@ fn bad_usage(usage: &str, problem: &str) -> ! {
 }
 
 impl Args {
-    /// An exchange server with the `--group` and `--secret` given.
-    pub fn server_builder(&self, d: &Dispatcher) -> ServerBuilder {
-        let b = Exchange::server(d).group(&self.group);
-        match &self.secret {
-            Some(key) => b.secret(key),
-            None => b,
+    /// An exchange server with the `--group`, `--secret` and TLS options
+    /// given (an error for TLS files that cannot be read or used).
+    pub fn server_builder(&self, d: &Dispatcher) -> netsvc::Result<ServerBuilder> {
+        let mut b = Exchange::server(d).group(&self.group);
+        if let Some(key) = &self.secret {
+            b = b.secret(key);
         }
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            let mut tls = TlsServerConfig::from_pem_files(cert, key)?;
+            if let Some(ca) = &self.tls_client_ca {
+                tls = tls.client_ca_pem_file(ca)?;
+            }
+            b = b.tls(tls);
+        }
+        Ok(b)
     }
 
-    /// An exchange client with the `--group` and `--secret` given.
-    pub fn client_builder(&self, d: &Dispatcher) -> ClientBuilder {
-        let b = Exchange::client(d).group(&self.group);
-        match &self.secret {
-            Some(key) => b.secret(key),
-            None => b,
+    /// An exchange client with the `--group`, `--secret` and TLS options
+    /// given (an error for TLS files that cannot be read or used).
+    pub fn client_builder(&self, d: &Dispatcher) -> netsvc::Result<ClientBuilder> {
+        let mut b = Exchange::client(d).group(&self.group);
+        if let Some(key) = &self.secret {
+            b = b.secret(key);
         }
+        if let Some(ca) = &self.tls_ca {
+            let name = self.tls_server_name.as_deref().unwrap_or(&self.host);
+            let mut tls = TlsClientConfig::from_ca_pem_file(ca)?.server_name(name)?;
+            if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+                tls = tls.client_certificate_pem_files(cert, key)?;
+            }
+            b = b.tls(tls);
+        }
+        Ok(b)
     }
 
     /// Connects an exchange client to `--host`:`--port`, retrying every
     /// `retry` while the server is unreachable.
     pub fn connect(&self, d: &Dispatcher, retry: Duration) -> netsvc::Result<Exchange> {
-        self.client_builder(d)
+        self.client_builder(d)?
             .connect((self.host.as_str(), self.port), retry)
     }
 }

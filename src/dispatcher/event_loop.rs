@@ -3,8 +3,8 @@
 //!
 //! Each turn: poll (sockets and the waker), hand socket events to the
 //! exchange transport, take what arrived on in-memory links, take up to
-//! [`COMMANDS_PER_TURN`] commands from the handles (none while a peer's
-//! backlog holds everything back), run the timers that are due, and after
+//! [`COMMANDS_PER_TURN`] commands from the handles, move on the reports
+//! that wait for room or credit, run the timers that are due, and after
 //! each of those steps have the transports carry what the core queued;
 //! at the end, flush every link's output.
 
@@ -18,6 +18,7 @@ use crate::config::NO_LIMIT;
 use crate::error::Result;
 use crate::mailbox::command::{Command, ExchangeRole};
 use crate::mailbox::{Link, ON_DISPATCHER};
+use crate::routing::flow::RETRY;
 use crate::routing::{Core, Flow};
 use crate::transport::exchange::Exchanges;
 use crate::transport::memory::Memory;
@@ -87,7 +88,13 @@ impl EventLoop {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
                 };
-                next.map(|at| at.saturating_duration_since(Instant::now()))
+                let wait = next.map(|at| at.saturating_duration_since(Instant::now()));
+                if self.core.flow_waits() {
+                    // Reports wait for room: look again soon.
+                    Some(wait.map_or(RETRY, |w| w.min(RETRY)))
+                } else {
+                    wait
+                }
             };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == std::io::ErrorKind::Interrupted {
@@ -110,6 +117,11 @@ impl EventLoop {
             self.exchanges.read_stalled(&mut self.core);
             self.memory.receive(&mut self.core);
             self.carry();
+            // Reports that waited for room or credit move on.
+            if self.core.flow_waits() {
+                self.core.pump(Instant::now());
+                self.carry();
+            }
             // Wake events carry no data: the commands are in the channel.
             // Clear the flag before draining, so a command sent after the
             // drain wakes the next poll.
@@ -118,14 +130,10 @@ impl EventLoop {
                 .store(false, std::sync::atomic::Ordering::SeqCst);
             more_commands = false;
             self.refresh_links();
-            // A congested peer holds commands back: senders block on the
-            // bounded queue, which is the pressure a fast publisher feels.
-            let turn = if self.exchanges.congested() {
-                0
-            } else {
-                COMMANDS_PER_TURN
-            };
-            for _ in 0..turn {
+            // Commands are taken whatever a peer's congestion: each link
+            // pushes back on its own (report credit, its own input), and a
+            // publisher is held by its own reports (see `routing::flow`).
+            for _ in 0..COMMANDS_PER_TURN {
                 match self.commands.try_recv() {
                     Ok(cmd) => {
                         if self.handle(cmd) == Flow::Stop {
@@ -157,7 +165,7 @@ impl EventLoop {
             self.exchanges.flush_dirty(&mut self.core);
             self.carry();
             self.memory.flush();
-            if !self.exchanges.congested() && !self.commands.is_empty() {
+            if !self.commands.is_empty() {
                 more_commands = true;
             }
         }

@@ -139,6 +139,8 @@ pub(crate) enum ExchangeRole {
         bind: bool,
         /// The named credentials it accepts (beside its shared secret).
         credentials: Credentials,
+        /// TLS on every connection, if it has any.
+        tls: Option<crate::tls::ServerTls>,
     },
     /// Connects to a server; reconnects after `retry` if given.
     Client {
@@ -147,6 +149,8 @@ pub(crate) enum ExchangeRole {
         /// The name of the credential whose secret it proves (the
         /// exchange's secret); empty for the shared secret.
         credential: String,
+        /// TLS on every connection, if it has any.
+        tls: Option<crate::tls::ClientTls>,
     },
 }
 
@@ -208,6 +212,8 @@ pub(crate) enum Command {
         publisher: PublisherSpec,
         pattern: String,
         on: bool,
+        /// What its reports do while the subscriber's queue is full.
+        overflow: crate::event::Overflow,
     },
     Publish {
         agent: AgentId,

@@ -4,7 +4,9 @@
 //! `direct.rs`).
 
 use std::any::Any;
-use std::sync::{Arc, Weak};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::time::Instant;
 
 use crossbeam_channel::Sender;
 
@@ -21,6 +23,8 @@ pub(crate) struct Inbox {
     /// Requests are refused as busy once this many events are queued.
     pub capacity: usize,
     pub calls: Arc<DirectCalls>,
+    /// Shared with the service's handle: see [`Flow`].
+    pub flow: Arc<Flow>,
 }
 
 impl Inbox {
@@ -44,5 +48,86 @@ impl std::fmt::Debug for Inbox {
             .field("queued", &self.events.len())
             .field("capacity", &self.capacity)
             .finish()
+    }
+}
+
+/// What a service's handle and its dispatcher share about the flow of its
+/// reports: whether the dispatcher waits for room on the service's queue
+/// (reports held for it), and how many of the service's own published
+/// reports are held somewhere because a subscriber's queue or a link's
+/// credit has no room (the publisher waits while too many are).
+#[derive(Debug, Default)]
+pub(crate) struct Flow {
+    /// Set by the dispatcher when it holds reports for this service; the
+    /// thread that takes an event off the queue wakes the dispatcher once
+    /// room is back.
+    pub wants_room: AtomicBool,
+    /// This service's published reports not yet delivered everywhere.
+    held: AtomicUsize,
+    waiters: AtomicUsize,
+    lock: Mutex<()>,
+    room: Condvar,
+    /// A waiting publisher goes on once this many or fewer are held: half
+    /// its queue's capacity.
+    pub low: usize,
+}
+
+impl Flow {
+    /// The flow of a service whose queue holds `capacity` events.
+    pub(crate) fn new(capacity: usize) -> Flow {
+        Flow {
+            low: capacity / 2,
+            ..Flow::default()
+        }
+    }
+
+    /// One more of this publisher's reports is held.
+    pub(crate) fn hold(&self) {
+        self.held.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// One of this publisher's held reports is delivered (or dropped): a
+    /// publisher waiting for room is woken once `low` or fewer are held
+    /// (see [`wait_below`](Self::wait_below): woken once per half queue,
+    /// not once per report).
+    pub(crate) fn release(&self, low: usize) {
+        let held = self.held.fetch_sub(1, Ordering::SeqCst) - 1;
+        if held <= low && self.waiters.load(Ordering::SeqCst) > 0 {
+            let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+            self.room.notify_all();
+        }
+    }
+
+    /// How many of this publisher's reports are held.
+    pub(crate) fn held(&self) -> usize {
+        self.held.load(Ordering::SeqCst)
+    }
+
+    /// Called once `limit` or more of this publisher's reports are held:
+    /// waits until `low` or fewer are (so a publisher held back goes on a
+    /// batch at a time), at most until `deadline`; false if the deadline
+    /// passed first.
+    pub(crate) fn wait_below(&self, limit: usize, low: usize, deadline: Instant) -> bool {
+        if self.held.load(Ordering::Acquire) < limit {
+            return true;
+        }
+        let mut guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let ok = loop {
+            if self.held.load(Ordering::SeqCst) <= low {
+                break true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break false;
+            }
+            guard = match self.room.wait_timeout(guard, deadline - now) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        };
+        self.waiters.fetch_sub(1, Ordering::SeqCst);
+        drop(guard);
+        ok
     }
 }

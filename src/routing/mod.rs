@@ -21,6 +21,7 @@
 
 pub(crate) mod calls;
 pub(crate) mod fanout;
+pub(crate) mod flow;
 pub(crate) mod idmap;
 pub(crate) mod peers;
 pub(crate) mod registry;
@@ -68,6 +69,8 @@ struct Local {
     /// it. The only strong reference: dropping it ends direct calls.
     inbox: Arc<Inbox>,
     timers: Vec<(u64, TimerId)>,
+    /// Reports waiting for room on its queue (see `flow`).
+    flow: flow::LocalFlow,
 }
 
 /// How an event counts against a service's queue.
@@ -233,6 +236,18 @@ pub(crate) struct Core {
     stopping: bool,
     /// Warnings a peer can cause, at most one line a second per kind.
     warnings: Warnings,
+    /// Reports that wait somewhere (see `flow`).
+    holds: flow::Holds,
+    /// Local subscribers with reports waiting for them, or drops to tell.
+    watched: Vec<AgentId>,
+    /// Peers with reports waiting for their credit.
+    starved: Vec<PeerId>,
+    /// Reused buffer for the links a report is relayed on.
+    peer_scratch: Vec<PeerId>,
+    /// Reused buffers of `flow`: the links with and without credit for a
+    /// report, and the frame of one that waits.
+    flow_scratch: (Vec<PeerId>, Vec<PeerId>),
+    frame_scratch: Vec<u8>,
 }
 
 impl Drop for Core {
@@ -271,6 +286,12 @@ impl Core {
             turns: requests::Turns::default(),
             stopping: false,
             warnings: Warnings::default(),
+            holds: flow::Holds::default(),
+            watched: Vec::new(),
+            starved: Vec::new(),
+            peer_scratch: Vec::new(),
+            flow_scratch: Default::default(),
+            frame_scratch: Vec::new(),
         }
     }
 
@@ -299,7 +320,14 @@ impl Core {
                 publisher,
                 pattern,
                 on,
-            } => self.subscribe(agent, publisher, &pattern, on),
+                overflow,
+            } => {
+                if let (true, Some(local)) = (on, self.locals.get(&agent)) {
+                    let me = local.binding.key();
+                    self.reports.set_overflow(me, &pattern, overflow);
+                }
+                self.subscribe(agent, publisher, &pattern, on)
+            }
             Command::Publish {
                 agent,
                 subject,
@@ -487,21 +515,21 @@ impl Core {
         }
     }
 
-    /// Delivers a control event or a report, counting what is dropped.
+    /// Delivers a control event or a report (which waits if it must: see
+    /// `flow`), counting what is dropped.
     fn deliver(&mut self, agent: AgentId, event: Event, class: Class) {
-        let is_report = matches!(event, Event::Report(_));
-        match self.try_deliver(agent, event, class) {
-            Ok(()) => {
-                if is_report {
-                    Counters::bump(&self.link.counters.reports_delivered);
-                }
+        let event = match event {
+            Event::Report(report) => {
+                let mut holder = flow::Holder::none();
+                return self.report_to_local(agent, report, &mut holder);
             }
+            other => other,
+        };
+        match self.try_deliver(agent, event, class) {
+            Ok(()) => {}
             Err(Refused::Gone(_)) => {} // withdrawn meanwhile: nobody to tell
             Err(Refused::Full(event)) => {
-                if is_report {
-                    Counters::bump(&self.link.counters.reports_dropped);
-                    log::trace!("netsvc: report dropped, queue of agent {agent} is full");
-                } else {
+                {
                     Counters::bump(&self.link.counters.events_dropped);
                     // (A peer's subscriptions can cause these in any number.)
                     self.warnings.warn(

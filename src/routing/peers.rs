@@ -116,6 +116,8 @@ pub(crate) struct Peer {
     pub closing: bool,
     /// Its credential, if it has one (see [`PeerInfo::identity`]).
     pub identity: Option<Arc<Identity>>,
+    /// Report credit both ways, and the reports waiting for it.
+    pub flow: super::flow::PeerFlow,
 }
 
 /// What the peers of one exchange share.
@@ -157,8 +159,14 @@ pub(crate) struct Peers {
 #[derive(Debug)]
 pub(crate) enum Carry {
     /// Queue this frame (prefix included, bytes in the queue's buffer) on
-    /// the peer's link.
-    Frame { peer: PeerId, bytes: Range<usize> },
+    /// the peer's link. `request`: it is a call or cast, work pushed on
+    /// the far side (a relay that reads such frames for a link whose
+    /// output is congested stops reading their source).
+    Frame {
+        peer: PeerId,
+        bytes: Range<usize>,
+        request: bool,
+    },
     /// Close the peer's link, telling it why if the transport can; the
     /// transport then reports the loss with `Core::peer_down`.
     Close {
@@ -196,13 +204,41 @@ pub(crate) struct Outbox {
 impl Outbox {
     /// Queues one frame for every peer in `peers`, written by `write`
     /// (prefix included) into the queue of each kind of transport among
-    /// them once, and shared by that kind's peers. On error nothing is
-    /// queued for the peers not yet served, and the error is returned.
+    /// them once, and shared by that kind's peers; the frame's body length
+    /// (0 for no peers). On error nothing is queued for the peers not yet
+    /// served, and the error is returned.
     pub(crate) fn put(
         &mut self,
         peers: impl IntoIterator<Item = PeerId>,
+        write: impl FnMut(&mut Vec<u8>) -> crate::error::Result<()>,
+    ) -> crate::error::Result<usize> {
+        self.put_flagged(peers, write, false)
+    }
+
+    /// Queues a request's frame (see [`Carry::Frame`]) for one peer.
+    pub(crate) fn put_request(
+        &mut self,
+        peer: PeerId,
+        write: impl FnMut(&mut Vec<u8>) -> crate::error::Result<()>,
+    ) -> crate::error::Result<usize> {
+        self.put_flagged([peer], write, true)
+    }
+
+    /// Relays a request's frame body as it came (see [`relay`](Self::relay)).
+    pub(crate) fn relay_request(&mut self, peer: PeerId, body: &[u8]) {
+        let _ = self.put_request(peer, |buf| {
+            crate::frame::put_frame(buf, body);
+            Ok(())
+        });
+    }
+
+    fn put_flagged(
+        &mut self,
+        peers: impl IntoIterator<Item = PeerId>,
         mut write: impl FnMut(&mut Vec<u8>) -> crate::error::Result<()>,
-    ) -> crate::error::Result<()> {
+        request: bool,
+    ) -> crate::error::Result<usize> {
+        let mut len = 0;
         let mut stored: [Option<Range<usize>>; Kind::COUNT] = Default::default();
         for peer in peers {
             let k = peer.kind() as usize;
@@ -216,13 +252,18 @@ impl Outbox {
                         return Err(e);
                     }
                     let r = start..q.bytes.len();
+                    len = r.len().saturating_sub(crate::frame::PREFIX);
                     stored[k] = Some(r.clone());
                     r
                 }
             };
-            q.items.push(Carry::Frame { peer, bytes });
+            q.items.push(Carry::Frame {
+                peer,
+                bytes,
+                request,
+            });
         }
-        Ok(())
+        Ok(len)
     }
 
     /// Queues a frame body as it came from a peer (its length prefix added)

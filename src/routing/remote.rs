@@ -18,6 +18,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::flow::Holder;
 use super::peers::{Peer, PeerId, PeerInfo, Scope, Usage};
 use super::registry::{Ordered, Route};
 use super::{Caller, Class, Core, Pending, RouteOpts, TimerKind, MIN_PROGRESS};
@@ -84,6 +85,7 @@ impl Core {
             refused_since: Instant::now(),
             closing: false,
             identity: info.identity,
+            flow: Default::default(),
         };
         self.peers.map.insert(peer, Box::new(p));
         let bindings: Vec<ServiceBinding> = self
@@ -156,7 +158,8 @@ impl Core {
         for conv in self.pending.callers_on(peer) {
             self.forget(conv);
         }
-        if let Some(p) = self.peers.map.remove(&peer) {
+        if let Some(mut p) = self.peers.map.remove(&peer) {
+            self.forget_peer_flow(std::mem::take(&mut p.flow));
             if p.identity.is_some() {
                 self.link.counters.identity_down(peer.0);
             }
@@ -391,9 +394,14 @@ impl Core {
             | Message::Response { .. }
             | Message::Proof { .. } => {}
             Message::Reply { conv, result } => {
-                // Only the link the call went out on may answer it.
+                // Only the link the call went out on may answer it. A reply
+                // for a call no longer pending is late, not forged: a call
+                // failed here when its callee was withdrawn still gets the
+                // answer the far side fails it with (dropped, counted).
                 if self.sent_to(conv, peer) {
                     self.complete(conv, result.map_err(Error::from));
+                } else if !self.pending.contains_key(&conv) {
+                    Counters::bump(&self.link.counters.late_replies);
                 } else {
                     self.refuse_frame(peer, "a reply for a call not sent to it");
                 }
@@ -408,6 +416,25 @@ impl Core {
                 subscriber,
                 publisher,
             } => self.subscribe_denied(peer, subscriber, publisher),
+            Message::Credit { bytes } => self.credit(peer, bytes),
+            Message::Subscribed {
+                subscriber,
+                publisher,
+                pattern,
+            } => {
+                // Only from the link the publisher is reached by.
+                if self.registry.get(&publisher).map(|e| e.route) != Some(Route::Remote(peer)) {
+                    return self
+                        .refuse_frame(peer, "a confirmation for a publisher not of its link");
+                }
+                let max = self.link.config.max_subject_len;
+                if let Err(e) = limits::check_name("subscription pattern", &pattern, max) {
+                    return self.breach(peer, &e);
+                }
+                if self.route_of(&subscriber) != Some(Route::Remote(peer)) {
+                    self.confirm(subscriber, publisher, &pattern);
+                }
+            }
             // (Read in place by on_frame; kept for completeness.)
             Message::Report {
                 publisher,
@@ -694,7 +721,7 @@ impl Core {
     /// Drops a frame the peer had no right to send: counted and logged;
     /// after [`REFUSALS`](super::peers::REFUSALS) within a window of
     /// [`REFUSAL_WINDOW`](super::peers::REFUSAL_WINDOW), the link is closed.
-    fn refuse_frame(&mut self, peer: PeerId, what: &str) {
+    pub(super) fn refuse_frame(&mut self, peer: PeerId, what: &str) {
         Counters::bump(&self.link.counters.refused_frames);
         let Some(p) = self.peers.map.get_mut(&peer) else {
             return;
@@ -751,7 +778,16 @@ impl Core {
             }
             Event::Report(r) => {
                 let publisher = r.publisher.key();
-                self.send_report_frame(&[peer], publisher, Some(key), &r.subject, &r.payload);
+                let mut holder = Holder::none();
+                let (subject, payload) = (&r.subject, &r.payload);
+                self.send_report_frame(
+                    &[peer],
+                    publisher,
+                    Some(key),
+                    subject,
+                    payload,
+                    &mut holder,
+                );
             }
             // The subscriber's own dispatcher announces publishers to it.
             _ => {}
@@ -778,7 +814,7 @@ impl Core {
             }
         }
         match relay {
-            Some(raw) => self.out.relay([peer], raw),
+            Some(raw) => self.out.relay_request(peer, raw),
             None => {
                 let timeout_ms = self
                     .pending
@@ -796,7 +832,10 @@ impl Core {
                     oneway: opts.oneway,
                     heartbeat_ms: opts.heartbeat.map(|d| d.as_millis() as u64),
                 };
-                self.send(peer, &message);
+                let encode = |buf: &mut Vec<u8>| wire::encode_frame_into(buf, &message);
+                if let Err(e) = self.out.put_request(peer, encode) {
+                    log::error!("netsvc: cannot encode a request: {e}");
+                }
             }
         }
         Counters::bump(&self.link.counters.requests_delivered);
@@ -812,24 +851,39 @@ impl Core {
         to: Option<AgentKey>,
         subject: &str,
         payload: &Payload,
+        holder: &mut Holder,
     ) {
         let encode =
             |buf: &mut Vec<u8>| wire::encode_report_frame(buf, publisher, to, subject, payload);
-        if let Err(e) = self.out.put(peers.iter().copied(), encode) {
-            log::error!("netsvc: cannot encode a report: {e}");
-        }
+        self.report_to_peers(peers, encode, holder);
     }
 
     /// A report from a peer: onto the queues of local subscribers, and on
     /// to other peers as the frame it came in (with its prefix, copied
-    /// once into the outbox for all of them).
+    /// once into the outbox for all of them). Its bytes are the peer's
+    /// credit, given back once it is delivered everywhere (see `flow`).
     fn remote_report(&mut self, peer: PeerId, report: ReportRef<'_>, raw: &[u8]) {
+        if !self.take_credit(peer, raw.len()) {
+            return;
+        }
+        let mut holder = Holder::link(peer, raw.len());
+        self.remote_report_held(peer, report, raw, &mut holder);
+        self.delivered(holder);
+    }
+
+    fn remote_report_held(
+        &mut self,
+        peer: PeerId,
+        report: ReportRef<'_>,
+        raw: &[u8],
+        holder: &mut Holder,
+    ) {
         let max = self.link.config.max_subject_len;
         if let Err(e) = limits::check_name("report subject", report.subject, max) {
             return self.breach(peer, &e);
         }
         if let Some(to) = report.to {
-            return self.remote_report_to(peer, to, report, raw);
+            return self.remote_report_to(peer, to, report, raw, holder);
         }
         let genuine = self.with_fanout(report.publisher, None, report.subject, |this, fanout| {
             if fanout.from != Some(peer) {
@@ -837,10 +891,20 @@ impl Core {
             }
             if !fanout.locals.is_empty() {
                 let payload = Payload::from(report.payload);
-                this.deliver_reports(&fanout.locals, &fanout.binding, &fanout.subject, &payload);
+                let (locals, binding) = (&fanout.locals, &fanout.binding);
+                this.deliver_reports(locals, binding, &fanout.subject, &payload, holder);
             }
-            let others = fanout.remotes.iter().copied().filter(|t| *t != peer);
-            this.out.relay(others, raw);
+            if fanout.remotes.iter().any(|t| *t != peer) {
+                let mut others = std::mem::take(&mut this.peer_scratch);
+                others.clear();
+                others.extend(fanout.remotes.iter().copied().filter(|t| *t != peer));
+                let relay = |buf: &mut Vec<u8>| {
+                    crate::frame::put_frame(buf, raw);
+                    Ok(())
+                };
+                this.report_to_peers(&others, relay, holder);
+                this.peer_scratch = others;
+            }
             true
         });
         // (None: a publisher withdrawn meanwhile, nobody to deliver for.)
@@ -850,7 +914,14 @@ impl Core {
     }
 
     /// A report for one subscriber (`send_report` on the far side).
-    fn remote_report_to(&mut self, peer: PeerId, to: AgentKey, report: ReportRef<'_>, raw: &[u8]) {
+    fn remote_report_to(
+        &mut self,
+        peer: PeerId,
+        to: AgentKey,
+        report: ReportRef<'_>,
+        raw: &[u8],
+        holder: &mut Holder,
+    ) {
         let Some((publisher, route)) = self
             .registry
             .get(&report.publisher)
@@ -868,9 +939,15 @@ impl Core {
                     subject: report.subject.into(),
                     payload: report.payload.into(),
                 };
-                self.deliver(agent, Event::Report(r), Class::Data);
+                self.report_to_local(agent, r, holder);
             }
-            Some(Route::Remote(t)) if t != peer => self.out.relay([t], raw),
+            Some(Route::Remote(t)) if t != peer => {
+                let relay = |buf: &mut Vec<u8>| {
+                    crate::frame::put_frame(buf, raw);
+                    Ok(())
+                };
+                self.report_to_peers(&[t], relay, holder);
+            }
             _ => {}
         }
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::PeerId;
-use crate::event::Lifetime;
+use crate::event::{Lifetime, Overflow};
 use crate::ids::AgentKey;
 use crate::pattern::Pattern;
 use crate::wire::Payload;
@@ -142,6 +142,9 @@ pub(crate) struct Reports {
     /// Changes with every subscription added or removed (what remembered
     /// report routes are checked against).
     generation: u64,
+    /// Local subscribers' drop policies, by pattern (a subscription without
+    /// one waits: `Overflow::Wait`).
+    overflows: HashMap<AgentKey, HashMap<String, Overflow>>,
 }
 
 impl Reports {
@@ -333,6 +336,53 @@ impl Reports {
         self.lists(publisher, name)
             .flat_map(|l| l.of(subscriber))
             .any(|s| s.pattern.matches(subject))
+    }
+
+    /// Sets the drop policy of a local subscriber's subscriptions with
+    /// this pattern.
+    pub(crate) fn set_overflow(&mut self, subscriber: AgentKey, pattern: &str, o: Overflow) {
+        let mine = self.overflows.entry(subscriber).or_default();
+        if o == Overflow::Wait {
+            mine.remove(pattern);
+            if mine.is_empty() {
+                self.overflows.remove(&subscriber);
+            }
+        } else {
+            mine.insert(pattern.to_owned(), o);
+        }
+    }
+
+    /// A subscriber that goes forgets its policies.
+    pub(crate) fn forget_overflows(&mut self, subscriber: AgentKey) {
+        self.overflows.remove(&subscriber);
+    }
+
+    /// What a report of this publisher and subject does while the
+    /// subscriber's queue is full: it waits if any of the subscriber's
+    /// matching subscriptions waits, else the first one's policy applies.
+    pub(crate) fn overflow_of(
+        &self,
+        subscriber: AgentKey,
+        publisher: AgentKey,
+        name: &str,
+        subject: &str,
+    ) -> Overflow {
+        let Some(mine) = self.overflows.get(&subscriber) else {
+            return Overflow::Wait;
+        };
+        let mut policy = None;
+        for s in self.lists(publisher, name).flat_map(|l| l.of(subscriber)) {
+            if !s.pattern.matches(subject) {
+                continue;
+            }
+            match mine.get(s.pattern.as_str()) {
+                None | Some(Overflow::Wait) => return Overflow::Wait,
+                Some(o) => {
+                    policy.get_or_insert(*o);
+                }
+            }
+        }
+        policy.unwrap_or(Overflow::Wait)
     }
 
     /// Appends the distinct subscribers whose patterns match the subject

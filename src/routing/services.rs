@@ -21,6 +21,7 @@ impl Core {
                 binding: binding.clone(),
                 inbox,
                 timers: Vec::new(),
+                flow: Default::default(),
             },
         );
         self.add_agent(binding, Route::Local(agent));
@@ -152,6 +153,13 @@ impl Core {
             return;
         };
         log::debug!("netsvc: service {} withdrawn", local.binding);
+        let local = {
+            let mut local = local;
+            let flow = std::mem::take(&mut local.flow);
+            self.forget_local_flow(flow);
+            self.reports.forget_overflows(local.binding.key());
+            local
+        };
         for (_, id) in &local.timers {
             self.timers.cancel(*id);
         }

@@ -17,7 +17,11 @@ use crate::pattern::Pattern;
 use crate::stats::Counters;
 use crate::wire::Payload;
 
+use super::flow::Holder;
+use super::registry::Route;
 use super::PeerId;
+use crate::event::Confirmed;
+use crate::wire::Message;
 
 impl Core {
     pub(super) fn subscribe(
@@ -129,6 +133,39 @@ impl Core {
             };
             self.deliver_key(subscriber, Event::Report(report), Class::Data);
         }
+        // Where the publisher is at home, the subscription is in force:
+        // the subscriber is told (after its cached reports), across every
+        // exchange on the way.
+        if matches!(self.route_of(&publisher.key()), Some(Route::Local(_))) {
+            self.confirm(subscriber, publisher.key(), pattern);
+        }
+    }
+
+    /// Tells a subscriber that its subscription is in force at its
+    /// publisher's process: an event if it is local, a frame toward it if
+    /// not.
+    pub(super) fn confirm(&mut self, subscriber: AgentKey, publisher: AgentKey, pattern: &str) {
+        match self.route_of(&subscriber) {
+            Some(Route::Local(agent)) => {
+                let Some(binding) = self.binding_of(&publisher) else {
+                    return;
+                };
+                let c = Confirmed {
+                    publisher: binding,
+                    pattern: pattern.to_owned(),
+                };
+                self.deliver(agent, Event::Confirmed(c), Class::Control);
+            }
+            Some(Route::Remote(peer)) => {
+                let message = Message::Subscribed {
+                    subscriber,
+                    publisher,
+                    pattern: pattern.to_owned(),
+                };
+                self.send(peer, &message);
+            }
+            None => {}
+        }
     }
 
     /// A subscription ended (the subscriber is still there): Withdrawn to
@@ -224,26 +261,33 @@ impl Core {
             return;
         };
         let publisher = local.binding.clone();
+        let mut holder = Holder::publisher(local.inbox.flow.clone());
         let key = publisher.key();
         Counters::bump(&self.link.counters.reports_published);
         // Local subscribers get the report on their queues; each connection
-        // leading to remote subscribers gets one frame, encoded once.
+        // leading to remote subscribers gets one frame, encoded once. Where
+        // there is no room, it waits, and holds the publisher (see `flow`).
         self.with_fanout(key, Some(&publisher), &subject, |this, fanout| {
             this.reports.store(key, &fanout.subject, &payload, lifetime);
-            this.deliver_reports(&fanout.locals, &publisher, &fanout.subject, &payload);
+            let (subject, locals) = (&fanout.subject, &fanout.locals);
+            this.deliver_reports(locals, &publisher, subject, &payload, &mut holder);
             if !fanout.remotes.is_empty() {
-                this.send_report_frame(&fanout.remotes, key, None, &fanout.subject, &payload);
+                let remotes = &fanout.remotes;
+                this.send_report_frame(remotes, key, None, subject, &payload, &mut holder);
             }
         });
+        self.delivered(holder);
     }
 
-    /// Puts one report on the queues of these local subscribers.
+    /// Puts one report on the queues of these local subscribers (or has it
+    /// wait for room, held by `holder`).
     pub(super) fn deliver_reports(
         &mut self,
         agents: &[AgentId],
         publisher: &ServiceBinding,
         subject: &Arc<str>,
         payload: &Payload,
+        holder: &mut Holder,
     ) {
         for &agent in agents {
             let report = Report {
@@ -251,7 +295,7 @@ impl Core {
                 subject: subject.clone(),
                 payload: payload.clone(),
             };
-            self.deliver(agent, Event::Report(report), Class::Data);
+            self.report_to_local(agent, report, holder);
         }
     }
 
@@ -274,11 +318,22 @@ impl Core {
             log::debug!("netsvc: send_report from {publisher}: the destination holds no matching subscription");
             return;
         }
-        let report = Report {
-            publisher,
-            subject: subject.into(),
-            payload,
-        };
-        self.deliver_key(to, Event::Report(report), Class::Data);
+        let mut holder = Holder::publisher(local.inbox.flow.clone());
+        match self.route_of(&to) {
+            Some(Route::Local(agent)) => {
+                let report = Report {
+                    publisher,
+                    subject: subject.into(),
+                    payload,
+                };
+                self.report_to_local(agent, report, &mut holder);
+            }
+            Some(Route::Remote(peer)) => {
+                let key = publisher.key();
+                self.send_report_frame(&[peer], key, Some(to), &subject, &payload, &mut holder);
+            }
+            None => {}
+        }
+        self.delivered(holder);
     }
 }

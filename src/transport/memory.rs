@@ -115,7 +115,7 @@ impl Memory {
             let queue = core.out.take(Kind::Memory);
             for item in &queue.items {
                 match item {
-                    Carry::Frame { peer, bytes } => {
+                    Carry::Frame { peer, bytes, .. } => {
                         let Some(end) = self.ends.get(&peer.0) else {
                             continue;
                         };
@@ -134,8 +134,7 @@ impl Memory {
                         }
                         if waiting > limit {
                             Counters::bump(&self.link.counters.slow_consumers);
-                            let reason =
-                                format!("slow consumer: {waiting} bytes waiting, limit {limit}");
+                            let reason = format!("{waiting} bytes waiting, limit {limit}");
                             self.close(peer.0, Why::SlowConsumer, &reason, core);
                         }
                     }

@@ -19,10 +19,12 @@
 //!
 //! - [`exchange`]: the exchange protocol over byte streams (TCP): listeners,
 //!   handshake, authentication, heartbeats, per-link flow control;
-//! - [`stream`]: the byte streams it runs over;
+//! - [`stream`]: the byte streams it runs over (TCP, or TLS over TCP);
+//! - [`tls`]: TLS on a stream, driven from the poll loop (rustls);
 //! - [`memory`]: links between two dispatchers of one process, without
 //!   sockets ([`MemoryLink`](crate::MemoryLink)).
 
 pub(crate) mod exchange;
 pub(crate) mod memory;
 pub(crate) mod stream;
+pub(crate) mod tls;

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: bounded waits on events.
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod child;
 pub mod exchange_proc;
 pub mod link;
@@ -22,12 +23,20 @@ pub const WAIT: Duration = Duration::from_secs(10);
 /// for negative checks, never to let something happen.
 pub const QUIET: Duration = Duration::from_millis(200);
 
-/// The next event, or panic after [`WAIT`].
+/// The next event, or panic after [`WAIT`]. Confirmations of
+/// subscriptions (`Event::Confirmed`) are passed over: the tests that
+/// expect a sequence of events are about other things, and
+/// `tests/flow.rs` tests confirmations.
 pub fn next(svc: &Service) -> Event {
-    match svc.recv_timeout(WAIT) {
-        Ok(Some(e)) => e,
-        Ok(None) => panic!("{}: no event within {WAIT:?}", svc.binding()),
-        Err(e) => panic!("{}: queue closed: {e}", svc.binding()),
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match svc.recv_timeout(left) {
+            Ok(Some(Event::Confirmed(_))) => {}
+            Ok(Some(e)) => return e,
+            Ok(None) => panic!("{}: no event within {WAIT:?}", svc.binding()),
+            Err(e) => panic!("{}: queue closed: {e}", svc.binding()),
+        }
     }
 }
 
@@ -51,10 +60,17 @@ pub fn wait_for<T>(svc: &Service, what: &str, mut pick: impl FnMut(Event) -> Opt
     }
 }
 
-/// Asserts that no event arrives within [`QUIET`].
+/// Asserts that no event arrives within [`QUIET`] (confirmations of
+/// subscriptions aside, as in [`next`]).
 pub fn assert_quiet(svc: &Service) {
-    if let Ok(Some(e)) = svc.recv_timeout(QUIET) {
-        panic!("{}: unexpected event {e:?}", svc.binding());
+    let deadline = Instant::now() + QUIET;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match svc.recv_timeout(left) {
+            Ok(Some(Event::Confirmed(_))) => {}
+            Ok(Some(e)) => panic!("{}: unexpected event {e:?}", svc.binding()),
+            _ => return,
+        }
     }
 }
 

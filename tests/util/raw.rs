@@ -15,7 +15,7 @@ pub fn frame(body: &[u8]) -> Vec<u8> {
 }
 
 /// The protocol version this build speaks (src/wire.rs).
-pub const VERSION: u16 = 4;
+pub const VERSION: u16 = 5;
 
 /// The process uid of the raw peer numbered `seed`: derived from its
 /// identity token, as a server checks.
@@ -127,4 +127,14 @@ pub fn wait_closed(s: &mut TcpStream) {
             Err(_) => return, // reset
         }
     }
+}
+
+/// A `Credit` frame giving the far side back `bytes` of report-frame
+/// credit (src/routing/flow.rs): bincode's variant index of
+/// `Message::Credit` (14), then its field, as varints.
+pub fn credit(bytes: u64) -> Vec<u8> {
+    let mut body = Vec::new();
+    varint(&mut body, 14);
+    varint(&mut body, bytes);
+    frame(&body)
 }

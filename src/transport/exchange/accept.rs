@@ -11,14 +11,23 @@ impl Exchanges {
                 return;
             };
             let Role::Server {
-                listener, limits, ..
+                listener,
+                limits,
+                tls,
+                ..
             } = &exch.role
             else {
                 return;
             };
             let limits = *limits;
             let (mut stream, peer) = match listener.accept() {
-                Ok((s, peer)) => (Stream::Tcp(s), peer),
+                Ok((s, peer)) => match Stream::accepted(s, tls.as_ref()) {
+                    Ok(stream) => (stream, peer),
+                    Err(e) => {
+                        log::error!("netsvc: connection from {peer} dropped: {e}");
+                        continue;
+                    }
+                },
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {

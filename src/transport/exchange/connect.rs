@@ -16,6 +16,7 @@ impl Exchanges {
             next_addr,
             conn,
             attempts,
+            tls,
             ..
         } = &mut exch.role
         else {
@@ -30,7 +31,7 @@ impl Exchanges {
         if *attempts > 1 {
             Counters::bump(&self.link.counters.reconnects);
         }
-        let stream = Stream::connect(addr).and_then(|mut s| {
+        let stream = Stream::connect(addr, tls.as_ref()).and_then(|mut s| {
             self.poll.register(
                 &mut s,
                 Token(token),

@@ -144,11 +144,15 @@ impl Exchanges {
                 (false, Some(local)) if hello.bind => Some((local, conn.peer)),
                 _ => None,
             };
+            // With TLS, the session's own keying material too: a proof
+            // relayed into another TLS session does not verify there.
+            let session = conn.stream.tls_binding();
+            let session = session.as_ref().map(|b| &b[..]);
             let handshake = conn.handshake.get_or_insert_with(Box::default);
             handshake.transcript = if is_server {
-                auth::transcript(body, &handshake.hello, bound)
+                auth::transcript(body, &handshake.hello, bound, session)
             } else {
-                auth::transcript(&handshake.hello, body, bound)
+                auth::transcript(&handshake.hello, body, bound, session)
             };
         }
         if auth {
@@ -182,7 +186,68 @@ impl Exchanges {
             }
             return;
         }
+        if is_server {
+            // With mutual TLS, the identity its certificate names.
+            match self.client_identity(token, None) {
+                Ok(identity) => {
+                    if let Some(conn) = self.conns.get_mut(&token) {
+                        conn.identity = identity;
+                    }
+                }
+                Err(why) => {
+                    let reason = format!("authentication failed: {why}");
+                    return self.close_conn(token, Why::AuthenticationFailed, &reason, core);
+                }
+            }
+        }
         self.activate(token, hello.process, core);
+    }
+
+    /// On a server, a client's identity: the credential it proved
+    /// (`proved`, `None` for the shared secret or no secret), and with
+    /// mutual TLS the name its certificate gives, which must agree with
+    /// it; or why the client is refused. A certificate's name selects the
+    /// credential of that name; without named credentials at all, it is
+    /// an identity of its own with every permission.
+    pub(super) fn client_identity(
+        &self,
+        token: usize,
+        proved: Option<Arc<Identity>>,
+    ) -> std::result::Result<Option<Arc<Identity>>, String> {
+        let Some(conn) = self.conns.get(&token) else {
+            return Ok(proved);
+        };
+        let Some(Role::Server {
+            credentials,
+            tls: Some(tls),
+            ..
+        }) = self.exchanges.get(&conn.exchange).map(|e| &e.role)
+        else {
+            return Ok(proved);
+        };
+        let Some(named) = conn.stream.peer_name(tls.names()) else {
+            return Ok(proved); // (no client certificate)
+        };
+        let name = named?;
+        match proved {
+            Some(identity) if identity.name == name => Ok(Some(identity)),
+            Some(identity) => Err(format!(
+                "the client proved the credential {:?}, and its certificate names {name:?}: \
+                 the two must agree",
+                identity.name
+            )),
+            None => match credentials.identity(&name) {
+                Some(identity) => Ok(Some(identity.clone())),
+                None if credentials.is_empty() => Ok(Some(Arc::new(Identity {
+                    name,
+                    permissions: Default::default(),
+                }))),
+                None => Err(format!(
+                    "the client's certificate names {name:?}, and this server has no \
+                     credential of that name"
+                )),
+            },
+        }
     }
 
     /// The peer closes the link and said why.
@@ -308,6 +373,11 @@ impl Exchanges {
                     let why = "the client's proof is wrong (another key, or a credential not known here?)";
                     return refuse(self, core, why);
                 }
+                // With mutual TLS, the certificate's name must agree.
+                let identity = match self.client_identity(token, identity) {
+                    Ok(identity) => identity,
+                    Err(why) => return refuse(self, core, &why),
+                };
                 let proof = auth::prove(
                     &secret,
                     Side::Server,

@@ -58,8 +58,10 @@ impl Exchanges {
             }
         }
         if event.is_readable() || event.is_read_closed() || event.is_error() {
-            if self.congested() && !self.congested.contains_key(&token) {
-                // Leave it in the socket: TCP pushes back on that sender.
+            if self.is_congested(token) || self.is_held(token) {
+                // A peer that does not read what it is sent is not read,
+                // nor one whose requests went to such a peer: leave it in
+                // the socket, TCP pushes back on it alone.
                 if !self.stalled.contains(&token) {
                     self.stalled.push(token);
                 }
@@ -76,6 +78,14 @@ impl Exchanges {
     }
 
     pub(super) fn read_conn(&mut self, token: usize, core: &mut Core) {
+        let outer = self.reading.replace(token);
+        let fed = std::mem::take(&mut self.fed);
+        self.read_conn_once(token, core);
+        self.reading = outer;
+        self.fed = fed;
+    }
+
+    fn read_conn_once(&mut self, token: usize, core: &mut Core) {
         let Some(conn) = self.conns.get_mut(&token) else {
             return;
         };
@@ -110,7 +120,7 @@ impl Exchanges {
                     fill
                 }
                 Err(e) => {
-                    self.close_conn(token, io_why(&e), &format!("read failed: {e}"), core);
+                    self.close_conn(token, io_why(&e), &io_detail("read", &e), core);
                     return;
                 }
             };
@@ -135,11 +145,15 @@ impl Exchanges {
                         // A frame over the limit is counted as a limit
                         // breached, whatever it is.
                         Counters::bump(&self.link.counters.limits_breached);
-                        let why = match frame_why(&e) {
-                            Why::LimitBreached if !active => Why::NotNetsvc,
-                            why => why,
+                        let (why, detail) = match frame_why(&e) {
+                            // (or a TLS record: a peer that speaks TLS)
+                            Why::LimitBreached if !active => {
+                                let server = self.is_server_conn(token);
+                                crate::transport::tls::plain_refusal(&e, server)
+                            }
+                            why => (why, format!("bad input: {e}")),
                         };
-                        self.close_conn(token, why, &format!("bad input: {e}"), core);
+                        self.close_conn(token, why, &detail, core);
                         return;
                     }
                 };
@@ -157,10 +171,24 @@ impl Exchanges {
                     return;
                 }
             }
+            // Requests it sent that congest the links they were relayed to
+            // stop its reading until those drain: the request flooder is
+            // pushed back on, not its callee dropped.
+            if !self.fed.is_empty() {
+                let fed = std::mem::take(&mut self.fed);
+                let on: Vec<usize> = fed.into_iter().filter(|t| self.is_congested(*t)).collect();
+                if !on.is_empty() {
+                    self.held.insert(token, on);
+                    if !self.stalled.contains(&token) {
+                        self.stalled.push(token);
+                    }
+                    break;
+                }
+            }
             match fill {
                 Fill::WouldBlock => break,
-                Fill::Full if self.congested() && !self.congested.contains_key(&token) => {
-                    // Leave the rest in the socket until the backlog drains.
+                Fill::Full if self.is_congested(token) => {
+                    // Leave the rest in the socket until its output drains.
                     if !self.stalled.contains(&token) {
                         self.stalled.push(token);
                     }
@@ -319,10 +347,8 @@ impl Exchanges {
                     }
                     if pending > limit {
                         Counters::bump(&self.link.counters.slow_consumers);
-                        let reason = format!(
-                            "slow consumer: {} bytes waiting, limit {limit}",
-                            conn.wbuf.pending()
-                        );
+                        let reason =
+                            format!("{} bytes waiting, limit {limit}", conn.wbuf.pending());
                         self.close_conn(token, Why::SlowConsumer, &reason, core);
                     }
                 }
@@ -335,10 +361,16 @@ impl Exchanges {
     }
 
     /// Reads the next share of the input left unread (a fair share taken,
-    /// or congestion now over); once a turn, after the turn's events.
+    /// or its congestion over); once a turn, after the turn's events.
     pub(crate) fn read_stalled(&mut self, core: &mut Core) {
-        if !self.congested() && !self.stalled.is_empty() {
-            for token in std::mem::take(&mut self.stalled) {
+        if self.stalled.is_empty() {
+            return;
+        }
+        for token in std::mem::take(&mut self.stalled) {
+            if self.is_congested(token) || self.is_held(token) {
+                self.stalled.push(token); // still not reading it
+            } else {
+                self.held.remove(&token);
                 self.read_conn(token, core);
             }
         }
@@ -361,6 +393,7 @@ impl Exchanges {
         let c = &self.link.config;
         (c.heartbeat_interval / 2)
             .min(c.dead_peer_timeout / 4)
+            .min(c.slow_consumer_timeout / 4)
             .max(Duration::from_millis(1))
     }
 
@@ -368,26 +401,29 @@ impl Exchanges {
     /// peer has been silent past the dead-peer timeout.
     pub(super) fn liveness(&mut self, core: &mut Core) {
         let now = Instant::now();
-        let (interval, dead) = (
+        let (interval, dead, slow) = (
             self.link.config.heartbeat_interval,
             self.link.config.dead_peer_timeout,
+            self.link.config.slow_consumer_timeout,
         );
         let mut quiet = Vec::new();
         let mut silent = Vec::new();
-        // A peer that has held everything back for a dead-peer timeout is
-        // dropped as a slow consumer, so that congestion always ends.
+        // A peer whose output has stayed congested for the slow-consumer
+        // timeout (never drained to a quarter of the mark in that time:
+        // reading in bursts does not reset it) is dropped alone.
         let stuck: Vec<usize> = self
             .congested
             .iter()
-            .filter(|(_, since)| now.saturating_duration_since(**since) >= dead)
+            .filter(|(_, since)| now.saturating_duration_since(**since) >= slow)
             .map(|(t, _)| *t)
             .collect();
         for token in stuck {
             Counters::bump(&self.link.counters.slow_consumers);
+            let pending = self.conns.get(&token).map_or(0, |c| c.wbuf.pending());
             self.close_conn(
                 token,
                 Why::SlowConsumer,
-                &format!("slow consumer: backlog not drained for {dead:?}"),
+                &format!("{pending} bytes unsent, output congested for {slow:?}"),
                 core,
             );
         }
@@ -426,6 +462,14 @@ impl Exchanges {
         }
     }
 
+    /// Whether a connection is a server's.
+    fn is_server_conn(&self, token: usize) -> bool {
+        self.conns
+            .get(&token)
+            .and_then(|c| self.exchanges.get(&c.exchange))
+            .is_some_and(|e| matches!(e.role, Role::Server { .. }))
+    }
+
     // ----- closing -----
 
     /// Closes a connection: every binding learned through it is withdrawn,
@@ -457,6 +501,7 @@ impl Exchanges {
         };
         self.congested.remove(&token);
         self.stalled.retain(|t| *t != token);
+        self.held.remove(&token);
         let _ = self.poll.deregister(&mut conn.stream);
         if let Some(t) = conn.handshake_timer.take() {
             self.timers.cancel(t);
@@ -474,6 +519,9 @@ impl Exchanges {
             if server {
                 self.failed_auth.note(conn.peer.ip(), Instant::now());
             }
+        }
+        if why.is_tls() {
+            Counters::bump(&self.link.counters.tls_failures);
         }
         // (Counted first: a peer told why may look at the counters.)
         tell_why(&mut conn, why, reason);

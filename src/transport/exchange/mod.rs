@@ -42,9 +42,9 @@ mod connect;
 mod handshake;
 mod links;
 
-/// Above this much unsent output a connection is congested: its dispatcher
-/// pushes back (takes no commands, reads from no other peer) until it is
-/// down to a quarter of it.
+/// Above this much unsent output a connection is congested: its own input
+/// is left unread (every other peer is served as ever) until it is down to
+/// a quarter of it; congested for the slow-consumer timeout, it is dropped.
 pub(crate) fn high_water(max_outbound: usize) -> usize {
     (max_outbound / 8).clamp(64 * 1024, 1 << 20)
 }
@@ -95,14 +95,26 @@ fn connect_why(e: &io::Error) -> Why {
     }
 }
 
-/// Why a read or write failed, by its error.
+/// Why a read or write failed, by its error (a TLS refusal carries its own).
 fn io_why(e: &io::Error) -> Why {
+    if let Some(failure) = crate::transport::tls::failure(e) {
+        return failure.why;
+    }
     match e.kind() {
         io::ErrorKind::ConnectionReset
         | io::ErrorKind::ConnectionAborted
         | io::ErrorKind::BrokenPipe
         | io::ErrorKind::UnexpectedEof => Why::ClosedByPeer,
         _ => Why::Io,
+    }
+}
+
+/// What a failed read or write is said to be: a TLS refusal says it
+/// itself; otherwise `what` failed, with the error.
+fn io_detail(what: &str, e: &io::Error) -> String {
+    match crate::transport::tls::failure(e) {
+        Some(failure) => failure.detail.clone(),
+        None => format!("{what} failed: {e}"),
     }
 }
 
@@ -187,6 +199,8 @@ enum Role {
         limits: Limits,
         /// The named credentials it accepts, beside its shared secret.
         credentials: Credentials,
+        /// TLS on every connection, if it has any.
+        tls: Option<crate::tls::ServerTls>,
     },
     Client {
         addrs: Vec<SocketAddr>,
@@ -197,6 +211,8 @@ enum Role {
         /// The name of the credential its secret is for ("" for the
         /// shared secret).
         credential: String,
+        /// TLS on every connection, if it has any.
+        tls: Option<crate::tls::ClientTls>,
     },
 }
 
@@ -276,10 +292,11 @@ struct Transcript {
 }
 
 impl Exch {
-    /// Whether its links authenticate: a secret, or named credentials.
+    /// Whether its links authenticate: a secret, or named credentials
+    /// with secrets.
     fn authenticates(&self) -> bool {
         self.secret.is_some()
-            || matches!(&self.role, Role::Server { credentials, .. } if !credentials.is_empty())
+            || matches!(&self.role, Role::Server { credentials, .. } if credentials.has_secrets())
     }
 
     /// A client's key, with the name of its credential ("" for the shared
@@ -339,11 +356,20 @@ pub(crate) struct Exchanges {
     /// Where every connection's reads land first (one buffer for all).
     scratch: Vec<u8>,
     /// Connections whose unsent output is above the high-water mark, with
-    /// when they got there. While any is, the dispatcher takes no commands
-    /// and reads from no other peer: the pressure goes back to the senders.
+    /// when they got there. Such a connection's own input is left unread,
+    /// and so is the input of connections whose requests were relayed to
+    /// it (`held`): the pressure goes back to the senders, and only them.
     congested: IdMap<usize, Instant>,
-    /// Connections with input left unread while congested.
+    /// Connections with input left unread (a fair share taken, congested,
+    /// or held).
     stalled: Vec<usize>,
+    /// Connections not read because requests they sent were relayed to
+    /// these congested ones: read again once none of them is.
+    held: IdMap<usize, Vec<usize>>,
+    /// The connection being read, and the connections its requests were
+    /// relayed to meanwhile.
+    reading: Option<usize>,
+    fed: Vec<usize>,
     /// Warnings a peer can cause, at most one line a second per kind.
     warnings: Warnings,
     /// Failed authentications by address (a server's).
@@ -371,6 +397,9 @@ impl Exchanges {
             scratch: Vec::new(),
             congested: IdMap::default(),
             stalled: Vec::new(),
+            held: IdMap::default(),
+            reading: None,
+            fed: Vec::new(),
             warnings: Warnings::default(),
             failed_auth: FailedAuth::default(),
         }
@@ -396,16 +425,29 @@ impl Exchanges {
         base + Duration::from_nanos(x % span.as_nanos() as u64)
     }
 
-    /// Whether a peer's backlog holds everything back.
-    pub(crate) fn congested(&self) -> bool {
-        !self.congested.is_empty()
+    /// Whether this connection's output is congested: its own input is
+    /// then left in its socket (TCP pushes back on it alone).
+    pub(crate) fn is_congested(&self, token: usize) -> bool {
+        self.congested.contains_key(&token)
     }
 
     /// Whether there is output to flush or input to read that no socket
     /// event will announce: frames queued after this turn's flush (by the
     /// reading of stalled peers), or stalled peers no longer held back.
     pub(crate) fn has_work(&self) -> bool {
-        !self.dirty.is_empty() || (!self.congested() && !self.stalled.is_empty())
+        !self.dirty.is_empty()
+            || self
+                .stalled
+                .iter()
+                .any(|t| !self.is_congested(*t) && !self.is_held(*t))
+    }
+
+    /// Whether this connection is not read because requests it sent went
+    /// to a connection that is still congested.
+    pub(crate) fn is_held(&self, token: usize) -> bool {
+        self.held
+            .get(&token)
+            .is_some_and(|on| on.iter().any(|t| self.is_congested(*t)))
     }
 
     /// How the links stand.
@@ -445,7 +487,19 @@ impl Exchanges {
             let queue = core.out.take(Kind::Stream);
             for item in &queue.items {
                 match item {
-                    Carry::Frame { peer, bytes } => self.push(peer.0, &queue.bytes[bytes.clone()]),
+                    Carry::Frame {
+                        peer,
+                        bytes,
+                        request,
+                    } => {
+                        if *request
+                            && self.reading.is_some_and(|r| r != peer.0)
+                            && !self.fed.contains(&peer.0)
+                        {
+                            self.fed.push(peer.0);
+                        }
+                        self.push(peer.0, &queue.bytes[bytes.clone()])
+                    }
                     Carry::Close { peer, why, reason } => {
                         self.close_conn(peer.0, *why, reason, core)
                     }
@@ -482,8 +536,8 @@ impl Exchanges {
                 authorise,
                 limits,
                 bind: b,
-
                 credentials,
+                tls,
             } => {
                 bind = b;
                 let authorise = match authorise {
@@ -500,12 +554,14 @@ impl Exchanges {
                     authorise,
                     limits,
                     credentials,
+                    tls,
                 }
             }
             ExchangeRole::Client {
                 addrs,
                 retry,
                 credential,
+                tls,
             } => Role::Client {
                 addrs,
                 next_addr: 0,
@@ -513,6 +569,7 @@ impl Exchanges {
                 conn: None,
                 attempts: 0,
                 credential,
+                tls,
             },
         };
         let is_client = matches!(role, Role::Client { .. });

@@ -1,0 +1,218 @@
+//! The NATS rows: the same report streams as W2 and W3 through a
+//! `nats-server` (Debian package `nats-server`) started for the run, with
+//! a minimal client of NATS's text protocol written here (CONNECT, SUB,
+//! PUB, PING/PONG; one connection per process). Skipped with a note when
+//! `nats-server` is not installed.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::child::{child_init, fail, park_forever};
+use crate::cli::{Args, Sizes};
+use crate::measure::{epoch_ns, nanos};
+use crate::proc::{spawn, SETUP};
+use crate::streams::{self_peak_rss, PubSub};
+use crate::PAYLOAD;
+
+/// Where `nats-server` is, if it is installed.
+pub(crate) fn nats_server() -> Option<String> {
+    ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
+        .iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .map(|p| p.to_string())
+}
+
+/// A `nats-server` on a free loopback port, killed when dropped.
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server(exe: &str) -> Result<Server, String> {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("free port: {e}"))?
+        .port();
+    let child = Command::new(exe)
+        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("nats-server: {e}"))?;
+    let server = Server { child, port };
+    let deadline = Instant::now() + SETUP;
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            return Err("nats-server did not listen".into());
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    Ok(server)
+}
+
+/// A NATS connection: CONNECT sent, the server's INFO read.
+fn connect(port: u16) -> Result<(BufReader<TcpStream>, TcpStream), String> {
+    let s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    s.set_nodelay(true).map_err(|e| e.to_string())?;
+    let mut r = BufReader::with_capacity(1 << 16, s.try_clone().map_err(|e| e.to_string())?);
+    let mut info = String::new();
+    r.read_line(&mut info).map_err(|e| e.to_string())?;
+    if !info.starts_with("INFO") {
+        return Err(format!("not a NATS server: {info}"));
+    }
+    let mut w = s;
+    w.write_all(b"CONNECT {\"verbose\":false,\"pedantic\":false}\r\n")
+        .map_err(|e| e.to_string())?;
+    Ok((r, w))
+}
+
+/// Sends PING and reads up to its PONG (answering the server's PINGs).
+fn ping(r: &mut BufReader<TcpStream>, w: &mut TcpStream) -> Result<(), String> {
+    w.write_all(b"PING\r\n").map_err(|e| e.to_string())?;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if r.read_line(&mut line).map_err(|e| e.to_string())? == 0 {
+            return Err("NATS closed".into());
+        }
+        match line.trim_end() {
+            "PONG" => return Ok(()),
+            "PING" => w.write_all(b"PONG\r\n").map_err(|e| e.to_string())?,
+            l if l.starts_with("-ERR") => return Err(l.to_owned()),
+            _ => {}
+        }
+    }
+}
+
+/// `natspub --port P --n N`: READY, waits for `go`, publishes N messages
+/// of the bench's payload on `bench.data`, PINGs to flush, RESULT.
+pub(crate) fn role_nats_publisher(a: &Args) {
+    let cmds = child_init();
+    let port = a.num("--port", 4222) as u16;
+    let n = a.num("--n", 100_000);
+    let (mut r, w) = connect(port).unwrap_or_else(|e| fail(&e));
+    let mut w = std::io::BufWriter::with_capacity(1 << 16, w);
+    println!("READY");
+    loop {
+        match cmds.recv() {
+            Ok(l) if l.trim() == "go" => break,
+            Ok(_) => {}
+            Err(_) => std::process::exit(0),
+        }
+    }
+    // The same bytes a netsvc report of `vec![7u8; PAYLOAD]` carries.
+    let payload = netsvc::encode(&vec![7u8; PAYLOAD]).unwrap_or_else(|e| fail(&e.to_string()));
+    let head = format!("PUB bench.data {}\r\n", payload.len());
+    let start = Instant::now();
+    for _ in 0..n {
+        let ok = w
+            .write_all(head.as_bytes())
+            .and_then(|()| w.write_all(&payload))
+            .and_then(|()| w.write_all(b"\r\n"));
+        if let Err(e) = ok {
+            fail(&format!("publish: {e}"));
+        }
+    }
+    let mut s = w.into_inner().unwrap_or_else(|e| fail(&e.to_string()));
+    ping(&mut r, &mut s).unwrap_or_else(|e| fail(&e));
+    println!("RESULT published={n} elapsed_ns={}", nanos(start.elapsed()));
+    park_forever();
+}
+
+/// `natssub --port P --n N --idle-ms M`: subscribes to `bench.>`, counts
+/// messages until N arrived or none came for M ms (after the first).
+pub(crate) fn role_nats_subscriber(a: &Args) {
+    let _cmds = child_init();
+    let port = a.num("--port", 4222) as u16;
+    let n = a.num("--n", 100_000);
+    let idle = Duration::from_millis(a.num("--idle-ms", 2000));
+    let (mut r, mut w) = connect(port).unwrap_or_else(|e| fail(&e));
+    w.write_all(b"SUB bench.> 1\r\n")
+        .unwrap_or_else(|e| fail(&e.to_string()));
+    ping(&mut r, &mut w).unwrap_or_else(|e| fail(&e));
+    println!("READY");
+    let mut count = 0u64;
+    let mut bad = 0u64;
+    let mut first: Option<(Instant, u64)> = None;
+    let mut last = Instant::now();
+    let mut line = String::new();
+    let mut body = Vec::new();
+    let _ = r.get_ref().set_read_timeout(Some(Duration::from_secs(60)));
+    while count < n {
+        line.clear();
+        match r.read_line(&mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let l = line.trim_end();
+        if l == "PING" {
+            let _ = w.write_all(b"PONG\r\n");
+            continue;
+        }
+        let Some(rest) = l.strip_prefix("MSG ") else {
+            continue;
+        };
+        let len: usize = match rest.rsplit(' ').next().and_then(|s| s.parse().ok()) {
+            Some(len) => len,
+            None => fail(&format!("bad MSG line {l}")),
+        };
+        body.resize(len + 2, 0);
+        if r.read_exact(&mut body).is_err() {
+            break;
+        }
+        if netsvc::decode::<Vec<u8>>(&body[..len]).map_or(true, |v| v.len() != PAYLOAD) {
+            bad += 1;
+        }
+        last = Instant::now();
+        if first.is_none() {
+            first = Some((last, epoch_ns()));
+            let _ = r.get_ref().set_read_timeout(Some(idle));
+        }
+        count += 1;
+    }
+    let (first_ns, last_ns) = match first {
+        Some((at, epoch)) => (epoch, epoch + nanos(last.duration_since(at))),
+        None => (0, 0),
+    };
+    println!(
+        "RESULT count={count} first_ns={first_ns} last_ns={last_ns} dropped=0 bad={bad} rss_peak={}",
+        self_peak_rss()
+    );
+    std::process::exit(0);
+}
+
+/// W2 and W3 through `nats-server`: one publisher, `subs` subscribers.
+pub(crate) fn nats_pubsub(s: &Sizes, exe: &str, subs: usize, n: u64) -> Result<PubSub, String> {
+    let server = start_server(exe)?;
+    let port = server.port.to_string();
+    let n_s = n.to_string();
+    let mut subscribers = Vec::new();
+    for i in 0..subs {
+        let args = ["natssub", "--port", &port, "--n", &n_s, "--idle-ms", "3000"];
+        subscribers.push(spawn(&format!("natssub{i}"), &args)?);
+    }
+    for p in &subscribers {
+        p.expect("READY", SETUP)?;
+    }
+    let publisher = spawn("natspub", &["natspub", "--port", &port, "--n", &n_s])?;
+    publisher.expect("READY", SETUP)?;
+    let server_pid = server.child.id();
+    let rss_before = crate::proc::proc_status_bytes(server_pid, "VmRSS").unwrap_or(0);
+    publisher.send("go")?;
+    let budget = s.budget() + Duration::from_secs(n * subs as u64 / 100_000);
+    let run = crate::streams::collect(&subscribers, &publisher, budget, n)?;
+    let rss_peak = crate::proc::proc_status_bytes(server_pid, "VmHWM").unwrap_or(0);
+    let rss_after = crate::proc::proc_status_bytes(server_pid, "VmRSS").unwrap_or(0);
+    Ok(run.into_pubsub(n * subs as u64, rss_before, rss_peak, rss_after))
+}
