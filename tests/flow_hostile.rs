@@ -63,7 +63,7 @@ use netsvc::{
     ConnectionAnnouncement, ConnectionState, Dispatcher, Error, Event, Exchange, InactiveReason,
     Lifetime, Service, ServiceBinding, ServiceHandle, ServiceStatus, SubscriptionStatus,
 };
-use util::{await_service, raw, wait_announcement, wait_for, WAIT};
+use util::{await_service, raw, wait_announcement, wait_for, Gaps, WAIT};
 
 /// The requirement: the pair never waits longer than this for its
 /// next report or its next completed call.
@@ -146,32 +146,6 @@ fn init_log() {
 }
 
 // ----- the well-behaved pair -----
-
-/// The longest interval between consecutive marks.
-#[derive(Default, Debug, Clone, Copy)]
-struct Gaps {
-    last: Option<Instant>,
-    max: Duration,
-    count: u64,
-}
-
-impl Gaps {
-    fn mark(&mut self, now: Instant) {
-        if let Some(last) = self.last {
-            self.max = self.max.max(now.saturating_duration_since(last));
-        }
-        self.last = Some(now);
-        self.count += 1;
-    }
-
-    /// The longest gap, counting the one from the last mark to `end`.
-    fn until(&self, end: Instant) -> Duration {
-        match self.last {
-            Some(last) => self.max.max(end.saturating_duration_since(last)),
-            None => Duration::MAX,
-        }
-    }
-}
 
 struct Published {
     last: u64,

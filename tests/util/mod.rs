@@ -195,3 +195,42 @@ pub fn spawn_u64(d: &Dispatcher, name: &str, answer: fn(u64) -> u64) -> ServiceH
         })
         .expect("spawn a service")
 }
+
+/// The longest interval between consecutive marks (of reports received,
+/// calls answered): what the tests of a well-behaved pair beside a hostile
+/// peer bound.
+#[derive(Default, Debug, Clone, Copy)]
+pub struct Gaps {
+    pub last: Option<Instant>,
+    pub max: Duration,
+    pub count: u64,
+}
+
+#[allow(dead_code)] // (each test binary uses some of it)
+impl Gaps {
+    /// Something happened at `now`.
+    pub fn mark(&mut self, now: Instant) {
+        if let Some(last) = self.last {
+            self.max = self.max.max(now.saturating_duration_since(last));
+        }
+        self.last = Some(now);
+        self.count += 1;
+    }
+
+    /// The longest gap, counting the one from the last mark to `now`
+    /// (which is not counted as a mark).
+    pub fn end(&mut self, now: Instant) -> Duration {
+        self.mark(now);
+        self.count -= 1;
+        self.max
+    }
+
+    /// The longest gap, counting the one from the last mark to `end`
+    /// (`Duration::MAX` if nothing was marked).
+    pub fn until(&self, end: Instant) -> Duration {
+        match self.last {
+            Some(last) => self.max.max(end.saturating_duration_since(last)),
+            None => Duration::MAX,
+        }
+    }
+}

@@ -23,7 +23,7 @@ use netsvc::{
     Dispatcher, Event, Exchange, Lifetime, Request, ServiceBinding, ServiceHandle, ServiceStatus,
 };
 
-use super::{wait_announcement, wait_for, WAIT};
+use super::{wait_announcement, wait_for, Gaps, WAIT};
 
 /// How often A publishes and B calls.
 pub const PERIOD: Duration = Duration::from_millis(20);
@@ -45,28 +45,6 @@ pub struct PairReport {
     pub reports: u64,
     /// Calls that succeeded.
     pub calls: u64,
-}
-
-#[derive(Default)]
-struct Gaps {
-    last: Option<Instant>,
-    max: Duration,
-    count: u64,
-}
-
-impl Gaps {
-    fn mark(&mut self, now: Instant) {
-        if let Some(last) = self.last {
-            self.max = self.max.max(now - last);
-        }
-        self.last = Some(now);
-        self.count += 1;
-    }
-    fn end(&mut self, now: Instant) -> Duration {
-        self.mark(now);
-        self.count -= 1;
-        self.max
-    }
 }
 
 /// The running pair.
