@@ -38,3 +38,15 @@ pub(crate) fn park_forever() -> ! {
         thread::park();
     }
 }
+
+/// Waits for `go` from the parent (the start of a measured run); ends the
+/// child if the parent goes first.
+pub(crate) fn wait_for_go(cmds: &Receiver<String>) {
+    loop {
+        match cmds.recv() {
+            Ok(l) if l.trim() == "go" => return,
+            Ok(_) => {}
+            Err(_) => std::process::exit(0),
+        }
+    }
+}

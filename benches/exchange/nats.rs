@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::child::{child_init, fail, park_forever};
+use crate::child::{child_init, fail, park_forever, wait_for_go};
 use crate::cli::{Args, Sizes};
 use crate::measure::{epoch_ns, nanos};
 use crate::proc::{spawn, SETUP};
@@ -104,13 +104,7 @@ pub(crate) fn role_nats_publisher(a: &Args) {
     let (mut r, w) = connect(port).unwrap_or_else(|e| fail(&e));
     let mut w = std::io::BufWriter::with_capacity(1 << 16, w);
     println!("READY");
-    loop {
-        match cmds.recv() {
-            Ok(l) if l.trim() == "go" => break,
-            Ok(_) => {}
-            Err(_) => std::process::exit(0),
-        }
-    }
+    wait_for_go(&cmds);
     // The same bytes a netsvc report of `vec![7u8; PAYLOAD]` carries.
     let payload = netsvc::encode(&vec![7u8; PAYLOAD]).unwrap_or_else(|e| fail(&e.to_string()));
     let head = format!("PUB bench.data {}\r\n", payload.len());

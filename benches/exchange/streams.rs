@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use netsvc::{Event, Lifetime, ServiceBinding, SubscriptionStatus};
 
-use crate::child::{child_init, fail, park_forever};
+use crate::child::{child_init, fail, park_forever, wait_for_go};
 use crate::cli::{Args, Sizes};
 use crate::exchange::{connect_exchange, dispatcher};
 use crate::measure::{epoch_ns, nanos, rate};
@@ -49,13 +49,7 @@ pub(crate) fn role_publisher(a: &Args) {
         }
     }
     println!("READY");
-    loop {
-        match cmds.recv() {
-            Ok(l) if l.trim() == "go" => break,
-            Ok(_) => {}
-            Err(_) => std::process::exit(0),
-        }
-    }
+    wait_for_go(&cmds);
     let msg = vec![7u8; PAYLOAD];
     let start = Instant::now();
     for _ in 0..n {

@@ -464,18 +464,9 @@ impl Core {
         let more = !local.flow.waiting.is_empty() || local.flow.untold() || local.flow.stalled;
         if !more {
             local.flow.idle_since = None;
-            local
-                .inbox
-                .flow
-                .wants_room
-                .store(false, std::sync::atomic::Ordering::Release);
-        } else {
-            local
-                .inbox
-                .flow
-                .wants_room
-                .store(true, std::sync::atomic::Ordering::Release);
         }
+        let wants_room = &local.inbox.flow.wants_room;
+        wants_room.store(more, std::sync::atomic::Ordering::Release);
         more
     }
 
