@@ -151,6 +151,16 @@ pub fn subscribe_denied(subscriber: Key, publisher: Key) -> Vec<u8> {
     })
 }
 
+/// `Subscribed`: `subscriber`'s subscription to `publisher` with
+/// `pattern` is in force at the publisher's process.
+pub fn subscribed(subscriber: Key, publisher: Key, pattern: &str) -> Vec<u8> {
+    frame(&Message::Subscribed {
+        subscriber: subscriber.into(),
+        publisher: publisher.into(),
+        pattern: pattern.to_owned(),
+    })
+}
+
 /// `Request`: a call (conversation `conv_seq` of `sender`'s process) from
 /// `sender` to `to`; `payload` is the already encoded argument.
 #[allow(clippy::too_many_arguments)]

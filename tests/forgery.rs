@@ -225,3 +225,82 @@ fn a_callers_next_conversation_ids_cannot_be_taken_first() {
     drop(held);
     drop(echo);
 }
+
+/// A confirmation is taken only from the link its publisher is reached by,
+/// and only for a subscription held: a peer cannot tell a local service
+/// that subscriptions it never made are in force, nor confirm in another
+/// publisher's name.
+#[test]
+fn a_confirmation_of_a_subscription_not_held_is_refused() {
+    let ds = Dispatcher::new().unwrap();
+    let sx = Exchange::server(&ds).listen("127.0.0.1:0").unwrap();
+    let sub = ds.service("sub").open().unwrap();
+    let local_pub = ds.service("local").open().unwrap();
+    let mut raw = raw::handshake(sx.local_addr(), 72);
+    let publisher = Key {
+        process: raw::uid(72),
+        agent: 1,
+    };
+    raw.write_all(&peer_frames::available("pub", "*", publisher, &[]))
+        .unwrap();
+    await_service(&ds, "pub");
+    // No subscription at all: refused.
+    raw.write_all(&peer_frames::subscribed(
+        sub.binding().into(),
+        publisher,
+        "*",
+    ))
+    .unwrap();
+    wait_stat(&ds, "refused_frames", 1, |s| s.refused_frames);
+    // Another pattern than the one held: refused.
+    sub.subscribe_reports("pub", "a.*");
+    wait_for(&sub, "the publisher", |e| match e {
+        Event::Publisher(p) if p.status() == ServiceStatus::Available => Some(()),
+        _ => None,
+    });
+    raw.write_all(&peer_frames::subscribed(
+        sub.binding().into(),
+        publisher,
+        "b.*",
+    ))
+    .unwrap();
+    wait_stat(&ds, "refused_frames", 2, |s| s.refused_frames);
+    // In the name of a publisher not of its link: refused.
+    sub.subscribe_reports("local", "*");
+    raw.write_all(&peer_frames::subscribed(
+        sub.binding().into(),
+        local_pub.binding().into(),
+        "*",
+    ))
+    .unwrap();
+    wait_stat(&ds, "refused_frames", 3, |s| s.refused_frames);
+    // The genuine one is taken: the subscriber hears of it, and of nothing
+    // forged before it (the local publisher's own confirmation aside).
+    raw.write_all(&peer_frames::subscribed(
+        sub.binding().into(),
+        publisher,
+        "a.*",
+    ))
+    .unwrap();
+    let mut seen: Vec<(String, String)> = (0..2)
+        .map(|_| {
+            wait_for(&sub, "a confirmation", |e| match e {
+                Event::Confirmed(c) => Some((
+                    c.publisher().service_name().to_owned(),
+                    c.pattern().to_owned(),
+                )),
+                _ => None,
+            })
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            ("local".to_owned(), "*".to_owned()),
+            ("pub".to_owned(), "a.*".to_owned())
+        ]
+    );
+    assert_quiet(&sub);
+    assert_eq!(ds.stats().refused_frames, 3);
+}

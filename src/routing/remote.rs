@@ -422,14 +422,23 @@ impl Core {
                 publisher,
                 pattern,
             } => {
-                // Only from the link the publisher is reached by.
-                if self.registry.get(&publisher).map(|e| e.route) != Some(Route::Remote(peer)) {
+                // Only from the link the publisher is reached by, and only
+                // for a subscription held here.
+                let entry = self.registry.get(&publisher);
+                if entry.map(|e| e.route) != Some(Route::Remote(peer)) {
                     return self
                         .refuse_frame(peer, "a confirmation for a publisher not of its link");
                 }
                 let max = self.link.config.max_subject_len;
                 if let Err(e) = limits::check_name("subscription pattern", &pattern, max) {
                     return self.breach(peer, &e);
+                }
+                let name = entry.map(|e| e.binding.service_name()).unwrap_or_default();
+                if !self
+                    .reports
+                    .holds_pattern(subscriber, publisher, name, &pattern)
+                {
+                    return self.refuse_frame(peer, "a confirmation of a subscription not held");
                 }
                 if self.route_of(&subscriber) != Some(Route::Remote(peer)) {
                     self.confirm(subscriber, publisher, &pattern);

@@ -338,6 +338,20 @@ impl Reports {
             .any(|s| s.pattern.matches(subject))
     }
 
+    /// Whether the subscriber holds a subscription with exactly this
+    /// pattern against the publisher (by its agent or its name).
+    pub(crate) fn holds_pattern(
+        &self,
+        subscriber: AgentKey,
+        publisher: AgentKey,
+        name: &str,
+        pattern: &str,
+    ) -> bool {
+        self.lists(publisher, name)
+            .flat_map(|l| l.of(subscriber))
+            .any(|s| s.pattern.as_str() == pattern)
+    }
+
     /// Sets the drop policy of a local subscriber's subscriptions with
     /// this pattern.
     pub(crate) fn set_overflow(&mut self, subscriber: AgentKey, pattern: &str, o: Overflow) {
