@@ -18,7 +18,6 @@ use crate::config::NO_LIMIT;
 use crate::error::Result;
 use crate::mailbox::command::{Command, ExchangeRole};
 use crate::mailbox::{Link, ON_DISPATCHER};
-use crate::routing::flow::RETRY;
 use crate::routing::{Core, Flow};
 use crate::transport::exchange::Exchanges;
 use crate::transport::memory::Memory;
@@ -89,11 +88,10 @@ impl EventLoop {
                     (a, b) => a.or(b),
                 };
                 let wait = next.map(|at| at.saturating_duration_since(Instant::now()));
-                if self.core.flow_waits() {
+                match self.core.flow_retry() {
                     // Reports wait for room: look again soon.
-                    Some(wait.map_or(RETRY, |w| w.min(RETRY)))
-                } else {
-                    wait
+                    Some(retry) => Some(wait.map_or(retry, |w| w.min(retry))),
+                    None => wait,
                 }
             };
             if let Err(e) = self.poll.poll(&mut events, timeout) {

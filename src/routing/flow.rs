@@ -60,6 +60,10 @@ const RETURN_AT: i64 = WINDOW / 4;
 /// does not wake it).
 pub(crate) const RETRY: Duration = Duration::from_millis(1);
 
+/// How often a stalled subscriber's queue is looked at (its reader, if it
+/// takes events through `Service::recv`, wakes the dispatcher sooner).
+const STALLED_RETRY: Duration = Duration::from_millis(50);
+
 /// A hold: one report that waits somewhere, and what to give back once it
 /// is delivered everywhere.
 pub(crate) type HoldId = u32;
@@ -686,9 +690,25 @@ impl Core {
     // ----- the turn -----
 
     /// Whether reports wait anywhere here (the event loop then comes back
-    /// within [`RETRY`]).
+    /// within [`flow_retry`](Self::flow_retry)).
     pub(crate) fn flow_waits(&self) -> bool {
         !self.watched.is_empty() || !self.starved.is_empty()
+    }
+
+    /// How soon the event loop should look again at what waits: within
+    /// [`RETRY`] while reports can move on, within [`STALLED_RETRY`] while
+    /// the only subscribers waited for are stalled (one that never reads
+    /// again costs no more than that).
+    pub(crate) fn flow_retry(&self) -> Option<Duration> {
+        if !self.flow_waits() {
+            return None;
+        }
+        let moving = !self.starved.is_empty()
+            || self
+                .watched
+                .iter()
+                .any(|a| self.locals.get(a).is_some_and(|l| !l.flow.stalled));
+        Some(if moving { RETRY } else { STALLED_RETRY })
     }
 
     /// Once a turn: what waits moves on as far as it can.
