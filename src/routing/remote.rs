@@ -86,6 +86,7 @@ impl Core {
             closing: false,
             identity: info.identity,
             flow: Default::default(),
+            asked: 0,
         };
         self.peers.map.insert(peer, Box::new(p));
         let bindings: Vec<ServiceBinding> = self
@@ -106,6 +107,13 @@ impl Core {
     }
 
     /// A frame (its body) arrived from `peer`.
+    /// How many requests (not casts) and subscriptions a peer has sent:
+    /// what it may be sent in answer. A transport that sees this grow while
+    /// the peer's output is congested stops reading it until that drains.
+    pub(crate) fn asked(&self, peer: PeerId) -> u64 {
+        self.peers.map.get(&peer).map_or(0, |p| p.asked)
+    }
+
     pub(crate) fn frame(&mut self, peer: PeerId, body: &[u8]) -> Taken {
         if !self.takes_from(peer) {
             return Taken::Done; // (closing: what it still sends is not taken)
@@ -248,6 +256,14 @@ impl Core {
     // ----- messages from a peer -----
 
     fn on_message(&mut self, peer: PeerId, message: Message, raw: &[u8]) {
+        if matches!(
+            message,
+            Message::Request { oneway: false, .. } | Message::Subscribe { .. }
+        ) {
+            if let Some(p) = self.peers.map.get_mut(&peer) {
+                p.asked += 1;
+            }
+        }
         let max_name = self.link.config.max_name_len;
         let max_groups = self.server_limits(peer).map(|l| l.max_groups);
         match message {

@@ -58,10 +58,11 @@ impl Exchanges {
             }
         }
         if event.is_readable() || event.is_read_closed() || event.is_error() {
-            if self.is_congested(token) || self.is_held(token) {
-                // A peer that does not read what it is sent is not read,
-                // nor one whose requests went to such a peer: leave it in
-                // the socket, TCP pushes back on it alone.
+            if self.is_shut(token) || self.is_held(token) {
+                // A peer that does not read what it is sent is not read
+                // once it adds to it, nor one whose requests went to such
+                // a peer: leave it in the socket, TCP pushes back on it
+                // alone.
                 if !self.stalled.contains(&token) {
                     self.stalled.push(token);
                 }
@@ -112,6 +113,7 @@ impl Exchanges {
                 let limit = PRE_AUTH_FRAME.min(self.link.config.max_frame_size);
                 (limit, limit + crate::frame::PREFIX)
             };
+            let (queued, asked) = (conn.wbuf.queued(), core.asked(PeerId(token)));
             let fill = match rbuf.fill(&mut conn.stream, max, &mut self.scratch) {
                 Ok((fill, 0)) => fill,
                 Ok((fill, _)) => {
@@ -171,6 +173,18 @@ impl Exchanges {
                     return;
                 }
             }
+            // A congested peer whose input asks for answers, or adds to its
+            // own output at once, is read no further until that drains
+            // (see SELF_FEED).
+            if let Some(c) = self.congested.get_mut(&token) {
+                let added = self
+                    .conns
+                    .get(&token)
+                    .map_or(0, |c| c.wbuf.queued() - queued);
+                if added > SELF_FEED || core.asked(PeerId(token)) != asked {
+                    c.feeds_itself = true;
+                }
+            }
             // Requests it sent that congest the links they were relayed to
             // stop its reading until those drain: the request flooder is
             // pushed back on, not its callee dropped.
@@ -187,7 +201,7 @@ impl Exchanges {
             }
             match fill {
                 Fill::WouldBlock => break,
-                Fill::Full if self.is_congested(token) => {
+                Fill::Full if self.is_shut(token) => {
                     // Leave the rest in the socket until its output drains.
                     if !self.stalled.contains(&token) {
                         self.stalled.push(token);
@@ -314,7 +328,7 @@ impl Exchanges {
             let _ = conn.write_out();
         }
         if conn.wbuf.pending() > high {
-            self.congested.entry(token).or_insert_with(Instant::now);
+            self.congest(token);
         }
     }
 
@@ -341,14 +355,13 @@ impl Exchanges {
                 Ok(_) => {
                     let pending = conn.wbuf.pending();
                     if pending > high {
-                        self.congested.entry(token).or_insert_with(Instant::now);
+                        self.congest(token);
                     } else if pending <= high / 4 {
                         self.congested.remove(&token);
                     }
                     if pending > limit {
                         Counters::bump(&self.link.counters.slow_consumers);
-                        let reason =
-                            format!("{} bytes waiting, limit {limit}", conn.wbuf.pending());
+                        let reason = format!("{pending} bytes waiting, limit {limit}");
                         self.close_conn(token, Why::SlowConsumer, &reason, core);
                     }
                 }
@@ -367,7 +380,7 @@ impl Exchanges {
             return;
         }
         for token in std::mem::take(&mut self.stalled) {
-            if self.is_congested(token) || self.is_held(token) {
+            if self.is_shut(token) || self.is_held(token) {
                 self.stalled.push(token); // still not reading it
             } else {
                 self.held.remove(&token);
@@ -414,7 +427,7 @@ impl Exchanges {
         let stuck: Vec<usize> = self
             .congested
             .iter()
-            .filter(|(_, since)| now.saturating_duration_since(**since) >= slow)
+            .filter(|(_, c)| now.saturating_duration_since(c.since) >= slow)
             .map(|(t, _)| *t)
             .collect();
         for token in stuck {

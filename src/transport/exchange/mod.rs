@@ -42,12 +42,25 @@ mod connect;
 mod handshake;
 mod links;
 
-/// Above this much unsent output a connection is congested: its own input
-/// is left unread (every other peer is served as ever) until it is down to
-/// a quarter of it; congested for the slow-consumer timeout, it is dropped.
+/// Above this much unsent output a connection is congested until it is down
+/// to a quarter of it; congested for the slow-consumer timeout, it is
+/// dropped. While it is congested, its input is read only as long as that
+/// adds nothing to its own output (see [`SELF_FEED`]).
 pub(crate) fn high_water(max_outbound: usize) -> usize {
     (max_outbound / 8).clamp(64 * 1024, 1 << 20)
 }
+
+/// More than this much output to a congested connection caused at once by
+/// one chunk of its own input (cached reports for its subscriptions), or
+/// any request or subscription in that chunk (whose answers come later),
+/// and its input is left in the socket until its output drains: TCP pushes
+/// back on it alone. Input that goes elsewhere (replies
+/// to requests it was sent, reports) is read on, with credit returns and
+/// the like well below this: two peers that each wait for the other to read
+/// before reading would otherwise never read again (a client answering a
+/// flood of requests relayed to it, with its replies unread by a server
+/// that waits for it to read the requests).
+pub(crate) const SELF_FEED: u64 = 1024;
 
 /// How long a connection may be in its handshake before it counts against
 /// its address's handshake slots and may give way to a newer connection: a
@@ -359,7 +372,7 @@ pub(crate) struct Exchanges {
     /// when they got there. Such a connection's own input is left unread,
     /// and so is the input of connections whose requests were relayed to
     /// it (`held`): the pressure goes back to the senders, and only them.
-    congested: IdMap<usize, Instant>,
+    congested: IdMap<usize, Congestion>,
     /// Connections with input left unread (a fair share taken, congested,
     /// or held).
     stalled: Vec<usize>,
@@ -374,6 +387,16 @@ pub(crate) struct Exchanges {
     warnings: Warnings,
     /// Failed authentications by address (a server's).
     failed_auth: FailedAuth,
+}
+
+/// A connection whose output is above the high-water mark.
+#[derive(Debug)]
+struct Congestion {
+    /// When it got there (and has not been down to a quarter of it since).
+    since: Instant,
+    /// Whether its own input added to its output meanwhile: it is then not
+    /// read until its output drains.
+    feeds_itself: bool,
 }
 
 /// How many accepted connections may wait for the `authorise` callback's
@@ -425,10 +448,24 @@ impl Exchanges {
         base + Duration::from_nanos(x % span.as_nanos() as u64)
     }
 
-    /// Whether this connection's output is congested: its own input is
-    /// then left in its socket (TCP pushes back on it alone).
+    /// Whether this connection's output is congested.
     pub(crate) fn is_congested(&self, token: usize) -> bool {
         self.congested.contains_key(&token)
+    }
+
+    /// Whether this connection's input is left in its socket: its output is
+    /// congested and its input was adding to it (TCP pushes back on it
+    /// alone).
+    pub(crate) fn is_shut(&self, token: usize) -> bool {
+        self.congested.get(&token).is_some_and(|c| c.feeds_itself)
+    }
+
+    /// Marks a connection congested (from now, unless it already was).
+    fn congest(&mut self, token: usize) {
+        self.congested.entry(token).or_insert_with(|| Congestion {
+            since: Instant::now(),
+            feeds_itself: false,
+        });
     }
 
     /// Whether there is output to flush or input to read that no socket
@@ -439,7 +476,7 @@ impl Exchanges {
             || self
                 .stalled
                 .iter()
-                .any(|t| !self.is_congested(*t) && !self.is_held(*t))
+                .any(|t| !self.is_shut(*t) && !self.is_held(*t))
     }
 
     /// Whether this connection is not read because requests it sent went
