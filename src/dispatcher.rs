@@ -342,7 +342,10 @@ impl DispatcherBuilder {
     ///
     /// Before that, above an eighth of it (at most 1 MiB), the peer is
     /// *congested* until its backlog is down to a quarter of that mark:
-    /// its own input is not read, nor the input of peers whose requests
+    /// once its input asks for more (a request, a subscription), that
+    /// input is not read (what asks for nothing, such as replies, is read
+    /// on, so that two peers cannot each wait for the other), nor the
+    /// input of peers whose requests
     /// were relayed to it, so TCP pushes back on those senders alone; every
     /// other peer, the commands and the timers are served as ever. A peer
     /// congested for the

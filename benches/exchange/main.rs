@@ -69,6 +69,8 @@ fn main() {
         "idle" => role_idle(&a),
         "natspub" => nats::role_nats_publisher(&a),
         "natssub" => nats::role_nats_subscriber(&a),
+        "natsecho" => nats::role_nats_echo(&a),
+        "natscall" => nats::role_nats_call(&a),
         // `cargo bench` passes `--bench`; unknown flags are ignored.
         _ => parent(&a),
     }
@@ -199,6 +201,37 @@ fn parent(a: &Args) {
     }
     let w1_p50 = w1.as_ref().ok().map(|l| l.p50);
     let w1_rate = w1.as_ref().ok().map(|l| l.rate);
+
+    // The same calls through nats-server: request with a reply inbox.
+    let nats_exe = nats::nats_server();
+    let w1_nats_what = "W1 through nats-server (request, reply inbox)";
+    let w1_nats_target = "W1 p50 <= 1.0 x, p99 <= 1.2 x";
+    if let Some(exe) = &nats_exe {
+        progress("W1-NATS request/reply via nats-server");
+        match (nats::nats_calls(&s, exe), &w1) {
+            (Ok(n), Ok(l)) => {
+                let (r50, r99) = (l.p50 as f64 / n.p50 as f64, l.p99 as f64 / n.p99 as f64);
+                rows.push(row(
+                    "W1-NATS",
+                    w1_nats_what,
+                    format!(
+                        "{}; W1 p50/NATS = {r50:.2}, p99/NATS = {r99:.2}",
+                        lat_text(&n, "calls")
+                    ),
+                    w1_nats_target,
+                    met(r50 <= 1.0 && r99 <= 1.2),
+                ));
+            }
+            (Ok(n), Err(_)) => rows.push(row(
+                "W1-NATS",
+                w1_nats_what,
+                lat_text(&n, "calls"),
+                w1_nats_target,
+                "no W1".into(),
+            )),
+            (Err(e), _) => rows.push(failed("W1-NATS", w1_nats_what, &e, w1_nats_target)),
+        }
+    }
 
     progress("W1-local svc.call in one process");
     let local = spawn("local", &["local", "--warmup", &w, "--n", &n])
@@ -369,7 +402,6 @@ fn parent(a: &Args) {
     };
 
     // The NATS rows first: the netsvc rows are judged against them.
-    let nats_exe = nats::nats_server();
     let (n2, n3) = match &nats_exe {
         Some(exe) => {
             progress("W2-NATS 1 publisher -> 1 subscriber via nats-server");

@@ -210,3 +210,115 @@ pub(crate) fn nats_pubsub(s: &Sizes, exe: &str, subs: usize, n: u64) -> Result<P
     let rss_after = crate::proc::proc_status_bytes(server_pid, "VmRSS").unwrap_or(0);
     Ok(run.into_pubsub(n * subs as u64, rss_before, rss_peak, rss_after))
 }
+
+/// Reads up to the next `MSG` line (answering the server's PINGs) and its
+/// body into `body`; returns the reply subject, if the message has one.
+fn next_msg(
+    r: &mut BufReader<TcpStream>,
+    w: &mut TcpStream,
+    line: &mut String,
+    body: &mut Vec<u8>,
+) -> Result<Option<String>, String> {
+    loop {
+        line.clear();
+        if r.read_line(line).map_err(|e| e.to_string())? == 0 {
+            return Err("NATS closed".into());
+        }
+        let l = line.trim_end();
+        if l == "PING" {
+            w.write_all(b"PONG\r\n").map_err(|e| e.to_string())?;
+            continue;
+        }
+        let Some(rest) = l.strip_prefix("MSG ") else {
+            if l.starts_with("-ERR") {
+                return Err(l.to_owned());
+            }
+            continue;
+        };
+        // MSG <subject> <sid> [reply-to] <#bytes>
+        let parts: Vec<&str> = rest.split(' ').collect();
+        let len: usize = parts
+            .last()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("bad MSG line {l}"))?;
+        let reply = (parts.len() == 4).then(|| parts[2].to_owned());
+        body.resize(len + 2, 0);
+        r.read_exact(body).map_err(|e| e.to_string())?;
+        body.truncate(len);
+        return Ok(reply);
+    }
+}
+
+/// `natsecho --port P`: the NATS service of W1-NATS: subscribed to
+/// `bench.echo`, it publishes each request's payload to its reply subject.
+pub(crate) fn role_nats_echo(a: &Args) {
+    let _cmds = child_init();
+    let port = a.num("--port", 4222) as u16;
+    let (mut r, mut w) = connect(port).unwrap_or_else(|e| fail(&e));
+    w.write_all(b"SUB bench.echo 1\r\n")
+        .unwrap_or_else(|e| fail(&e.to_string()));
+    ping(&mut r, &mut w).unwrap_or_else(|e| fail(&e));
+    println!("READY");
+    let _ = r.get_ref().set_read_timeout(None);
+    let (mut line, mut body, mut out) = (String::new(), Vec::new(), Vec::new());
+    loop {
+        let reply = match next_msg(&mut r, &mut w, &mut line, &mut body) {
+            Ok(Some(reply)) => reply,
+            Ok(None) => continue,
+            Err(_) => std::process::exit(0),
+        };
+        out.clear();
+        out.extend_from_slice(format!("PUB {reply} {}\r\n", body.len()).as_bytes());
+        out.extend_from_slice(&body);
+        out.extend_from_slice(b"\r\n");
+        if w.write_all(&out).is_err() {
+            std::process::exit(0);
+        }
+    }
+}
+
+/// `natscall --port P --warmup W --n N`: the caller of W1-NATS: a request
+/// on `bench.echo` with the reply inbox `_INBOX.bench`, then its reply
+/// read, N times in sequence (as a NATS client's request does, less the
+/// client library).
+pub(crate) fn role_nats_call(a: &Args) {
+    let _cmds = child_init();
+    let port = a.num("--port", 4222) as u16;
+    let (warmup, n) = (a.num("--warmup", 2000), a.num("--n", 20_000));
+    let (mut r, mut w) = connect(port).unwrap_or_else(|e| fail(&e));
+    w.write_all(b"SUB _INBOX.bench 1\r\n")
+        .unwrap_or_else(|e| fail(&e.to_string()));
+    ping(&mut r, &mut w).unwrap_or_else(|e| fail(&e));
+    let payload = netsvc::encode(&vec![7u8; PAYLOAD]).unwrap_or_else(|e| fail(&e.to_string()));
+    let mut request = format!("PUB bench.echo _INBOX.bench {}\r\n", payload.len()).into_bytes();
+    request.extend_from_slice(&payload);
+    request.extend_from_slice(b"\r\n");
+    let (mut line, mut body) = (String::new(), Vec::new());
+    let mut call = || -> Result<(), String> {
+        w.write_all(&request).map_err(|e| e.to_string())?;
+        next_msg(&mut r, &mut w, &mut line, &mut body)?;
+        if body != payload {
+            return Err(format!(
+                "a reply of {} bytes, not the request's",
+                body.len()
+            ));
+        }
+        Ok(())
+    };
+    crate::measure::measure_calls(warmup, n, &mut call, "");
+    park_forever();
+}
+
+/// W1 through `nats-server`: a `natsecho` service and a `natscall` caller.
+pub(crate) fn nats_calls(s: &Sizes, exe: &str) -> Result<crate::measure::Latency, String> {
+    let server = start_server(exe)?;
+    let port = server.port.to_string();
+    let echo = spawn("natsecho", &["natsecho", "--port", &port])?;
+    echo.expect("READY", SETUP)?;
+    let (w, n) = (s.warmup.to_string(), s.calls.to_string());
+    let caller = spawn(
+        "natscall",
+        &["natscall", "--port", &port, "--warmup", &w, "--n", &n],
+    )?;
+    crate::measure::latency(&caller.expect("RESULT", s.budget())?)
+}
