@@ -30,6 +30,13 @@ struct Pair {
     echo: ServiceBinding,
 }
 
+impl Pair {
+    /// A calling service of the client, seen nowhere else.
+    fn caller(&self, name: &str) -> Service {
+        self.client.service(name).audience("").open().unwrap()
+    }
+}
+
 fn pair() -> Pair {
     let server = Dispatcher::builder().name("server").build().unwrap();
     let server_ex = Exchange::server(&server).listen("127.0.0.1:0").unwrap();
@@ -76,12 +83,7 @@ fn threads_calling_through_one_link_each_get_their_own_replies() {
     let barrier = Arc::new(Barrier::new(THREADS as usize));
     let workers: Vec<_> = (0..THREADS)
         .map(|t| {
-            let me = p
-                .client
-                .service(&format!("caller-{t}"))
-                .audience("")
-                .open()
-                .unwrap();
+            let me = p.caller(&format!("caller-{t}"));
             let (echo, barrier) = (p.echo.clone(), barrier.clone());
             thread::spawn(move || {
                 barrier.wait();
@@ -134,12 +136,7 @@ fn a_link_lost_while_callers_are_writing_ends_every_call_at_once() {
     let (tx, started) = crossbeam_channel::bounded::<()>(THREADS);
     let workers: Vec<_> = (0..THREADS)
         .map(|t| {
-            let me = p
-                .client
-                .service(&format!("writer-{t}"))
-                .audience("")
-                .open()
-                .unwrap();
+            let me = p.caller(&format!("writer-{t}"));
             let (echo, answered, tx) = (p.echo.clone(), answered.clone(), tx.clone());
             thread::spawn(move || {
                 let body = vec![t as u8; 256 * 1024];
@@ -180,7 +177,7 @@ fn a_link_lost_while_callers_are_writing_ends_every_call_at_once() {
         );
     }
     // The service went with the link: a new call fails at once.
-    let me = p.client.service("after").audience("").open().unwrap();
+    let me = p.caller("after");
     let outcome = within("a call after the loss", move || {
         me.call_timeout::<(u64, u64, Vec<u8>), _>(
             &p.echo,
@@ -250,7 +247,7 @@ fn replies_arrive_while_the_callers_dispatcher_is_busy_with_another_peer() {
         }
         next
     });
-    let me = p.client.service("caller").audience("").open().unwrap();
+    let me = p.caller("caller");
     is_flowing.recv_timeout(WAIT).expect("the flood arriving");
     for seq in 0..CALLS {
         let got: (u64, u64, Vec<u8>) = me

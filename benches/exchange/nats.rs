@@ -144,27 +144,11 @@ pub(crate) fn role_nats_subscriber(a: &Args) {
     let mut body = Vec::new();
     let _ = r.get_ref().set_read_timeout(Some(Duration::from_secs(60)));
     while count < n {
-        line.clear();
-        match r.read_line(&mut line) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
-        let l = line.trim_end();
-        if l == "PING" {
-            let _ = w.write_all(b"PONG\r\n");
-            continue;
-        }
-        let Some(rest) = l.strip_prefix("MSG ") else {
-            continue;
+        // (A read timeout, after the first message, ends the count.)
+        let len = match next_msg(&mut r, &mut w, &mut line, &mut body) {
+            Ok(_) => body.len(),
+            Err(_) => break,
         };
-        let len: usize = match rest.rsplit(' ').next().and_then(|s| s.parse().ok()) {
-            Some(len) => len,
-            None => fail(&format!("bad MSG line {l}")),
-        };
-        body.resize(len + 2, 0);
-        if r.read_exact(&mut body).is_err() {
-            break;
-        }
         if netsvc::decode::<Vec<u8>>(&body[..len]).map_or(true, |v| v.len() != PAYLOAD) {
             bad += 1;
         }
@@ -235,13 +219,15 @@ fn next_msg(
             }
             continue;
         };
-        // MSG <subject> <sid> [reply-to] <#bytes>
-        let parts: Vec<&str> = rest.split(' ').collect();
-        let len: usize = parts
-            .last()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| format!("bad MSG line {l}"))?;
-        let reply = (parts.len() == 4).then(|| parts[2].to_owned());
+        // MSG <subject> <sid> [reply-to] <#bytes> (parsed without
+        // allocating: this loop is also W2-NATS's subscriber)
+        let mut fields = rest.split(' ').skip(2);
+        let (reply, len) = match (fields.next(), fields.next()) {
+            (Some(reply), Some(len)) => (Some(reply.to_owned()), len),
+            (Some(len), None) => (None, len),
+            _ => return Err(format!("bad MSG line {l}")),
+        };
+        let len: usize = len.parse().map_err(|_| format!("bad MSG line {l}"))?;
         body.resize(len + 2, 0);
         r.read_exact(body).map_err(|e| e.to_string())?;
         body.truncate(len);
