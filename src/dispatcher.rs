@@ -342,7 +342,8 @@ impl DispatcherBuilder {
     ///
     /// Before that, above an eighth of it (at most 1 MiB), the peer is
     /// *congested* until its backlog is down to a quarter of that mark:
-    /// once its input asks for more (a request, a subscription), that
+    /// once its input asks for more (a request, a subscription, report
+    /// credit), that
     /// input is not read (what asks for nothing, such as replies, is read
     /// on, so that two peers cannot each wait for the other), nor the
     /// input of peers whose requests

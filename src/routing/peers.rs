@@ -118,8 +118,8 @@ pub(crate) struct Peer {
     pub identity: Option<Arc<Identity>>,
     /// Report credit both ways, and the reports waiting for it.
     pub flow: super::flow::PeerFlow,
-    /// Requests (not casts) and subscriptions it has sent: each may be
-    /// answered on its link (see [`Core::asked`](super::Core::asked)).
+    /// Requests (not casts), subscriptions and report credit it has sent:
+    /// each may be answered on its link (see [`Core::asked`](super::Core::asked)).
     pub asked: u64,
 }
 

@@ -107,8 +107,8 @@ impl Core {
     }
 
     /// A frame (its body) arrived from `peer`.
-    /// How many requests (not casts) and subscriptions a peer has sent:
-    /// what it may be sent in answer. A transport that sees this grow while
+    /// How many requests (not casts), subscriptions and report credits a
+    /// peer has sent: what it may be sent in answer. A transport that sees this grow while
     /// the peer's output is congested stops reading it until that drains.
     pub(crate) fn asked(&self, peer: PeerId) -> u64 {
         self.peers.map.get(&peer).map_or(0, |p| p.asked)
@@ -258,7 +258,9 @@ impl Core {
     fn on_message(&mut self, peer: PeerId, message: Message, raw: &[u8]) {
         if matches!(
             message,
-            Message::Request { oneway: false, .. } | Message::Subscribe { .. }
+            Message::Request { oneway: false, .. }
+                | Message::Subscribe { .. }
+                | Message::Credit { .. }
         ) {
             if let Some(p) = self.peers.map.get_mut(&peer) {
                 p.asked += 1;

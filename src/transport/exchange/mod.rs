@@ -52,7 +52,8 @@ pub(crate) fn high_water(max_outbound: usize) -> usize {
 
 /// More than this much output to a congested connection caused at once by
 /// one chunk of its own input (cached reports for its subscriptions), or
-/// any request or subscription in that chunk (whose answers come later),
+/// any request, subscription or report credit in that chunk (whose
+/// answers come later),
 /// and its input is left in the socket until its output drains: TCP pushes
 /// back on it alone. Input that goes elsewhere (replies
 /// to requests it was sent, reports) is read on, with credit returns and
