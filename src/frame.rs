@@ -149,28 +149,18 @@ impl ReadBuffer {
 pub(crate) struct WriteBuffer {
     buf: Vec<u8>,
     start: usize,
-    /// Bytes ever queued (written or not): what a span of work added.
-    queued: u64,
 }
 
 impl WriteBuffer {
     /// Appends one frame: its length prefix, then its bytes.
     pub(crate) fn push_frame(&mut self, body: &[u8]) {
-        let before = self.buf.len();
         put_frame(&mut self.buf, body);
-        self.queued += (self.buf.len() - before) as u64;
     }
 
     /// Appends bytes that already carry their prefix (a frame encoded once
     /// for many connections).
     pub(crate) fn push_encoded(&mut self, frame: &[u8]) {
         self.buf.extend_from_slice(frame);
-        self.queued += frame.len() as u64;
-    }
-
-    /// Bytes queued since this buffer was made, written or not.
-    pub(crate) fn queued(&self) -> u64 {
-        self.queued
     }
 
     /// Bytes waiting.

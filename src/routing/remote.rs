@@ -106,14 +106,15 @@ impl Core {
         self.peers.map.get(&peer).is_some_and(|p| !p.closing)
     }
 
-    /// A frame (its body) arrived from `peer`.
     /// How many requests (not casts), subscriptions and report credits a
-    /// peer has sent: what it may be sent in answer. A transport that sees this grow while
-    /// the peer's output is congested stops reading it until that drains.
+    /// peer has sent: what it may be sent in answer. A transport that sees
+    /// this grow while the peer's output is congested stops reading it
+    /// until that drains.
     pub(crate) fn asked(&self, peer: PeerId) -> u64 {
         self.peers.map.get(&peer).map_or(0, |p| p.asked)
     }
 
+    /// A frame (its body) arrived from `peer`.
     pub(crate) fn frame(&mut self, peer: PeerId, body: &[u8]) -> Taken {
         if !self.takes_from(peer) {
             return Taken::Done; // (closing: what it still sends is not taken)

@@ -60,9 +60,9 @@ impl Exchanges {
         if event.is_readable() || event.is_read_closed() || event.is_error() {
             if self.is_shut(token) || self.is_held(token) {
                 // A peer that does not read what it is sent is not read
-                // once it adds to it, nor one whose requests went to such
-                // a peer: leave it in the socket, TCP pushes back on it
-                // alone.
+                // once it asks for more, nor one whose requests went to
+                // such a peer: leave it in the socket, TCP pushes back on
+                // it alone.
                 if !self.stalled.contains(&token) {
                     self.stalled.push(token);
                 }
@@ -113,7 +113,7 @@ impl Exchanges {
                 let limit = PRE_AUTH_FRAME.min(self.link.config.max_frame_size);
                 (limit, limit + crate::frame::PREFIX)
             };
-            let (queued, asked) = (conn.wbuf.queued(), core.asked(PeerId(token)));
+            let asked = core.asked(PeerId(token));
             let fill = match rbuf.fill(&mut conn.stream, max, &mut self.scratch) {
                 Ok((fill, 0)) => fill,
                 Ok((fill, _)) => {
@@ -173,15 +173,10 @@ impl Exchanges {
                     return;
                 }
             }
-            // A congested peer whose input asks for answers, or adds to its
-            // own output at once, is read no further until that drains
-            // (see SELF_FEED).
+            // A congested peer whose input asked for more is read no
+            // further until its output drains (see `Congestion`).
             if let Some(c) = self.congested.get_mut(&token) {
-                let added = self
-                    .conns
-                    .get(&token)
-                    .map_or(0, |c| c.wbuf.queued() - queued);
-                if added > SELF_FEED || core.asked(PeerId(token)) != asked {
+                if core.asked(PeerId(token)) != asked {
                     c.feeds_itself = true;
                 }
             }

@@ -44,24 +44,11 @@ mod links;
 
 /// Above this much unsent output a connection is congested until it is down
 /// to a quarter of it; congested for the slow-consumer timeout, it is
-/// dropped. While it is congested, its input is read only as long as that
-/// adds nothing to its own output (see [`SELF_FEED`]).
+/// dropped. While it is congested, its input is read only as long as it
+/// asks for nothing (see [`Congestion`]).
 pub(crate) fn high_water(max_outbound: usize) -> usize {
     (max_outbound / 8).clamp(64 * 1024, 1 << 20)
 }
-
-/// More than this much output to a congested connection caused at once by
-/// one chunk of its own input (cached reports for its subscriptions), or
-/// any request, subscription or report credit in that chunk (whose
-/// answers come later),
-/// and its input is left in the socket until its output drains: TCP pushes
-/// back on it alone. Input that goes elsewhere (replies
-/// to requests it was sent, reports) is read on, with credit returns and
-/// the like well below this: two peers that each wait for the other to read
-/// before reading would otherwise never read again (a client answering a
-/// flood of requests relayed to it, with its replies unread by a server
-/// that waits for it to read the requests).
-pub(crate) const SELF_FEED: u64 = 1024;
 
 /// How long a connection may be in its handshake before it counts against
 /// its address's handshake slots and may give way to a newer connection: a
@@ -370,9 +357,10 @@ pub(crate) struct Exchanges {
     /// Where every connection's reads land first (one buffer for all).
     scratch: Vec<u8>,
     /// Connections whose unsent output is above the high-water mark, with
-    /// when they got there. Such a connection's own input is left unread,
-    /// and so is the input of connections whose requests were relayed to
-    /// it (`held`): the pressure goes back to the senders, and only them.
+    /// when they got there. Such a connection's own input is left unread
+    /// once it asks for more, and so is the input of connections whose
+    /// requests were relayed to it (`held`): the pressure goes back to the
+    /// senders, and only them.
     congested: IdMap<usize, Congestion>,
     /// Connections with input left unread (a fair share taken, congested,
     /// or held).
@@ -391,12 +379,21 @@ pub(crate) struct Exchanges {
 }
 
 /// A connection whose output is above the high-water mark.
+///
+/// Its input is read on while it asks for nothing (replies to requests it
+/// was sent, reports): two peers that each waited for the other to read
+/// before reading would never read again (a client answering a flood of
+/// requests relayed to it, its replies unread by a server waiting for it
+/// to read the requests). Once a chunk of its input asks for more (a
+/// request, a subscription, report credit: see `Core::asked`), whose
+/// answers would add to its output, it is left in the socket until its
+/// output drains, and TCP pushes back on it alone.
 #[derive(Debug)]
 struct Congestion {
     /// When it got there (and has not been down to a quarter of it since).
     since: Instant,
-    /// Whether its own input added to its output meanwhile: it is then not
-    /// read until its output drains.
+    /// Whether its input asked for more meanwhile: it is then not read
+    /// until its output drains.
     feeds_itself: bool,
 }
 
@@ -455,7 +452,7 @@ impl Exchanges {
     }
 
     /// Whether this connection's input is left in its socket: its output is
-    /// congested and its input was adding to it (TCP pushes back on it
+    /// congested and its input asked for more (TCP pushes back on it
     /// alone).
     pub(crate) fn is_shut(&self, token: usize) -> bool {
         self.congested.get(&token).is_some_and(|c| c.feeds_itself)
