@@ -13,15 +13,47 @@
 //! the queue's capacity (busy, code 50), the deadline (the caller's own
 //! wait), and the prompt failure of calls whose callee is withdrawn
 //! ([`DirectCalls::close`], run by the dispatcher as it withdraws the
-//! service). Everything else (names, groups, casts, monitored calls,
-//! remote agents) goes through the dispatcher as before.
+//! service). Everything else (names, groups, casts, monitored calls)
+//! goes through the dispatcher as before.
+//!
+//! ## Remote calls written by the calling thread
+//!
+//! A call to an agent of another process, through a plain TCP link, is
+//! written onto that link's socket by the calling thread itself, and a
+//! remote caller's reply by the thread that answers it, through the link's
+//! [`Outlet`]; the dispatcher thread still reads every socket and hands
+//! the reply to the caller. Who may touch the socket, and when:
+//!
+//! - The dispatcher writes its own buffer for the link, under the
+//!   outlet's lock, and says while that buffer holds output (`queued`).
+//! - Another thread writes a whole frame, under the same lock, only while
+//!   the dispatcher's buffer is empty, no earlier thread's bytes wait (the
+//!   spill), and no command that could queue a frame is on its way to the
+//!   dispatcher (the [`Gate`]). Frames therefore leave in the order they
+//!   were made: a report published before a call is written before it.
+//! - A socket that takes only part of a frame keeps the rest in the
+//!   outlet's spill (at most one frame), which the dispatcher writes
+//!   before anything of its own once the socket is writable again.
+//!
+//! The callers waiting on links wait in one [`DirectCalls`] of the
+//! dispatcher (`Link::remote_calls`), each with the link it wrote on. The
+//! dispatcher answers them from the replies it reads there (a reply for
+//! one of them from another link is refused as forged), fails them when
+//! their link goes down or their callee is withdrawn, and with
+//! [`Error::Closed`] when it stops; the caller keeps its own deadline, as
+//! for a local call. TLS links and in-memory links have no outlet: their
+//! calls go through the dispatcher.
 
+use std::any::Any;
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Instant;
 
 use crate::error::{Error, Result};
-use crate::ids::ConversationId;
+use crate::frame::WriteBuffer;
+use crate::ids::{AgentKey, ConversationId, Queue, ServiceBinding};
 use crate::stats::Counters;
 use crate::wire::Payload;
 
@@ -42,6 +74,21 @@ struct CallsState {
 pub(crate) struct Waiting {
     pub reply: crate::oneshot::Sender<Result<Payload>>,
     pub deadline: Instant,
+    /// For a call written onto a link: that link (the only one that may
+    /// answer it, whose loss fails it) and the agent called (whose
+    /// withdrawal fails it). `None` for a service of this dispatcher.
+    pub via: Option<(usize, AgentKey)>,
+}
+
+/// What became of a reply from a link (see [`DirectCalls::answer_from`]).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Answered {
+    /// Handed to its caller (or the caller had just given up).
+    Taken,
+    /// The call went out on another link: a forged reply, dropped.
+    Elsewhere,
+    /// No such call waits: a late reply.
+    Unknown,
 }
 
 impl DirectCalls {
@@ -102,6 +149,255 @@ impl DirectCalls {
                 counters.hand_over(&w.reply, Err(why()));
             }
         }
+    }
+}
+
+impl DirectCalls {
+    /// A reply that came from `link`: handed to its caller only if the
+    /// call went out there.
+    pub fn answer_from(
+        &self,
+        link: usize,
+        conv: &ConversationId,
+        result: Result<Payload>,
+        counters: &Counters,
+    ) -> Answered {
+        let waiting = {
+            let mut s = self.state();
+            match s.waiting.get(conv).map(|w| w.via) {
+                None | Some(None) => return Answered::Unknown,
+                Some(Some((via, _))) if via != link => return Answered::Elsewhere,
+                Some(Some(_)) => s.waiting.remove(conv),
+            }
+        };
+        if let Some(w) = waiting {
+            counters.hand_over(&w.reply, result);
+        }
+        Answered::Taken
+    }
+
+    /// The link a caller waiting for `conv` wrote its call on.
+    pub fn link_of(&self, conv: &ConversationId) -> Option<usize> {
+        self.state()
+            .waiting
+            .get(conv)
+            .and_then(|w| w.via)
+            .map(|(l, _)| l)
+    }
+
+    /// Fails the callers waiting on `link` (all of them, or only those
+    /// of `target`) with the error made by `why`.
+    pub fn fail_on(
+        &self,
+        link: usize,
+        target: Option<AgentKey>,
+        why: &dyn Fn() -> Error,
+        counters: &Counters,
+    ) {
+        let failed: Vec<Waiting> = {
+            let mut s = self.state();
+            if s.waiting.is_empty() {
+                return;
+            }
+            let convs: Vec<ConversationId> = s
+                .waiting
+                .iter()
+                .filter(|(_, w)| {
+                    w.via
+                        .is_some_and(|(l, t)| l == link && target.is_none_or(|k| k == t))
+                })
+                .map(|(c, _)| *c)
+                .collect();
+            convs.iter().filter_map(|c| s.waiting.remove(c)).collect()
+        };
+        for w in &failed {
+            counters.hand_over(&w.reply, Err(why()));
+        }
+    }
+}
+
+/// Commands on their way to the dispatcher that may queue a frame for a
+/// peer (all but the quiet `Done`): while any is, no thread writes a link
+/// itself, so that its frame cannot overtake one of theirs.
+#[derive(Debug, Default)]
+pub(crate) struct Gate(AtomicUsize);
+
+impl Gate {
+    /// A command is being sent.
+    pub fn enter(&self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// `n` commands were handled and what they queued is in the links'
+    /// buffers (or a command was not sent after all).
+    pub fn leave(&self, n: usize) {
+        if n > 0 {
+            self.0.fetch_sub(n, Ordering::SeqCst);
+        }
+    }
+
+    /// Whether no such command is on its way.
+    fn is_open(&self) -> bool {
+        self.0.load(Ordering::SeqCst) == 0
+    }
+}
+
+/// A plain TCP link's way out for threads other than the dispatcher (see
+/// the module docs): its socket, and the bytes a thread could not write at
+/// once.
+pub(crate) struct Outlet {
+    /// The link (its peer id), which callers wait on.
+    pub link: usize,
+    state: Mutex<OutletState>,
+    /// Set by the dispatcher while its own buffer for the link holds
+    /// output; cleared by it, under the lock, once that is all written.
+    queued: AtomicBool,
+    gate: Arc<Gate>,
+}
+
+struct OutletState {
+    /// A second handle to the link's socket; `None` once the link closed.
+    socket: Option<std::net::TcpStream>,
+    /// The rest of a frame a thread began to write: written by the
+    /// dispatcher before anything else.
+    spill: WriteBuffer,
+}
+
+/// How a thread's frame went.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Written {
+    /// On its way (all written, or the rest in the spill for the
+    /// dispatcher), or lost with the link, which the dispatcher finds
+    /// broken: a caller's call then fails with it.
+    Taken,
+    /// Not written: the dispatcher must carry it.
+    NotNow,
+}
+
+impl Outlet {
+    /// An outlet of `link` writing `socket` (another handle to the link's
+    /// own), closed while the dispatcher's `gate` is.
+    pub fn new(link: usize, socket: std::net::TcpStream, gate: Arc<Gate>) -> Arc<Outlet> {
+        Arc::new(Outlet {
+            link,
+            state: Mutex::new(OutletState {
+                socket: Some(socket),
+                spill: WriteBuffer::default(),
+            }),
+            queued: AtomicBool::new(false),
+            gate,
+        })
+    }
+
+    /// The outlet of the link a binding's agent was learned through, if
+    /// that link is still up.
+    pub fn of(binding: &ServiceBinding) -> Option<Arc<Outlet>> {
+        let queue: Arc<dyn Any + Send + Sync> = binding.queue()?;
+        queue.downcast::<Outlet>().ok()
+    }
+
+    /// Whether it is a link of the dispatcher whose commands `gate` counts.
+    pub fn serves(&self, gate: &Arc<Gate>) -> bool {
+        Arc::ptr_eq(&self.gate, gate)
+    }
+
+    /// The weak reference the bindings learned through the link carry,
+    /// which [`of`](Self::of) upgrades.
+    pub fn downgrade(outlet: &Arc<Outlet>) -> Weak<Queue> {
+        Arc::downgrade(outlet) as Weak<Queue>
+    }
+
+    fn state(&self) -> MutexGuard<'_, OutletState> {
+        // Writes and buffer moves only: a panic cannot leave it half-changed.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes one whole frame from a thread other than the dispatcher, if
+    /// it may go now (see the module docs).
+    pub fn write(&self, frame: &[u8]) -> Written {
+        let mut s = self.state();
+        if !self.gate.is_open() || self.queued.load(Ordering::SeqCst) || s.spill.pending() > 0 {
+            return Written::NotNow;
+        }
+        let OutletState { socket, spill } = &mut *s;
+        let Some(socket) = socket.as_ref() else {
+            return Written::NotNow;
+        };
+        let mut at = 0;
+        while at < frame.len() {
+            match (&*socket).write(&frame[at..]) {
+                Ok(0) => break,
+                Ok(n) => at += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    // Full: it turns writable again later, and the
+                    // dispatcher (registered for that) writes the rest.
+                    spill.push_encoded(&frame[at..]);
+                    return Written::Taken;
+                }
+                Err(_) => break,
+            }
+        }
+        // A write that failed before any byte left: the dispatcher writes
+        // it, and finds the link broken itself.
+        if at == 0 {
+            Written::NotNow
+        } else {
+            Written::Taken
+        }
+    }
+
+    /// The dispatcher's side: the lock, held while it writes the link.
+    pub fn hold(&self) -> Held<'_> {
+        Held {
+            outlet: self,
+            state: self.state(),
+        }
+    }
+
+    /// The dispatcher queued output for the link.
+    pub fn mark_queued(&self) {
+        if !self.queued.load(Ordering::Relaxed) {
+            self.queued.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// The link is closing: no thread writes it from now on, and the
+    /// socket handle is let go.
+    pub fn close(&self) {
+        self.state().socket = None;
+    }
+}
+
+/// The outlet's lock, held by the dispatcher around its writes.
+pub(crate) struct Held<'a> {
+    outlet: &'a Outlet,
+    state: MutexGuard<'a, OutletState>,
+}
+
+impl Held<'_> {
+    /// Writes what a thread left in the spill to `dst` (the link's
+    /// socket), before anything of the dispatcher's: `Ok(true)` once it is
+    /// all out.
+    pub fn flush_spill(&mut self, dst: &mut impl Write) -> std::io::Result<bool> {
+        if self.state.spill.pending() == 0 {
+            return Ok(true);
+        }
+        self.state.spill.flush(dst)
+    }
+
+    /// Says whether the dispatcher's own buffer still holds output.
+    pub fn set_queued(&mut self, queued: bool) {
+        self.outlet.queued.store(queued, Ordering::SeqCst);
+    }
+}
+
+impl std::fmt::Debug for Outlet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outlet")
+            .field("link", &self.link)
+            .field("queued", &self.queued.load(Ordering::Relaxed))
+            .finish()
     }
 }
 

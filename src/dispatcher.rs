@@ -189,6 +189,7 @@ impl Dispatcher {
             tls_failures: get(&c.tls_failures),
             publish_timeouts: get(&c.publish_timeouts),
             subscribers_stalled: get(&c.subscribers_stalled),
+            frames_written_by_callers: get(&c.frames_written_by_callers),
             identities: c.identities(),
         }
     }

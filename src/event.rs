@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::direct::{DirectCalls, Waiting};
+use crate::direct::{DirectCalls, Outlet, Waiting, Written};
 use crate::error::{codes, Error, Result, ServiceFailure};
 use crate::ids::{ConversationId, ServiceBinding};
 use crate::stats::Counters;
@@ -223,6 +223,11 @@ pub(crate) enum Answer {
     /// A caller in this process whose call never went through the
     /// dispatcher (see `direct.rs`): every outcome goes straight to it.
     Direct(Arc<DirectCalls>),
+    /// A caller across a plain TCP link, whose call the dispatcher tracks:
+    /// the outcome is written onto the link by the answering thread when
+    /// it may be (see `direct.rs`), then the dispatcher forgets the call;
+    /// otherwise it goes through the dispatcher.
+    Outlet(Arc<Outlet>),
 }
 
 /// A request dropped by a panicking handler: its conversation, the way
@@ -240,7 +245,7 @@ fn send_failure(
         Answer::Direct(calls) => {
             let _ = settle(link, &calls, conv, Err(Error::Service(failure)));
         }
-        Answer::Dispatcher | Answer::Tracked(_) => {
+        Answer::Dispatcher | Answer::Tracked(_) | Answer::Outlet(_) => {
             let _ = link.reply(conv, Err(failure));
         }
     }
@@ -262,6 +267,35 @@ fn settle(
     }
     Counters::bump(&link.counters().late_replies);
     Ok(())
+}
+
+/// Writes the outcome of a remote caller's call onto its link, and lets
+/// the dispatcher forget the call; through the dispatcher if the link
+/// cannot take it from this thread now.
+fn answer_through(
+    link: &dyn Responder,
+    outlet: &Outlet,
+    conv: ConversationId,
+    result: std::result::Result<Payload, ServiceFailure>,
+) -> Result<()> {
+    let message = wire::Message::Reply {
+        conv,
+        result: result
+            .clone()
+            .map_err(|f| wire::Failure::from(Error::Service(f))),
+    };
+    let written = match wire::encode_frame(&message) {
+        Ok(frame) => outlet.write(&frame),
+        Err(_) => Written::NotNow, // (the dispatcher says why)
+    };
+    if written == Written::Taken {
+        let counters = link.counters();
+        Counters::bump(&counters.frames_out);
+        Counters::bump(&counters.frames_written_by_callers);
+        Counters::bump(&counters.replies_delivered);
+        return link.done(conv, true);
+    }
+    link.reply(conv, result)
 }
 
 thread_local! {
@@ -377,6 +411,10 @@ impl Request {
             (Ok(payload), Answer::Tracked(tx)) => {
                 let delivered = self.link.counters().hand_over(&tx, Ok(payload));
                 self.link.done(conv, delivered)
+            }
+            (result, Answer::Outlet(outlet)) => {
+                let result = result.map_err(|f| self.with_origin(f));
+                answer_through(&*self.link, &outlet, conv, result)
             }
             (Err(failure), _) => self.link.reply(conv, Err(self.with_origin(failure))),
             (ok, Answer::Dispatcher) => self.link.reply(conv, ok),

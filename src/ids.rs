@@ -131,6 +131,11 @@ impl ConversationId {
     pub(crate) fn new(process: u64, seq: u64) -> Self {
         ConversationId { process, seq }
     }
+
+    /// The uid of the process (dispatcher) whose call it is.
+    pub(crate) fn process(&self) -> u64 {
+        self.process
+    }
 }
 
 impl fmt::Display for ConversationId {
@@ -170,8 +175,10 @@ struct BindingData {
     groups: Vec<String>,
     /// For an agent of this process: its queue, while it is open (an
     /// `Inbox`, see `mailbox/inbox.rs` and `direct.rs`; erased here, so that
-    /// identities need not know what a queue holds). Never sent: a binding
-    /// from a peer has none.
+    /// identities need not know what a queue holds). For an agent learned
+    /// through a plain TCP link: that link's `Outlet`, while it is up. Never
+    /// sent: a binding from a peer has none until the dispatcher gives it
+    /// one.
     #[serde(skip)]
     inbox: Option<Weak<Queue>>,
 }
@@ -214,10 +221,24 @@ impl ServiceBinding {
         }))
     }
 
-    /// The queue of the agent if it is a service of this process and still
-    /// open (`Inbox::of` gives it its type back).
+    /// The way to the agent, if it is still there: a service of this
+    /// process that is still open (`Inbox::of` gives it its type back), or
+    /// the link it was learned through (`Outlet::of`).
     pub(crate) fn queue(&self) -> Option<Arc<Queue>> {
         self.0.inbox.as_ref().and_then(Weak::upgrade)
+    }
+
+    /// The same agent, reached through `queue` (see [`queue`](Self::queue)).
+    pub(crate) fn with_queue(&self, queue: Weak<Queue>) -> Self {
+        let d = &self.0;
+        ServiceBinding(Arc::new(BindingData {
+            name: d.name.clone(),
+            audience: d.audience.clone(),
+            agent: d.agent,
+            process: d.process.clone(),
+            groups: d.groups.clone(),
+            inbox: Some(queue),
+        }))
     }
 
     /// The same agent with another group list.

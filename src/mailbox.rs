@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, TrySendError};
 
 use crate::config::{deadline, Config};
-use crate::direct::Waiting;
+use crate::direct::{DirectCalls, Gate, Waiting};
 use crate::error::{Error, Result, ServiceFailure};
 use crate::event::Responder;
 use crate::ids::{AgentId, ConversationId, ProcessId, ServiceBinding};
@@ -75,6 +75,12 @@ pub(crate) struct Link {
     /// Set by a sender that woke the dispatcher; cleared by the dispatcher
     /// before it drains the commands, so a wake is issued at most once per drain.
     wake_pending: AtomicBool,
+    /// Commands sent and not yet carried out that may queue frames: while
+    /// any is, threads do not write links themselves (`direct::Outlet`).
+    pub(crate) gate: Arc<Gate>,
+    /// The callers waiting for replies to calls they wrote onto links
+    /// themselves (`direct::Outlet`).
+    pub(crate) remote_calls: Arc<DirectCalls>,
     pub(crate) process: ProcessId,
     next_id: AtomicU64,
     pub(crate) counters: Counters,
@@ -107,6 +113,8 @@ impl Link {
             stop_now: AtomicBool::new(false),
             waker,
             wake_pending: AtomicBool::new(false),
+            gate: Arc::default(),
+            remote_calls: Arc::default(),
             process,
             identity: identity.into(),
             next_id: AtomicU64::new(1),
@@ -159,6 +167,40 @@ impl Link {
         if self.closed.load(Ordering::SeqCst) {
             return Err(Error::Closed);
         }
+        // A call's `Done` queues no frame: it does not close the gate.
+        // Nor, for an answer that was delivered, need it be taken soon (it
+        // only lets the dispatcher forget the call): it does not wake the
+        // dispatcher then. (An answer nobody took is counted as late when
+        // it is taken.)
+        let gated = !matches!(cmd, Command::Done { .. });
+        let wake = !matches!(
+            cmd,
+            Command::Done {
+                delivered: true,
+                ..
+            }
+        );
+        if gated {
+            self.gate.enter();
+        }
+        let sent = self.enqueue(cmd, by);
+        if sent.is_err() && gated {
+            self.gate.leave(1);
+        }
+        if sent.is_err() || !wake {
+            return sent;
+        }
+        if !self.wake_pending.swap(true, Ordering::AcqRel) {
+            if let Err(e) = self.waker.wake() {
+                log::error!(target: LOG_TARGET, "netsvc: cannot wake the dispatcher: {e}");
+                return Err(Error::Io(e));
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts a command on the queue (see [`send_by`](Self::send_by)).
+    fn enqueue(&self, cmd: Command, by: Option<Instant>) -> Result<()> {
         if on_dispatcher_thread() {
             // The dispatcher never waits on itself: a full queue here would
             // be a deadlock, so the command is refused instead.
@@ -201,12 +243,6 @@ impl Link {
             // left behind) will never be taken.
             self.drop_leftovers();
             return Err(Error::Closed);
-        }
-        if !self.wake_pending.swap(true, Ordering::AcqRel) {
-            if let Err(e) = self.waker.wake() {
-                log::error!(target: LOG_TARGET, "netsvc: cannot wake the dispatcher: {e}");
-                return Err(Error::Io(e));
-            }
         }
         Ok(())
     }
@@ -283,6 +319,9 @@ impl Link {
     pub(crate) fn mark_exited(&self, failure: Option<String>) {
         self.closed.store(true, Ordering::SeqCst);
         self.drop_leftovers();
+        // (Also after a panic: no reply can reach them now.)
+        self.remote_calls
+            .close(Some(&|| Error::Closed), &self.counters);
         let mut l = self.lifecycle();
         l.exited = true;
         l.failure = failure;

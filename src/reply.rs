@@ -27,13 +27,44 @@ pub struct PendingReply<T> {
     link: Arc<Link>,
     conv: ConversationId,
     rx: Receiver<Result<Payload>>,
-    /// For a call that went straight to a service of this dispatcher (see
-    /// `direct.rs`): who holds the call, and its deadline, which the caller
-    /// keeps itself.
-    direct: Option<(Arc<DirectCalls>, Instant)>,
+    /// For a call that went straight to a service of this dispatcher, or
+    /// that this thread wrote onto a link (see `direct.rs`).
+    direct: Option<DirectWait>,
     /// Set once the result was handed over (or the call was cancelled).
     done: Cell<bool>,
     _type: PhantomData<fn() -> T>,
+}
+
+/// A call the dispatcher does not hold (see `direct.rs`): who holds it,
+/// and its deadline, which the caller keeps itself.
+pub(crate) struct DirectWait {
+    calls: Arc<DirectCalls>,
+    deadline: Instant,
+    /// Whether the caller spins a little before it sleeps: for a service
+    /// of this dispatcher, which answers within microseconds; not for a
+    /// remote one, whose answer comes through the dispatcher thread (which
+    /// needs the CPU a spin would take on a small machine).
+    spin: bool,
+}
+
+impl DirectWait {
+    /// A call to a service of this dispatcher.
+    pub(crate) fn local(calls: Arc<DirectCalls>, deadline: Instant) -> Self {
+        DirectWait {
+            calls,
+            deadline,
+            spin: true,
+        }
+    }
+
+    /// A call written onto a link by its caller.
+    pub(crate) fn remote(calls: Arc<DirectCalls>, deadline: Instant) -> Self {
+        DirectWait {
+            calls,
+            deadline,
+            spin: false,
+        }
+    }
 }
 
 impl<T> fmt::Debug for PendingReply<T> {
@@ -50,7 +81,7 @@ impl<T: DeserializeOwned> PendingReply<T> {
         link: Arc<Link>,
         conv: ConversationId,
         rx: Receiver<Result<Payload>>,
-        direct: Option<(Arc<DirectCalls>, Instant)>,
+        direct: Option<DirectWait>,
     ) -> Self {
         PendingReply {
             link,
@@ -79,7 +110,7 @@ impl<T: DeserializeOwned> PendingReply<T> {
                 .rx
                 .recv_deadline(None, false)
                 .unwrap_or(Err(Error::Closed)),
-            Some((calls, deadline)) => self.recv_until(calls, *deadline),
+            Some(direct) => self.recv_until(direct),
         };
         self.finish(result)
     }
@@ -92,12 +123,12 @@ impl<T: DeserializeOwned> PendingReply<T> {
         if self.done.get() {
             return Err(Error::Closed);
         }
-        if let Some((calls, deadline)) = &self.direct {
-            if crate::config::deadline(Instant::now(), timeout) >= *deadline {
-                return self.finish(self.recv_until(calls, *deadline));
+        if let Some(direct) = &self.direct {
+            if crate::config::deadline(Instant::now(), timeout) >= direct.deadline {
+                return self.finish(self.recv_until(direct));
             }
         }
-        let spin = self.direct.is_some();
+        let spin = self.direct.as_ref().is_some_and(|d| d.spin);
         let until = crate::config::deadline(Instant::now(), timeout);
         match self.rx.recv_deadline(Some(until), spin) {
             Ok(result) => self.finish(result),
@@ -115,8 +146,8 @@ impl<T: DeserializeOwned> PendingReply<T> {
         match self.rx.try_recv() {
             Ok(result) => Some(self.finish(result)),
             Err(Empty::Timeout) => match &self.direct {
-                Some((calls, deadline)) if Instant::now() >= *deadline => {
-                    Some(self.finish(self.recv_until(calls, *deadline)))
+                Some(direct) if Instant::now() >= direct.deadline => {
+                    Some(self.finish(self.recv_until(direct)))
                 }
                 _ => None,
             },
@@ -128,11 +159,11 @@ impl<T: DeserializeOwned> PendingReply<T> {
     /// caller withdraws from the call at the deadline unless an answer was
     /// taken for it meanwhile (then it is on its way), or the call was
     /// forwarded (then the dispatcher holds it, with the same deadline).
-    fn recv_until(&self, calls: &DirectCalls, deadline: Instant) -> Result<Payload> {
-        match self.rx.recv_deadline(Some(deadline), true) {
+    fn recv_until(&self, direct: &DirectWait) -> Result<Payload> {
+        match self.rx.recv_deadline(Some(direct.deadline), direct.spin) {
             Ok(result) => result,
             Err(Empty::Disconnected) => Err(Error::Closed),
-            Err(Empty::Timeout) => match calls.take(&self.conv) {
+            Err(Empty::Timeout) => match direct.calls.take(&self.conv) {
                 Some(_) => {
                     Counters::bump(&self.link.counters.calls_timed_out);
                     Err(Error::Timeout)
@@ -151,7 +182,7 @@ impl<T> Drop for PendingReply<T> {
         if !self.done.get() && self.rx.is_empty() {
             match &self.direct {
                 // Still with the callee: its answer will find nobody.
-                Some((calls, _)) if calls.take(&self.conv).is_some() => {}
+                Some(direct) if direct.calls.take(&self.conv).is_some() => {}
                 // Otherwise the dispatcher holds the call (or held it).
                 _ => self.link.send_quiet(Command::Cancel { conv: self.conv }),
             }

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::config::{check_capacity, Refusal};
-use crate::direct::Waiting;
+use crate::direct::{Outlet, Waiting, Written};
 use crate::error::{Error, Result};
 use crate::event::{run_handler, Answer, Event, Lifetime, Overflow, Request};
 use crate::ids::{ConversationId, ServiceBinding};
@@ -20,7 +20,7 @@ use crate::mailbox::command::{Command, Destination, MonitorKind, OutgoingCall, P
 use crate::mailbox::inbox::{Flow, Inbox};
 use crate::mailbox::{join_unless_current, Link};
 use crate::methods::Methods;
-use crate::reply::PendingReply;
+use crate::reply::{DirectWait, PendingReply};
 use crate::stats::Counters;
 use crate::wire;
 
@@ -800,18 +800,30 @@ impl Service {
                 let waiting = Waiting {
                     reply: tx,
                     deadline,
+                    via: None,
                 };
                 match inbox.calls.admit(conv, waiting) {
                     Ok(()) => {
                         self.call_direct(&inbox, to, conv, method, payload);
-                        let direct = Some((inbox.calls.clone(), deadline));
-                        return Ok(PendingReply::new(self.link.clone(), conv, rx, direct));
+                        let direct = DirectWait::local(inbox.calls.clone(), deadline);
+                        return Ok(PendingReply::new(self.link.clone(), conv, rx, Some(direct)));
                     }
                     // Withdrawn meanwhile: the dispatcher says why.
                     Err(waiting) => (waiting.reply, payload),
                 }
             }
-            None => (tx, payload),
+            None => match self.outlet_for(&spec) {
+                Some((outlet, to)) => {
+                    match self.call_through(&outlet, &to, conv, method, &payload, spec.timeout, tx)
+                    {
+                        Ok(direct) => {
+                            return Ok(PendingReply::new(self.link.clone(), conv, rx, Some(direct)))
+                        }
+                        Err(tx) => (tx, payload),
+                    }
+                }
+                None => (tx, payload),
+            },
         };
         self.link.send(Command::Call(OutgoingCall {
             conv,
@@ -839,6 +851,76 @@ impl Service {
         }
         let inbox = Inbox::of(to)?;
         (inbox.process == self.link.process.uid()).then(|| (inbox, to.clone()))
+    }
+
+    /// The link to write the call onto, if this thread can write it there
+    /// itself (see `direct.rs`): a two-way call without a monitor to an
+    /// agent learned through a plain TCP link of this dispatcher that is
+    /// still up.
+    fn outlet_for(&self, spec: &CallSpec) -> Option<(Arc<Outlet>, ServiceBinding)> {
+        let Destination::Agent(to) = &spec.to else {
+            return None;
+        };
+        if spec.oneway || spec.monitor.is_some() {
+            return None;
+        }
+        let outlet = Outlet::of(to)?;
+        outlet.serves(&self.link.gate).then(|| (outlet, to.clone()))
+    }
+
+    /// Writes a request onto a link itself, the caller waiting in the
+    /// link's outlet; gives the reply slot back if the link cannot take it
+    /// from this thread now (the dispatcher then carries the call).
+    #[allow(clippy::too_many_arguments)]
+    fn call_through(
+        &self,
+        outlet: &Outlet,
+        to: &ServiceBinding,
+        conv: ConversationId,
+        method: &str,
+        payload: &wire::Payload,
+        timeout: Duration,
+        tx: crate::oneshot::Sender<Result<wire::Payload>>,
+    ) -> std::result::Result<DirectWait, crate::oneshot::Sender<Result<wire::Payload>>> {
+        let now = Instant::now();
+        let deadline = crate::config::deadline(now, timeout);
+        let waiting = Waiting {
+            reply: tx,
+            deadline,
+            via: Some((outlet.link, to.key())),
+        };
+        let calls = &self.link.remote_calls;
+        if let Err(waiting) = calls.admit(conv, waiting) {
+            return Err(waiting.reply); // (the dispatcher stopped)
+        }
+        let message = wire::Message::Request {
+            conv,
+            sender: self.binding.clone(),
+            to: to.key(),
+            method: method.to_owned(),
+            payload: payload.clone(),
+            timeout_ms: u64::try_from(deadline.saturating_duration_since(now).as_millis())
+                .unwrap_or(u64::MAX),
+            oneway: false,
+            heartbeat_ms: None,
+        };
+        let written = match wire::encode_frame(&message) {
+            Ok(frame) => outlet.write(&frame),
+            Err(_) => Written::NotNow, // (the dispatcher says why)
+        };
+        let direct = DirectWait::remote(calls.clone(), deadline);
+        if written == Written::Taken {
+            let counters = &self.link.counters;
+            Counters::bump(&counters.frames_out);
+            Counters::bump(&counters.frames_written_by_callers);
+            Counters::bump(&counters.requests_delivered);
+            return Ok(direct);
+        }
+        match calls.take(&conv) {
+            Some(waiting) => Err(waiting.reply),
+            // The link went down meanwhile, and said so to the caller.
+            None => Ok(direct),
+        }
     }
 
     /// Puts a request on a local service's queue, as the dispatcher would:

@@ -33,6 +33,7 @@ pub(crate) struct Counters {
     pub tls_failures: AtomicU64,
     pub publish_timeouts: AtomicU64,
     pub subscribers_stalled: AtomicU64,
+    pub frames_written_by_callers: AtomicU64,
     /// The named identities of the links up (see [`Stats::identities`]),
     /// by link: changed by the dispatcher thread as links come and go.
     pub identities: Mutex<Vec<(usize, String, ProcessId)>>,
@@ -161,6 +162,10 @@ pub struct Stats {
     /// Times a subscriber was found stalled (see
     /// [`DispatcherBuilder::stall_limit`](crate::DispatcherBuilder::stall_limit)).
     pub subscribers_stalled: u64,
+    /// Of [`frames_out`](Self::frames_out), the calls and replies written
+    /// onto a plain TCP link by the thread that made them rather than by
+    /// the dispatcher thread (see the crate docs, "Who writes a link").
+    pub frames_written_by_callers: u64,
     /// The links up on this dispatcher's exchange servers whose clients
     /// authenticated with a named credential or a client certificate: the
     /// credential's name or the certificate's common name (the link's

@@ -259,3 +259,134 @@ fn replies_arrive_while_the_callers_dispatcher_is_busy_with_another_peer() {
     assert_eq!(received, REPORTS);
     within("the publisher", move || flood.join().unwrap());
 }
+
+/// Sequential calls through a quiet link: the calling thread writes its
+/// request onto the link, and the server's handler its reply, themselves
+/// (counted in `frames_written_by_callers`), and every reply is its own
+/// call's.
+#[test]
+fn callers_and_handlers_write_their_own_frames_onto_a_plain_link() {
+    const CALLS: u64 = 50;
+    let p = pair();
+    let me = p.caller("caller");
+    let (client_before, server_before) = (
+        p.client.stats().frames_written_by_callers,
+        p.server.stats().frames_written_by_callers,
+    );
+    for seq in 0..CALLS {
+        let got: (u64, u64, Vec<u8>) = me
+            .call_timeout(&p.echo, "echo", &(1u64, seq, vec![seq as u8; 64]), LONG)
+            .unwrap_or_else(|e| panic!("call {seq}: {e}"));
+        assert_eq!(got, (1, seq, vec![seq as u8; 64]));
+    }
+    // Each side writes directly only while its dispatcher has nothing
+    // queued for the link: not every time, but on a quiet link most times.
+    let client = p.client.stats().frames_written_by_callers - client_before;
+    let server = p.server.stats().frames_written_by_callers - server_before;
+    assert!(client > 0, "no request written by its caller in {CALLS}");
+    assert!(server > 0, "no reply written by its handler in {CALLS}");
+    assert!(client <= CALLS && server <= CALLS, "{client} {server}");
+}
+
+/// A service that publishes reports and then calls the service that
+/// subscribes to them: the call never overtakes the reports on the link
+/// (a thread writes its frame itself only once what it sent through the
+/// dispatcher is queued ahead of it). The callee counts the reports it has
+/// had when the call reaches it, in the same queue.
+#[test]
+fn a_call_never_overtakes_the_reports_its_caller_published_before_it() {
+    const ROUNDS: u64 = 200;
+    let p = pair();
+    let counter = p.server.service("counter").open().unwrap();
+    counter.subscribe_reports("pub", "ord.*");
+    let publisher = p.client.service("pub").open().unwrap();
+    wait_for(&counter, "the confirmation", |e| match e {
+        Event::Confirmed(_) => Some(()),
+        _ => None,
+    });
+    let counting = thread::spawn(move || {
+        let mut seen = 0u64;
+        loop {
+            match counter.recv_timeout(WAIT) {
+                Ok(Some(Event::Report(_))) => seen += 1,
+                Ok(Some(Event::Request(r))) => {
+                    let last = r.method() == "last";
+                    r.reply(&seen).unwrap();
+                    if last {
+                        return seen;
+                    }
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("nothing within WAIT after {seen} reports"),
+                Err(e) => panic!("counter closed after {seen} reports: {e}"),
+            }
+        }
+    });
+    let target = await_service(&p.client, "counter");
+    let mut published = 0u64;
+    for round in 0..ROUNDS {
+        for _ in 0..(round % 4) {
+            publisher
+                .publish_report("ord.x", &published, Lifetime::None)
+                .unwrap();
+            published += 1;
+        }
+        let method = if round + 1 == ROUNDS { "last" } else { "count" };
+        let seen: u64 = publisher
+            .call_timeout(&target, method, &(), LONG)
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert_eq!(seen, published, "round {round}: the call overtook reports");
+    }
+    assert_eq!(
+        within("the counter", move || counting.join().unwrap()),
+        published
+    );
+}
+
+/// A service that keeps every request it gets, unanswered, on `held`.
+fn holder(d: &Dispatcher, name: &str) -> (ServiceHandle, crossbeam_channel::Receiver<Request>) {
+    let (tx, held) = crossbeam_channel::bounded::<Request>(4);
+    let handle = d
+        .service(name)
+        .spawn(move |_svc, ev| {
+            if let Event::Request(r) = ev {
+                let _ = tx.send(r);
+            }
+        })
+        .unwrap();
+    (handle, held)
+}
+
+/// A call written by its caller, to a service that holds it unanswered,
+/// fails at once when that service is withdrawn, and one pending when the
+/// caller's dispatcher shuts down fails with `Closed`: neither waits for
+/// its timeout.
+#[test]
+fn a_call_written_by_its_caller_ends_with_its_callee_or_its_dispatcher() {
+    let p = pair();
+    let me = p.caller("caller");
+
+    let (sink, held) = holder(&p.server, "sink");
+    let target = await_service(&p.client, "sink");
+    let pending = me
+        .request_timeout::<(), _>(&target, "hold", &(), LONG)
+        .unwrap();
+    let request = held.recv_timeout(WAIT).expect("the request held");
+    sink.stop();
+    let outcome = within("the call to a withdrawn service", move || pending.wait());
+    assert!(
+        matches!(outcome, Err(Error::ServiceUnavailable(_))),
+        "{outcome:?}"
+    );
+    drop(request);
+
+    let (_sink, held) = holder(&p.server, "sink-2");
+    let target = await_service(&p.client, "sink-2");
+    let pending = me
+        .request_timeout::<(), _>(&target, "hold", &(), LONG)
+        .unwrap();
+    let _request = held.recv_timeout(WAIT).expect("the request held");
+    p.client.shutdown();
+    let outcome = within("the call at shutdown", move || pending.wait());
+    assert!(matches!(outcome, Err(Error::Closed)), "{outcome:?}");
+}

@@ -131,9 +131,11 @@ impl EventLoop {
             // Commands are taken whatever a peer's congestion: each link
             // pushes back on its own (report credit, its own input), and a
             // publisher is held by its own reports (see `routing::flow`).
+            let mut carried = 0;
             for _ in 0..COMMANDS_PER_TURN {
                 match self.commands.try_recv() {
                     Ok(cmd) => {
+                        let gated = !matches!(cmd, Command::Done { .. });
                         if self.handle(cmd) == Flow::Stop {
                             self.stop();
                             return Ok(());
@@ -141,11 +143,15 @@ impl EventLoop {
                         if !self.core.out.is_empty() {
                             self.carry();
                         }
+                        carried += usize::from(gated);
                     }
                     Err(_) => break,
                 }
                 more_commands = true;
             }
+            // What they queued is in the links' buffers: threads may write
+            // behind it (see `direct::Outlet`).
+            self.link.gate.leave(carried);
             if more_commands {
                 more_commands = !self.commands.is_empty();
             }

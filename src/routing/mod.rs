@@ -485,6 +485,10 @@ impl Core {
         for conv in convs {
             self.complete(conv, Err(Error::Closed));
         }
+        let counters = &self.link.counters;
+        self.link
+            .remote_calls
+            .close(Some(&|| Error::Closed), counters);
         for agent in self.sorted_locals().into_iter().rev() {
             self.withdraw(agent, false);
         }

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use crate::connection::InactiveReason as Why;
 use crate::credentials::Identity;
+use crate::direct::Outlet;
 use crate::ids::{AgentKey, ProcessId, ServiceBinding};
 use crate::mailbox::command::Limits;
 
@@ -86,6 +87,9 @@ pub(crate) struct PeerInfo {
     /// client of the shared secret, a link without authentication, and
     /// every link on the client side.
     pub identity: Option<Arc<Identity>>,
+    /// On a plain TCP link: how other threads write calls and replies onto
+    /// it, and the callers waiting there (see `direct.rs`).
+    pub outlet: Option<Arc<Outlet>>,
 }
 
 /// Bytes of state a peer made this process hold, counted against its
@@ -121,6 +125,8 @@ pub(crate) struct Peer {
     /// Requests (not casts), subscriptions and report credit it has sent:
     /// each may be answered on its link (see [`Core::asked`](super::Core::asked)).
     pub asked: u64,
+    /// See [`PeerInfo::outlet`].
+    pub outlet: Option<Arc<Outlet>>,
 }
 
 /// What the peers of one exchange share.

@@ -24,6 +24,7 @@ use super::registry::{Ordered, Route};
 use super::{Caller, Class, Core, Pending, RouteOpts, TimerKind, MIN_PROGRESS};
 use crate::connection::InactiveReason as Why;
 use crate::credentials::Action;
+use crate::direct::{Answered, Outlet};
 use crate::error::{codes, Error, ServiceFailure};
 use crate::event::{Event, PublisherAnnouncement, Report, ServiceStatus};
 use crate::ids::{AgentKey, ConversationId, ServiceBinding};
@@ -87,6 +88,7 @@ impl Core {
             identity: info.identity,
             flow: Default::default(),
             asked: 0,
+            outlet: info.outlet,
         };
         self.peers.map.insert(peer, Box::new(p));
         let bindings: Vec<ServiceBinding> = self
@@ -145,6 +147,12 @@ impl Core {
         };
         // Nothing more is sent to it while what it carried is withdrawn.
         p.closing = true;
+        if p.outlet.is_some() {
+            // The callers that wrote onto it first: no reply comes now.
+            let why = || Error::ServiceUnavailable(format!("{lost} while the call was pending"));
+            let (calls, counters) = (&self.link.remote_calls, &self.link.counters);
+            calls.fail_on(peer.0, None, &why, counters);
+        }
         let learned: Vec<AgentKey> = p.learned.iter().rev().copied().collect();
         log::debug!("netsvc: {peer} down: {lost}");
         for key in learned {
@@ -296,11 +304,17 @@ impl Core {
                 conn.learned.insert(key);
                 conn.usage.learned_bytes += limits::binding_bytes(&binding);
                 let learned = conn.learned.len();
+                let outlet = conn.outlet.clone();
                 if self.limit(peer, |l| l.max_services, learned, "services")
                     || self.over_budget(peer)
                 {
                     return;
                 }
+                // Callers here write to it through its link themselves.
+                let binding = match &outlet {
+                    Some(outlet) => binding.with_queue(Outlet::downgrade(outlet)),
+                    None => binding,
+                };
                 self.drop_hidden(&key);
                 self.add_agent(binding, Route::Remote(peer));
             }
@@ -372,7 +386,13 @@ impl Core {
                     oneway,
                     heartbeat: heartbeat_ms.map(|ms| Duration::from_millis(ms).max(MIN_PROGRESS)),
                 };
-                if self.pending.contains_key(&conv) && !self.sent_to(conv, peer) {
+                let written_elsewhere = || {
+                    let calls = &self.link.remote_calls;
+                    calls.link_of(&conv).is_some_and(|l| l != peer.0)
+                };
+                if (self.pending.contains_key(&conv) && !self.sent_to(conv, peer))
+                    || written_elsewhere()
+                {
                     // Another caller's call: the id is not this peer's to
                     // reuse (a request forwarded back through here comes
                     // from the link the call was sent to, and is kept).
@@ -401,8 +421,16 @@ impl Core {
             }
             // Heartbeats of a call come from where the call went, or not at all.
             Message::Progress { conv } if self.sent_to(conv, peer) => self.progress(conv),
-            // (A late one, for a call already over, is no one's business.)
-            Message::Progress { conv } if !self.pending.contains_key(&conv) => {}
+            // (A late one, for a call already over, is no one's business;
+            // nor one for a call written onto this link by its caller,
+            // which has no monitor.)
+            Message::Progress { conv }
+                if !self.pending.contains_key(&conv)
+                    && self
+                        .link
+                        .remote_calls
+                        .link_of(&conv)
+                        .is_none_or(|l| l == peer.0) => {}
             Message::Progress { .. } => {
                 self.refuse_frame(peer, "a heartbeat for a call not sent to it")
             }
@@ -419,10 +447,18 @@ impl Core {
                 // answer the far side fails it with (dropped, counted).
                 if self.sent_to(conv, peer) {
                     self.complete(conv, result.map_err(Error::from));
-                } else if !self.pending.contains_key(&conv) {
-                    Counters::bump(&self.link.counters.late_replies);
-                } else {
+                } else if self.pending.contains_key(&conv) {
                     self.refuse_frame(peer, "a reply for a call not sent to it");
+                } else {
+                    // Perhaps a call its caller wrote onto a link itself.
+                    let (calls, counters) = (&self.link.remote_calls, &self.link.counters);
+                    match calls.answer_from(peer.0, &conv, result.map_err(Error::from), counters) {
+                        Answered::Taken => {}
+                        Answered::Elsewhere => {
+                            self.refuse_frame(peer, "a reply for a call not sent to it")
+                        }
+                        Answered::Unknown => Counters::bump(&counters.late_replies),
+                    }
                 }
             }
             Message::Subscribe {

@@ -271,6 +271,17 @@ impl Core {
             oneway: opts.oneway,
             answer: match self.pending.get(&conv).map(|p| &p.caller) {
                 Some(Caller::Local(tx)) if !opts.oneway => Answer::Tracked(tx.clone()),
+                // The handler writes the reply onto the caller's link
+                // (unless it is a call of ours forwarded back here: the
+                // call must be over here before its answer arrives).
+                Some(Caller::Remote(peer))
+                    if !opts.oneway && conv.process() != self.link.process.uid() =>
+                {
+                    match self.peers.map.get(peer).and_then(|p| p.outlet.as_ref()) {
+                        Some(outlet) => Answer::Outlet(outlet.clone()),
+                        None => Answer::Dispatcher,
+                    }
+                }
                 _ => Answer::Dispatcher,
             },
         };

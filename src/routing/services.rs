@@ -195,6 +195,14 @@ impl Core {
             }
         }
         if let Some(entry) = self.registry.remove(&key) {
+            if let (Route::Remote(peer), true) = (entry.route, fail_pending) {
+                // Calls written onto its link by their callers fail too.
+                let error = || {
+                    Error::ServiceUnavailable(format!("{binding} {why} while the call was pending"))
+                };
+                let (calls, counters) = (&self.link.remote_calls, &self.link.counters);
+                calls.fail_on(peer.0, Some(key), &error, counters);
+            }
             self.announce_service(&entry.binding, ServiceStatus::Withdrawn);
             let message = crate::wire::Message::Withdrawn {
                 agent: key,

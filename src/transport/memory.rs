@@ -70,6 +70,7 @@ impl Memory {
             self.link.next_id()
         };
         let info = PeerInfo {
+            outlet: None,
             remote: end.remote.clone(),
             exchange,
             group: end.group.clone(),

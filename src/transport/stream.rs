@@ -86,6 +86,23 @@ impl Stream {
         }
     }
 
+    /// A second handle to a plain TCP socket, for threads that write a
+    /// frame onto the link themselves (`direct::Outlet`); `None` on TLS,
+    /// whose session state is this stream's alone.
+    pub(crate) fn second_handle(&self) -> Option<std::net::TcpStream> {
+        match self {
+            #[cfg(unix)]
+            Stream::Tcp(s) => {
+                use std::os::fd::AsFd;
+                let fd = s.as_fd().try_clone_to_owned().ok()?;
+                Some(std::net::TcpStream::from(fd))
+            }
+            #[cfg(not(unix))]
+            Stream::Tcp(_) => None,
+            Stream::Tls(_) => None,
+        }
+    }
+
     pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
         self.tcp().local_addr()
     }

@@ -261,6 +261,7 @@ impl Exchanges {
             write_blocked: false,
             listed: false,
             identity: None,
+            outlet: None,
         };
         self.conns.insert(token, conn);
     }

@@ -445,6 +445,12 @@ impl Exchanges {
             self.timers.cancel(t);
         }
         let identity = conn.identity.clone();
+        // Threads write calls and replies onto a plain TCP link themselves.
+        conn.outlet = conn
+            .stream
+            .second_handle()
+            .map(|socket| Outlet::new(token, socket, self.link.gate.clone()));
+        let outlet = conn.outlet.clone();
         log::debug!("netsvc: exchange link to {remote} ({peer}) active");
         self.arm_liveness();
         self.announce_connection(
@@ -468,6 +474,7 @@ impl Exchanges {
             group: exch.group.clone(),
             limits,
             identity,
+            outlet,
         };
         core.peer_up(PeerId(token), info);
         self.carry(core);

@@ -292,6 +292,9 @@ impl Exchanges {
     /// Queues an already encoded frame (with its prefix) on a connection.
     pub(super) fn push(&mut self, token: usize, frame: &[u8]) {
         if let Some(conn) = self.conns.get_mut(&token) {
+            if let Some(outlet) = &conn.outlet {
+                outlet.mark_queued();
+            }
             conn.wbuf.push_encoded(frame);
             self.queued(token);
         }
@@ -538,6 +541,9 @@ impl Exchanges {
             // not yet flushed lets the peer see for itself why it is
             // refused (a handshake can fail in the turn it starts).
             let _ = conn.write_out();
+        }
+        if let Some(outlet) = conn.outlet.take() {
+            outlet.close();
         }
         if unexpected && conn.state != ConnState::Connecting {
             let peer = conn.peer;

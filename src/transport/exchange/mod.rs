@@ -23,6 +23,7 @@ use mio::{Interest, Token};
 use crate::auth::{self, Secret, Side};
 use crate::connection::{ConnectionAnnouncement, ConnectionState, InactiveReason as Why};
 use crate::credentials::{Credentials, Identity};
+use crate::direct::Outlet;
 use crate::error::{Error, Result};
 use crate::frame::{Fill, ReadBuffer, WriteBuffer};
 use crate::ids::ProcessId;
@@ -176,16 +177,32 @@ struct Conn {
     /// On a server, the credential the client proved (set once its proof
     /// checked): the link's identity and permissions.
     identity: Option<Arc<Identity>>,
+    /// Once a plain TCP link is up: how other threads write frames onto it
+    /// (see `direct.rs`), shared with them.
+    outlet: Option<Arc<Outlet>>,
 }
 
 impl Conn {
     /// Writes what is queued, as far as the socket takes it; remembers
     /// when output last went out and whether the socket refused some.
+    /// With an outlet, under its lock, after what a thread left in its
+    /// spill.
     fn write_out(&mut self) -> std::io::Result<bool> {
         if self.wbuf.pending() > 0 {
             self.last_out = Instant::now();
         }
-        let written = self.wbuf.flush(&mut self.stream);
+        let written = match &self.outlet {
+            None => self.wbuf.flush(&mut self.stream),
+            Some(outlet) => {
+                let mut held = outlet.hold();
+                let written = match held.flush_spill(&mut self.stream) {
+                    Ok(true) => self.wbuf.flush(&mut self.stream),
+                    other => other,
+                };
+                held.set_queued(self.wbuf.pending() > 0);
+                written
+            }
+        };
         self.write_blocked = !matches!(written, Ok(true));
         written
     }
