@@ -112,6 +112,21 @@ impl DirectCalls {
         Ok(())
     }
 
+    /// Registers a caller only if no other waits (the first of a burst of
+    /// calls); gives it back otherwise, or once the dispatcher stopped.
+    pub fn admit_alone(
+        &self,
+        conv: ConversationId,
+        waiting: Waiting,
+    ) -> std::result::Result<(), Waiting> {
+        let mut s = self.state();
+        if s.closed || !s.waiting.is_empty() {
+            return Err(waiting);
+        }
+        s.waiting.insert(conv, waiting);
+        Ok(())
+    }
+
     /// Takes the caller of a conversation, if it still waits.
     pub fn take(&self, conv: &ConversationId) -> Option<Waiting> {
         self.state().waiting.remove(conv)

@@ -194,6 +194,10 @@ pub(crate) trait Responder: Send + Sync + UnwindSafe + RefUnwindSafe {
         result: std::result::Result<Payload, ServiceFailure>,
     ) -> Result<()>;
 
+    /// Whether events wait in the queue of this service (of this
+    /// dispatcher).
+    fn has_queued(&self, service: &ServiceBinding) -> bool;
+
     /// Tells the dispatcher that a call it tracks was answered straight to
     /// its caller (and counted, if `delivered`): it forgets the call.
     fn done(&self, conv: ConversationId, delivered: bool) -> Result<()>;
@@ -414,7 +418,13 @@ impl Request {
             }
             (result, Answer::Outlet(outlet)) => {
                 let result = result.map_err(|f| self.with_origin(f));
-                answer_through(&*self.link, &outlet, conv, result)
+                // With more requests waiting for this service, its answers
+                // go through the dispatcher, which writes them in one go.
+                if self.link.has_queued(&self.receiver) {
+                    self.link.reply(conv, result)
+                } else {
+                    answer_through(&*self.link, &outlet, conv, result)
+                }
             }
             (Err(failure), _) => self.link.reply(conv, Err(self.with_origin(failure))),
             (ok, Answer::Dispatcher) => self.link.reply(conv, ok),

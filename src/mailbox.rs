@@ -443,6 +443,10 @@ impl Responder for Link {
         self.send(Command::Reply { conv, result })
     }
 
+    fn has_queued(&self, service: &ServiceBinding) -> bool {
+        inbox::Inbox::of(service).is_some_and(|i| !i.events.is_empty())
+    }
+
     fn done(&self, conv: ConversationId, delivered: bool) -> Result<()> {
         self.send(Command::Done { conv, delivered })
     }

@@ -890,8 +890,10 @@ impl Service {
             via: Some((outlet.link, to.key())),
         };
         let calls = &self.link.remote_calls;
-        if let Err(waiting) = calls.admit(conv, waiting) {
-            return Err(waiting.reply); // (the dispatcher stopped)
+        if let Err(waiting) = calls.admit_alone(conv, waiting) {
+            // Other calls wait: a burst of calls goes through the
+            // dispatcher, which writes it in one go (or it stopped).
+            return Err(waiting.reply);
         }
         let message = wire::Message::Request {
             conv,
