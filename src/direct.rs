@@ -423,3 +423,122 @@ impl std::fmt::Debug for Waiting {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::net::{TcpListener, TcpStream};
+
+    /// A connected pair over loopback: the writing end non-blocking, as
+    /// the dispatcher's sockets are.
+    fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let writer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (reader, _) = listener.accept().unwrap();
+        writer.set_nonblocking(true).unwrap();
+        (writer, reader)
+    }
+
+    /// Reads exactly `n` bytes (the reader blocks; the test's own bytes).
+    fn read_n(reader: &mut TcpStream, n: usize) -> Vec<u8> {
+        let mut got = vec![0u8; n];
+        reader.read_exact(&mut got).unwrap();
+        got
+    }
+
+    #[test]
+    fn a_frame_the_socket_cannot_take_whole_is_finished_by_the_dispatcher_first() {
+        let (writer, mut reader) = pair();
+        let gate = Arc::new(Gate::default());
+        let outlet = Outlet::new(1, writer.try_clone().unwrap(), gate.clone());
+        // Far larger than a loopback socket's buffers: it cannot go at once.
+        let big: Vec<u8> = (0..16 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
+        assert_eq!(outlet.write(&big), Written::Taken);
+        // The rest waits in the spill: no other thread may write now.
+        assert_eq!(outlet.write(b"later"), Written::NotNow);
+        // The dispatcher writes the spill before anything of its own, as
+        // the socket takes it; the reader sees the frame whole, in order.
+        let mut dispatcher = writer;
+        let reading = std::thread::spawn(move || read_n(&mut reader, big.len() + 4));
+        loop {
+            let mut held = outlet.hold();
+            match held.flush_spill(&mut dispatcher) {
+                Ok(true) => break,
+                Ok(false) => {
+                    drop(held);
+                    std::thread::yield_now();
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let mut own = WriteBuffer::default();
+        own.push_encoded(b"own!");
+        while !own.flush(&mut dispatcher).unwrap() {
+            std::thread::yield_now();
+        }
+        let got = reading.join().unwrap();
+        let expected: Vec<u8> = (0..16 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
+        assert!(
+            got[..expected.len()] == expected[..],
+            "the frame arrived changed"
+        );
+        assert_eq!(&got[expected.len()..], b"own!");
+        // Spill written: threads may write again.
+        assert_eq!(outlet.write(b"next"), Written::Taken);
+    }
+
+    #[test]
+    fn no_thread_writes_while_a_command_is_on_its_way_or_the_dispatcher_has_output() {
+        let (writer, _reader) = pair();
+        let gate = Arc::new(Gate::default());
+        let outlet = Outlet::new(1, writer, gate.clone());
+        gate.enter();
+        assert_eq!(outlet.write(b"x"), Written::NotNow);
+        gate.leave(1);
+        outlet.mark_queued();
+        assert_eq!(outlet.write(b"x"), Written::NotNow);
+        outlet.hold().set_queued(false);
+        assert_eq!(outlet.write(b"x"), Written::Taken);
+        outlet.close();
+        assert_eq!(outlet.write(b"x"), Written::NotNow);
+        // And an outlet serves only its own dispatcher's threads.
+        assert!(outlet.serves(&gate));
+        assert!(!outlet.serves(&Arc::new(Gate::default())));
+    }
+
+    #[test]
+    fn a_reply_is_taken_only_from_the_link_its_call_went_out_on() {
+        let calls = DirectCalls::default();
+        let counters = Counters::default();
+        let key = AgentKey {
+            process: 7,
+            agent: crate::ids::AgentId(1),
+        };
+        let conv = ConversationId::new(1, 1);
+        let (tx, rx) = crate::oneshot::slot();
+        let waiting = Waiting {
+            reply: tx,
+            deadline: Instant::now(),
+            via: Some((5, key)),
+        };
+        calls.admit_alone(conv, waiting).unwrap();
+        let (tx2, _rx2) = crate::oneshot::slot();
+        let second = Waiting {
+            reply: tx2,
+            deadline: Instant::now(),
+            via: Some((5, key)),
+        };
+        assert!(calls
+            .admit_alone(ConversationId::new(1, 2), second)
+            .is_err());
+        let forged = calls.answer_from(6, &conv, Ok(Payload::unit()), &counters);
+        assert_eq!(forged, Answered::Elsewhere);
+        assert_eq!(calls.link_of(&conv), Some(5));
+        let honest = calls.answer_from(5, &conv, Ok(Payload::unit()), &counters);
+        assert_eq!(honest, Answered::Taken);
+        assert!(matches!(rx.try_recv(), Ok(Ok(_))));
+        let late = calls.answer_from(5, &conv, Ok(Payload::unit()), &counters);
+        assert_eq!(late, Answered::Unknown);
+    }
+}

@@ -111,6 +111,23 @@
 //! dispatcher never blocks on a service: it puts events on queues with
 //! `try_send` and applies the policy below when one is full.
 //!
+//! ## Who writes a link
+//!
+//! The dispatcher thread reads every socket. On a plain TCP exchange link,
+//! a call to a service of another process is written onto the socket by
+//! the calling thread itself, and a remote caller's reply by the thread
+//! that answers it: one thread hand-off fewer each way. A thread writes
+//! only a whole frame, under the link's lock, and only when that cannot
+//! reorder anything: nothing queued for the link by the dispatcher, and no
+//! command of any thread on its way to it (a report published before a
+//! call goes out before it). Otherwise, and for bursts (another such call
+//! waiting, more events queued for the answering service), for TLS links
+//! and for in-memory links, the dispatcher writes the frame as before.
+//! The guarantees do not change: the dispatcher answers such a call only
+//! from the link it went out on, fails it with that link or its callee,
+//! and the caller keeps its deadline. [`Stats::frames_written_by_callers`]
+//! counts these frames.
+//!
 //! ## Full queues
 //!
 //! A service's queue holds [`queue_capacity`](DispatcherBuilder::queue_capacity)

@@ -390,3 +390,62 @@ fn a_call_written_by_its_caller_ends_with_its_callee_or_its_dispatcher() {
     let outcome = within("the call at shutdown", move || pending.wait());
     assert!(matches!(outcome, Err(Error::Closed)), "{outcome:?}");
 }
+
+/// Calls of 6 MiB, more than a loopback socket takes at once: the calling
+/// thread writes what the socket takes and leaves the rest to the
+/// dispatcher, which writes it before anything else. Each such call is
+/// followed at once by a report and a small call from the same thread:
+/// every frame arrives whole and in order (the callee counts the reports
+/// it had before each call).
+#[test]
+fn a_call_the_socket_cannot_take_at_once_is_finished_before_anything_after_it() {
+    const ROUNDS: u64 = 6;
+    let p = pair();
+    let counter = p.server.service("counter").open().unwrap();
+    counter.subscribe_reports("pub", "big.*");
+    let publisher = p.client.service("pub").open().unwrap();
+    wait_for(&counter, "the confirmation", |e| match e {
+        Event::Confirmed(_) => Some(()),
+        _ => None,
+    });
+    let counting = thread::spawn(move || {
+        let mut seen = 0u64;
+        let mut calls = 0u64;
+        while calls < 2 * ROUNDS {
+            match counter.recv_timeout(WAIT) {
+                Ok(Some(Event::Report(_))) => seen += 1,
+                Ok(Some(Event::Request(r))) => {
+                    calls += 1;
+                    let body: Vec<u8> = r.decode().unwrap();
+                    r.reply(&(
+                        seen,
+                        body.len() as u64,
+                        body.iter().map(|b| *b as u64).sum::<u64>(),
+                    ))
+                    .unwrap();
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("nothing within WAIT after {calls} calls"),
+                Err(e) => panic!("counter closed after {calls} calls: {e}"),
+            }
+        }
+    });
+    let target = await_service(&p.client, "counter");
+    let big: Vec<u8> = (0..6 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
+    let big_sum: u64 = big.iter().map(|b| *b as u64).sum();
+    for round in 0..ROUNDS {
+        let pending = publisher
+            .request_timeout::<(u64, u64, u64), _>(&target, "big", &big, LONG)
+            .unwrap();
+        publisher
+            .publish_report("big.x", &round, Lifetime::None)
+            .unwrap();
+        let small: (u64, u64, u64) = publisher
+            .call_timeout(&target, "small", &vec![1u8; 10], LONG)
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        let got = within("the big call", move || pending.wait()).unwrap();
+        assert_eq!(got, (round, big.len() as u64, big_sum), "round {round}");
+        assert_eq!(small, (round + 1, 10, 10), "round {round}");
+    }
+    within("the counter", move || counting.join().unwrap());
+}
