@@ -370,6 +370,12 @@ impl Outlet {
         }
     }
 
+    /// How many bytes of a thread's frame wait in the spill: part of the
+    /// link's unsent output, which its congestion is judged by.
+    pub fn spilled(&self) -> usize {
+        self.state().spill.pending()
+    }
+
     /// The dispatcher queued output for the link.
     pub fn mark_queued(&self) {
         if !self.queued.load(Ordering::Relaxed) {

@@ -351,7 +351,8 @@ impl Exchanges {
             }
             match conn.write_out() {
                 Ok(_) => {
-                    let pending = conn.wbuf.pending();
+                    let spilled = conn.outlet.as_ref().map_or(0, |o| o.spilled());
+                    let pending = conn.wbuf.pending() + spilled;
                     if pending > high {
                         self.congest(token);
                     } else if pending <= high / 4 {
