@@ -230,19 +230,16 @@ impl ServiceBinding {
 
     /// The same agent, reached through `queue` (see [`queue`](Self::queue)).
     pub(crate) fn with_queue(&self, queue: Weak<Queue>) -> Self {
-        let d = &self.0;
-        ServiceBinding(Arc::new(BindingData {
-            name: d.name.clone(),
-            audience: d.audience.clone(),
-            agent: d.agent,
-            process: d.process.clone(),
-            groups: d.groups.clone(),
-            inbox: Some(queue),
-        }))
+        self.rebuilt(self.0.groups.clone(), Some(queue))
     }
 
     /// The same agent with another group list.
     pub(crate) fn with_groups(&self, groups: Vec<String>) -> Self {
+        self.rebuilt(groups, self.0.inbox.clone())
+    }
+
+    /// The same agent with these groups and this way to it.
+    fn rebuilt(&self, groups: Vec<String>, inbox: Option<Weak<Queue>>) -> Self {
         let d = &self.0;
         ServiceBinding(Arc::new(BindingData {
             name: d.name.clone(),
@@ -250,7 +247,7 @@ impl ServiceBinding {
             agent: d.agent,
             process: d.process.clone(),
             groups,
-            inbox: d.inbox.clone(),
+            inbox,
         }))
     }
 

@@ -288,6 +288,19 @@ fn callers_and_handlers_write_their_own_frames_onto_a_plain_link() {
     assert!(client <= CALLS && server <= CALLS, "{client} {server}");
 }
 
+/// The server's service `counter`, subscribed to `pattern` of the client's
+/// service `pub`, and `pub`, once the subscription is in force.
+fn counter_and_publisher(p: &Pair, pattern: &str) -> (Service, Service) {
+    let counter = p.server.service("counter").open().unwrap();
+    counter.subscribe_reports("pub", pattern);
+    let publisher = p.client.service("pub").open().unwrap();
+    wait_for(&counter, "the confirmation", |e| match e {
+        Event::Confirmed(_) => Some(()),
+        _ => None,
+    });
+    (counter, publisher)
+}
+
 /// A service that publishes reports and then calls the service that
 /// subscribes to them: the call never overtakes the reports on the link
 /// (a thread writes its frame itself only once what it sent through the
@@ -297,13 +310,7 @@ fn callers_and_handlers_write_their_own_frames_onto_a_plain_link() {
 fn a_call_never_overtakes_the_reports_its_caller_published_before_it() {
     const ROUNDS: u64 = 200;
     let p = pair();
-    let counter = p.server.service("counter").open().unwrap();
-    counter.subscribe_reports("pub", "ord.*");
-    let publisher = p.client.service("pub").open().unwrap();
-    wait_for(&counter, "the confirmation", |e| match e {
-        Event::Confirmed(_) => Some(()),
-        _ => None,
-    });
+    let (counter, publisher) = counter_and_publisher(&p, "ord.*");
     let counting = thread::spawn(move || {
         let mut seen = 0u64;
         loop {
@@ -401,13 +408,7 @@ fn a_call_written_by_its_caller_ends_with_its_callee_or_its_dispatcher() {
 fn a_call_the_socket_cannot_take_at_once_is_finished_before_anything_after_it() {
     const ROUNDS: u64 = 6;
     let p = pair();
-    let counter = p.server.service("counter").open().unwrap();
-    counter.subscribe_reports("pub", "big.*");
-    let publisher = p.client.service("pub").open().unwrap();
-    wait_for(&counter, "the confirmation", |e| match e {
-        Event::Confirmed(_) => Some(()),
-        _ => None,
-    });
+    let (counter, publisher) = counter_and_publisher(&p, "big.*");
     let counting = thread::spawn(move || {
         let mut seen = 0u64;
         let mut calls = 0u64;
