@@ -30,6 +30,15 @@
 //! Local services are reached by the core through their queues (an event
 //! for a full queue is refused, never waited on), and they answer through
 //! the commands channel or straight to a local caller (`direct`).
+//!
+//! The sockets are the exchange transport's, and only the dispatcher
+//! thread reads them. A plain TCP link's socket is also written by other
+//! threads, through the link's `direct::Outlet`: a caller's request and a
+//! handler's reply to a remote caller, whole frames under the outlet's
+//! lock, only while nothing the dispatcher holds for the link or any
+//! command on its way to it could be overtaken (the `direct` module docs
+//! say exactly when). The dispatcher writes its own output under the same
+//! lock, after what a thread left unwritten.
 
 mod event_loop;
 
