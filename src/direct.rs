@@ -104,12 +104,7 @@ impl DirectCalls {
         conv: ConversationId,
         waiting: Waiting,
     ) -> std::result::Result<(), Waiting> {
-        let mut s = self.state();
-        if s.closed {
-            return Err(waiting);
-        }
-        s.waiting.insert(conv, waiting);
-        Ok(())
+        self.admit_if(conv, waiting, false)
     }
 
     /// Registers a caller only if no other waits (the first of a burst of
@@ -119,8 +114,17 @@ impl DirectCalls {
         conv: ConversationId,
         waiting: Waiting,
     ) -> std::result::Result<(), Waiting> {
+        self.admit_if(conv, waiting, true)
+    }
+
+    fn admit_if(
+        &self,
+        conv: ConversationId,
+        waiting: Waiting,
+        alone: bool,
+    ) -> std::result::Result<(), Waiting> {
         let mut s = self.state();
-        if s.closed || !s.waiting.is_empty() {
+        if s.closed || (alone && !s.waiting.is_empty()) {
             return Err(waiting);
         }
         s.waiting.insert(conv, waiting);
@@ -370,12 +374,6 @@ impl Outlet {
         }
     }
 
-    /// How many bytes of a thread's frame wait in the spill: part of the
-    /// link's unsent output, which its congestion is judged by.
-    pub fn spilled(&self) -> usize {
-        self.state().spill.pending()
-    }
-
     /// The dispatcher queued output for the link.
     pub fn mark_queued(&self) {
         if !self.queued.load(Ordering::Relaxed) {
@@ -405,6 +403,12 @@ impl Held<'_> {
             return Ok(true);
         }
         self.state.spill.flush(dst)
+    }
+
+    /// How many bytes of a thread's frame wait in the spill: part of the
+    /// link's unsent output, which its congestion is judged by.
+    pub fn spilled(&self) -> usize {
+        self.state.spill.pending()
     }
 
     /// Says whether the dispatcher's own buffer still holds output.

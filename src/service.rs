@@ -843,12 +843,7 @@ impl Service {
     /// The queue of the destination, if the call can go straight there: a
     /// two-way call without a monitor to an open service of this dispatcher.
     fn direct_inbox(&self, spec: &CallSpec) -> Option<(Arc<Inbox>, ServiceBinding)> {
-        let Destination::Agent(to) = &spec.to else {
-            return None;
-        };
-        if spec.oneway || spec.monitor.is_some() {
-            return None;
-        }
+        let to = direct_target(spec)?;
         let inbox = Inbox::of(to)?;
         (inbox.process == self.link.process.uid()).then(|| (inbox, to.clone()))
     }
@@ -858,19 +853,15 @@ impl Service {
     /// agent learned through a plain TCP link of this dispatcher that is
     /// still up.
     fn outlet_for(&self, spec: &CallSpec) -> Option<(Arc<Outlet>, ServiceBinding)> {
-        let Destination::Agent(to) = &spec.to else {
-            return None;
-        };
-        if spec.oneway || spec.monitor.is_some() {
-            return None;
-        }
+        let to = direct_target(spec)?;
         let outlet = Outlet::of(to)?;
         outlet.serves(&self.link.gate).then(|| (outlet, to.clone()))
     }
 
     /// Writes a request onto a link itself, the caller waiting in the
-    /// link's outlet; gives the reply slot back if the link cannot take it
-    /// from this thread now (the dispatcher then carries the call).
+    /// dispatcher's table of such calls; gives the reply slot back if the
+    /// link cannot take it from this thread now (the dispatcher then
+    /// carries the call).
     #[allow(clippy::too_many_arguments)]
     fn call_through(
         &self,
@@ -990,6 +981,15 @@ impl Service {
             agent: self.agent(),
             tag,
         });
+    }
+}
+
+/// The agent a call names, if it may skip the dispatcher thread: a
+/// two-way call without a monitor to one agent.
+fn direct_target(spec: &CallSpec) -> Option<&ServiceBinding> {
+    match &spec.to {
+        Destination::Agent(to) if !spec.oneway && spec.monitor.is_none() => Some(to),
+        _ => None,
     }
 }
 

@@ -386,12 +386,8 @@ impl Core {
                     oneway,
                     heartbeat: heartbeat_ms.map(|ms| Duration::from_millis(ms).max(MIN_PROGRESS)),
                 };
-                let written_elsewhere = || {
-                    let calls = &self.link.remote_calls;
-                    calls.link_of(&conv).is_some_and(|l| l != peer.0)
-                };
                 if (self.pending.contains_key(&conv) && !self.sent_to(conv, peer))
-                    || written_elsewhere()
+                    || self.written_elsewhere(conv, peer)
                 {
                     // Another caller's call: the id is not this peer's to
                     // reuse (a request forwarded back through here comes
@@ -425,12 +421,7 @@ impl Core {
             // nor one for a call written onto this link by its caller,
             // which has no monitor.)
             Message::Progress { conv }
-                if !self.pending.contains_key(&conv)
-                    && self
-                        .link
-                        .remote_calls
-                        .link_of(&conv)
-                        .is_none_or(|l| l == peer.0) => {}
+                if !self.pending.contains_key(&conv) && !self.written_elsewhere(conv, peer) => {}
             Message::Progress { .. } => {
                 self.refuse_frame(peer, "a heartbeat for a call not sent to it")
             }
@@ -903,6 +894,17 @@ impl Core {
             }
         }
         Counters::bump(&self.link.counters.requests_delivered);
+    }
+
+    /// Whether `conv` is a call a thread of ours wrote onto a link other
+    /// than `peer`'s (see `direct.rs`): that peer has no business with it.
+    /// Only our own ids can be one (looked up only then: this runs for
+    /// every request relayed).
+    fn written_elsewhere(&self, conv: ConversationId, peer: PeerId) -> bool {
+        conv.process() == self.link.process.uid()
+            && (self.link.remote_calls)
+                .link_of(&conv)
+                .is_some_and(|l| l != peer.0)
     }
 
     /// Sends a report to peers: one frame, encoded once (straight into the

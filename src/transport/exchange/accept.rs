@@ -262,6 +262,7 @@ impl Exchanges {
             listed: false,
             identity: None,
             outlet: None,
+            spilled: 0,
         };
         self.conns.insert(token, conn);
     }

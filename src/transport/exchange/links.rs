@@ -351,8 +351,7 @@ impl Exchanges {
             }
             match conn.write_out() {
                 Ok(_) => {
-                    let spilled = conn.outlet.as_ref().map_or(0, |o| o.spilled());
-                    let pending = conn.wbuf.pending() + spilled;
+                    let pending = conn.wbuf.pending() + conn.spilled;
                     if pending > high {
                         self.congest(token);
                     } else if pending <= high / 4 {

@@ -180,6 +180,9 @@ struct Conn {
     /// Once a plain TCP link is up: how other threads write frames onto it
     /// (see `direct.rs`), shared with them.
     outlet: Option<Arc<Outlet>>,
+    /// What a thread left of a frame in the outlet's spill, as the last
+    /// write found it: unsent output too.
+    spilled: usize,
 }
 
 impl Conn {
@@ -200,6 +203,7 @@ impl Conn {
                     other => other,
                 };
                 held.set_queued(self.wbuf.pending() > 0);
+                self.spilled = held.spilled();
                 written
             }
         };
