@@ -235,29 +235,47 @@ impl DirectCalls {
     }
 }
 
-/// Commands on their way to the dispatcher that may queue a frame for a
-/// peer (all but the quiet `Done`): while any is, no thread writes a link
-/// itself, so that its frame cannot overtake one of theirs.
+/// What threads that would write a link themselves must know of its
+/// dispatcher: how many commands that may queue a frame for a peer (all
+/// but the quiet `Done`) are on their way to it (while any is, no thread
+/// writes a link itself, so that its frame cannot overtake one of theirs),
+/// and whether it waits in its poll.
 #[derive(Debug, Default)]
-pub(crate) struct Gate(AtomicUsize);
+pub(crate) struct Gate {
+    in_flight: AtomicUsize,
+    idle: AtomicBool,
+}
 
 impl Gate {
     /// A command is being sent.
     pub fn enter(&self) {
-        self.0.fetch_add(1, Ordering::SeqCst);
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
     }
 
     /// `n` commands were handled and what they queued is in the links'
     /// buffers (or a command was not sent after all).
     pub fn leave(&self, n: usize) {
         if n > 0 {
-            self.0.fetch_sub(n, Ordering::SeqCst);
+            self.in_flight.fetch_sub(n, Ordering::SeqCst);
         }
     }
 
     /// Whether no such command is on its way.
     fn is_open(&self) -> bool {
-        self.0.load(Ordering::SeqCst) == 0
+        self.in_flight.load(Ordering::SeqCst) == 0
+    }
+
+    /// The dispatcher goes to wait in its poll (`true`), or is back.
+    pub fn set_idle(&self, idle: bool) {
+        self.idle.store(idle, Ordering::Relaxed);
+    }
+
+    /// Whether the dispatcher waits in its poll (a hint: it may wake any
+    /// moment). A caller writes its own request only then; while the
+    /// dispatcher is still busy with its turn, the request goes through
+    /// it (see `Service::outlet_for` for why).
+    pub fn dispatcher_idle(&self) -> bool {
+        self.idle.load(Ordering::Relaxed)
     }
 }
 

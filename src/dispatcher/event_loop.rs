@@ -94,7 +94,15 @@ impl EventLoop {
                     None => wait,
                 }
             };
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
+            let idle = timeout != Some(Duration::ZERO);
+            if idle {
+                self.link.gate.set_idle(true);
+            }
+            let polled = self.poll.poll(&mut events, timeout);
+            if idle {
+                self.link.gate.set_idle(false);
+            }
+            if let Err(e) = polled {
                 if e.kind() == std::io::ErrorKind::Interrupted {
                     continue;
                 }
