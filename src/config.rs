@@ -43,6 +43,12 @@ pub(crate) struct Config {
     /// reports wait for credit it does not grant) before it is dropped as
     /// a slow consumer.
     pub slow_consumer_timeout: Duration,
+    /// How long the dispatcher polls without sleeping before it sleeps in
+    /// its poll (`spin.rs`); zero: never.
+    pub idle_spin: Duration,
+    /// How long a caller waiting for a remote reply polls before it
+    /// sleeps (`spin.rs`); zero: never.
+    pub call_spin: Duration,
 }
 
 /// The largest event queue a service may have: its channel is made up
@@ -69,6 +75,14 @@ impl Refusal {
             Some(why) => Err(Error::InvalidArgument(why.clone())),
         }
     }
+}
+
+/// Records a refusal of a spin window longer than `spin::MAX_SPIN`.
+pub(crate) fn check_spin(refusal: &mut Refusal, setting: &str, window: Duration) {
+    let max = crate::spin::MAX_SPIN;
+    refusal.check(window <= max, || {
+        format!("{setting} must be at most {max:?}, got {window:?}")
+    });
 }
 
 /// Refuses a queue capacity of 0 or above [`MAX_QUEUE_CAPACITY`].

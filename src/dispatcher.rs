@@ -49,7 +49,7 @@ use std::time::Duration;
 
 use crossbeam_channel::Receiver;
 
-use crate::config::{check_capacity, Config, Refusal, NO_LIMIT};
+use crate::config::{check_capacity, check_spin, Config, Refusal, NO_LIMIT};
 use crate::error::{Error, Result};
 use crate::ids::{ProcessId, ServiceBinding};
 use crate::mailbox::command::Command;
@@ -242,6 +242,8 @@ impl Default for DispatcherBuilder {
                 publish_timeout: Duration::from_secs(10),
                 stall_limit: Duration::from_secs(2),
                 slow_consumer_timeout: Duration::from_secs(3),
+                idle_spin: Duration::from_micros(100),
+                call_spin: Duration::from_micros(200),
             },
             refusal: Refusal::default(),
         }
@@ -323,6 +325,40 @@ impl DispatcherBuilder {
             "slow_consumer_timeout must be more than 0".to_owned()
         });
         self.config.slow_consumer_timeout = timeout.min(NO_LIMIT);
+        self
+    }
+
+    /// How long the dispatcher thread, with nothing to do, keeps looking
+    /// for new input and commands before it sleeps in its poll (default
+    /// 100 us; zero: it sleeps at once). It yields the CPU between looks.
+    ///
+    /// On a machine whose idle cores halt (a VM without halt polling, as
+    /// many are), a thread woken on a halted core runs tens of
+    /// microseconds late, and a call across an exchange wakes several
+    /// dispatchers in turn: looking a little longer keeps the core awake
+    /// for the answer that is on its way. The spin adapts: each one that
+    /// catches nothing halves how often the next idle moments spin, down
+    /// to one in 64, so a process whose traffic is sparse spends almost
+    /// nothing on it; a steady exchange of calls keeps it spinning, at
+    /// the price of CPU time while it waits. See the README's Speed
+    /// section for what it gains and costs. Refused by
+    /// [`build`](Self::build): more than 10 ms.
+    pub fn idle_spin(mut self, window: Duration) -> Self {
+        check_spin(&mut self.refusal, "idle_spin", window);
+        self.config.idle_spin = window;
+        self
+    }
+
+    /// How long a thread waiting for the reply to a call across an
+    /// exchange keeps looking for it before it sleeps (default 200 us;
+    /// zero: it sleeps at once). One caller of a dispatcher at a time
+    /// does (the others sleep at once), with the same adaptive backoff
+    /// as [`idle_spin`](Self::idle_spin). A call to a service of the same
+    /// dispatcher always looks for 50 us first, whatever this says.
+    /// Refused by [`build`](Self::build): more than 10 ms.
+    pub fn call_spin(mut self, window: Duration) -> Self {
+        check_spin(&mut self.refusal, "call_spin", window);
+        self.config.call_spin = window;
         self
     }
 

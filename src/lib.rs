@@ -195,6 +195,7 @@ mod routing;
 mod rpc;
 mod service;
 mod shape;
+mod spin;
 mod stats;
 mod tls;
 mod transport;

@@ -81,6 +81,8 @@ pub(crate) struct Link {
     /// The callers waiting for replies to calls they wrote onto links
     /// themselves (`direct::Outlet`).
     pub(crate) remote_calls: Arc<DirectCalls>,
+    /// Which caller waiting for a remote reply may spin (`spin.rs`).
+    pub(crate) call_spin: crate::spin::CallSpin,
     pub(crate) process: ProcessId,
     next_id: AtomicU64,
     pub(crate) counters: Counters,
@@ -115,6 +117,7 @@ impl Link {
             wake_pending: AtomicBool::new(false),
             gate: Arc::default(),
             remote_calls: Arc::default(),
+            call_spin: crate::spin::CallSpin::new(config.call_spin),
             process,
             identity: identity.into(),
             next_id: AtomicU64::new(1),

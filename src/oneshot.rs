@@ -6,20 +6,12 @@
 //! which takes a hundred microseconds or more, that is pure cost: with
 //! eight threads calling at once on two cores, the yields were 45% of the
 //! calling process's CPU (perf, W4). Here the receiver sleeps at once,
-//! unless it asks to spin because its answer is expected within
-//! microseconds (a direct call to a service of the same dispatcher).
+//! unless it polls first ([`Receiver::poll_for`]) because it expects its
+//! answer soon (see `spin.rs`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-
-/// How long a receiver that asks to spin polls before it sleeps: longer
-/// than a local handler's usual answer. On a VM whose idle cores halt
-/// (this project's bench machine), a receiver that slept is woken tens of
-/// microseconds late: W1-local had a p50 of 72-78 us with four yields
-/// before the sleep, 2.5 us with this (alternating runs, 20,000 calls).
-/// At most this much CPU is spent on a call whose answer takes longer.
-const SPIN: Duration = Duration::from_micros(50);
 
 /// Makes a slot: its first sender, and its receiver.
 pub(crate) fn slot<T>() -> (Sender<T>, Receiver<T>) {
@@ -116,12 +108,8 @@ pub(crate) struct Receiver<T>(Arc<Inner<T>>);
 
 impl<T> Receiver<T> {
     /// Waits for the value until `deadline` (`None`: for as long as a
-    /// sender lives). With `spin`, it first polls for up to [`SPIN`]
-    /// before it sleeps.
-    pub fn recv_deadline(&self, deadline: Option<Instant>, spin: bool) -> Result<T, Empty> {
-        if spin {
-            self.spin();
-        }
+    /// sender lives).
+    pub fn recv_deadline(&self, deadline: Option<Instant>) -> Result<T, Empty> {
         let mut s = self.0.state();
         loop {
             if let Some(v) = s.value.take() {
@@ -161,21 +149,10 @@ impl<T> Receiver<T> {
         self.0.state().value.is_none()
     }
 
-    /// Polls the slot for up to [`SPIN`]: 127 spins, then yields of the
-    /// CPU (so that a callee on the same core runs) until the time is up.
-    fn spin(&self) {
-        for step in 0..=6u32 {
-            if self.0.filled.load(Ordering::Acquire) {
-                return;
-            }
-            for _ in 0..1u32 << step {
-                std::hint::spin_loop();
-            }
-        }
-        let until = Instant::now() + SPIN;
-        while !self.0.filled.load(Ordering::Acquire) && Instant::now() < until {
-            std::thread::yield_now();
-        }
+    /// Polls the slot for up to `window`, not past `until`, without
+    /// sleeping (see `spin::poll_until`): whether a value came.
+    pub fn poll_for(&self, window: Duration, until: Option<Instant>) -> bool {
+        crate::spin::poll_until(window, until, || self.0.filled.load(Ordering::Acquire))
     }
 }
 
@@ -202,7 +179,7 @@ mod tests {
         let tx2 = tx.clone();
         assert_eq!(tx.send(1), Ok(()));
         assert_eq!(tx2.send(2), Err(2));
-        assert_eq!(rx.recv_deadline(None, false), Ok(1));
+        assert_eq!(rx.recv_deadline(None), Ok(1));
         // Taken: still refused, the slot is one-shot.
         assert_eq!(tx.send(3), Err(3));
         assert_eq!(rx.try_recv(), Err(Empty::Timeout));
@@ -212,7 +189,7 @@ mod tests {
     fn receiver_wakes_when_every_sender_is_gone() {
         let (tx, rx) = slot::<u32>();
         let tx2 = tx.clone();
-        let t = std::thread::spawn(move || rx.recv_deadline(None, false));
+        let t = std::thread::spawn(move || rx.recv_deadline(None));
         drop(tx);
         drop(tx2);
         assert_eq!(t.join().ok(), Some(Err(Empty::Disconnected)));
@@ -223,7 +200,11 @@ mod tests {
         for spin in [false, true] {
             let (tx, rx) = slot::<u32>();
             let t = std::thread::spawn(move || tx.send(7));
-            assert_eq!(rx.recv_deadline(None, spin), Ok(7));
+            if spin {
+                // Whether the poll caught it or not, the value is there.
+                rx.poll_for(Duration::from_micros(50), None);
+            }
+            assert_eq!(rx.recv_deadline(None), Ok(7));
             assert_eq!(t.join().ok(), Some(Ok(())));
         }
     }
@@ -232,7 +213,7 @@ mod tests {
     fn deadline_passes_without_a_value() {
         let (_tx, rx) = slot::<u32>();
         let at = Instant::now() + Duration::from_millis(20);
-        assert_eq!(rx.recv_deadline(Some(at), false), Err(Empty::Timeout));
+        assert_eq!(rx.recv_deadline(Some(at)), Err(Empty::Timeout));
         assert!(Instant::now() >= at);
     }
 

@@ -208,6 +208,15 @@ fn dispatcher_builder_refuses_settings_that_cannot_work() {
     );
     refused(b().max_frame_size(100).build(), "max_frame_size");
     refused(b().max_outbound_buffer(0).build(), "max_outbound_buffer");
+    // A spin longer than 10 ms is a busy loop.
+    refused(
+        b().idle_spin(Duration::from_millis(11)).build(),
+        "idle_spin",
+    );
+    refused(
+        b().call_spin(Duration::from_millis(11)).build(),
+        "call_spin",
+    );
     // The first refusal is the one reported.
     refused(
         b().queue_capacity(0)
@@ -223,6 +232,8 @@ fn dispatcher_builder_refuses_settings_that_cannot_work() {
         .heartbeat(Duration::from_millis(1), Duration::from_millis(1))
         .handshake_timeout(Duration::MAX)
         .default_timeout(Duration::MAX)
+        .idle_spin(Duration::ZERO)
+        .call_spin(Duration::from_millis(10))
         .build()
         .unwrap();
     let e = echo(&d);

@@ -37,7 +37,7 @@ const LAYERS: &[(&str, &str, &[Module])] = &[
         "foundation: leaves",
         &[
             ("error", &["error"]),
-            ("oneshot", &["oneshot"]),
+            ("spin", &["spin"]),
             ("pattern", &["pattern"]),
             ("frame", &["frame"]),
             ("auth", &["auth"]),
@@ -47,8 +47,9 @@ const LAYERS: &[(&str, &str, &[Module])] = &[
     ),
     (
         "L0b",
-        "foundation: identities, configuration, credentials, TLS configuration",
+        "foundation: identities, configuration, credentials, TLS configuration, reply slots",
         &[
+            ("oneshot", &["oneshot"]),
             ("ids", &["ids"]),
             ("config", &["config"]),
             ("credentials", &["credentials"]),

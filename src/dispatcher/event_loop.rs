@@ -38,6 +38,8 @@ pub(crate) struct EventLoop {
     /// in-memory links.
     exchanges: Exchanges,
     memory: Memory,
+    /// Whether the next idle moment spins (`spin.rs`).
+    backoff: crate::spin::Backoff,
 }
 
 impl EventLoop {
@@ -50,6 +52,7 @@ impl EventLoop {
             link,
             poll,
             commands,
+            backoff: Default::default(),
         })
     }
 
@@ -69,6 +72,42 @@ impl EventLoop {
         self.carry();
         self.memory.stop(&mut self.core);
         self.exchanges.stop(&mut self.core);
+    }
+
+    /// Waits up to `timeout` for input or commands with nothing else to
+    /// do: first looking without sleeping, for the `idle_spin` window as
+    /// the backoff allows (`spin.rs`), then asleep in the poll, where
+    /// callers may write links themselves (`direct.rs`).
+    fn idle_poll(&mut self, events: &mut Events, timeout: Option<Duration>) -> std::io::Result<()> {
+        let mut timeout = timeout;
+        let window = self.link.config.idle_spin;
+        if !window.is_zero() && self.backoff.should_spin() {
+            let start = Instant::now();
+            let window = timeout.map_or(window, |t| t.min(window));
+            let poll = &mut self.poll;
+            let mut failed = None;
+            let caught = crate::spin::poll_until(window, None, || {
+                match poll.poll(events, Some(Duration::ZERO)) {
+                    Ok(()) => !events.is_empty(),
+                    Err(e) => {
+                        failed = Some(e);
+                        true
+                    }
+                }
+            });
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            self.backoff.record(caught);
+            if caught {
+                return Ok(());
+            }
+            timeout = timeout.map(|t| t.saturating_sub(start.elapsed()));
+        }
+        self.link.gate.set_idle(true);
+        let polled = self.poll.poll(events, timeout);
+        self.link.gate.set_idle(false);
+        polled
     }
 
     pub(crate) fn run(mut self) -> Result<()> {
@@ -94,14 +133,11 @@ impl EventLoop {
                     None => wait,
                 }
             };
-            let idle = timeout != Some(Duration::ZERO);
-            if idle {
-                self.link.gate.set_idle(true);
-            }
-            let polled = self.poll.poll(&mut events, timeout);
-            if idle {
-                self.link.gate.set_idle(false);
-            }
+            let polled = if timeout == Some(Duration::ZERO) {
+                self.poll.poll(&mut events, timeout)
+            } else {
+                self.idle_poll(&mut events, timeout)
+            };
             if let Err(e) = polled {
                 if e.kind() == std::io::ErrorKind::Interrupted {
                     continue;
