@@ -31,6 +31,13 @@
 //!   spill), and no command that could queue a frame is on its way to the
 //!   dispatcher (the [`Gate`]). Frames therefore leave in the order they
 //!   were made: a report published before a call is written before it.
+//! - A caller writes its request itself only while its dispatcher sleeps
+//!   in its poll ([`Gate::dispatcher_idle`]); while the dispatcher is
+//!   awake (busy, or looking for input before it sleeps: `spin.rs`), the
+//!   call goes to it as a command. A caller that wrote beside a preempted
+//!   dispatcher woke the exchange on a halted core of this project's VM,
+//!   40 us late (`perf sched`); a dispatcher that is awake takes the
+//!   command within microseconds.
 //! - A socket that takes only part of a frame keeps the rest in the
 //!   outlet's spill (at most one frame), which the dispatcher writes
 //!   before anything of its own once the socket is writable again.
