@@ -44,7 +44,8 @@ fn echo_methods() -> Methods {
 
 /// `server --port P`: the service `bench-echo` (method `echo`) and the RPC
 /// server `bench`/`s1` (methods `echo`, `tick`, `count`), behind an
-/// exchange client. Answers `stats` on stdin with its busy refusals.
+/// exchange client. Answers `stats` on stdin with its busy refusals and
+/// the casts it dropped at a full queue.
 pub(crate) fn role_server(a: &Args) {
     let cmds = child_init();
     let d = dispatcher("bench-server");
@@ -75,8 +76,8 @@ pub(crate) fn role_server(a: &Args) {
             Ok(l) if l.trim() == "stats" => {
                 let st = d.stats();
                 println!(
-                    "STATS requests={} busy={}",
-                    st.requests_delivered, st.busy_replies
+                    "STATS requests={} busy={} casts_dropped={}",
+                    st.requests_delivered, st.busy_replies, st.casts_dropped
                 );
             }
             Ok(_) => {}
