@@ -158,7 +158,7 @@ fn open(
     link.ask(|ack| Command::ExchangeOpen {
         id,
         group,
-        role,
+        role: Box::new(role),
         secret,
         announce: tx,
         ack,

@@ -443,7 +443,10 @@ impl Responder for Link {
         conv: ConversationId,
         result: std::result::Result<Payload, ServiceFailure>,
     ) -> Result<()> {
-        self.send(Command::Reply { conv, result })
+        self.send(Command::Reply {
+            conv,
+            result: result.map_err(Box::new),
+        })
     }
 
     fn has_queued(&self, service: &ServiceBinding) -> bool {
@@ -469,7 +472,7 @@ impl Responder for Link {
             method,
             payload,
             sender,
-            caller,
+            caller: caller.map(Box::new),
         })
     }
 }

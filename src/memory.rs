@@ -104,11 +104,11 @@ impl MemoryLink {
             server: Arc::downgrade(s),
         };
         s.ask(|ack| Command::MemoryOpen {
-            end: server_end,
+            end: Box::new(server_end),
             ack,
         })?;
         c.ask(|ack| Command::MemoryOpen {
-            end: client_end,
+            end: Box::new(client_end),
             ack,
         })?;
         Ok(link)

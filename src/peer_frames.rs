@@ -221,6 +221,18 @@ pub fn report(publisher: Key, to: Option<Key>, subject: &str, payload: &[u8]) ->
     })
 }
 
+/// `Reports`: `publisher` publishes `payloads` (each already encoded) on
+/// `subject`, in order, in one frame (as a publisher's dispatcher batches
+/// reports that come faster than its link takes them).
+pub fn reports(publisher: Key, to: Option<Key>, subject: &str, payloads: &[&[u8]]) -> Vec<u8> {
+    frame(&Message::Reports {
+        publisher: publisher.into(),
+        to: to.map(Into::into),
+        subject: subject.to_owned(),
+        payloads: payloads.iter().map(|p| Payload::from(*p)).collect(),
+    })
+}
+
 /// `Progress`: the call `conv_seq` of process `caller` is still being
 /// handled (a heartbeat toward its caller).
 pub fn progress(caller: u64, conv_seq: u64) -> Vec<u8> {
@@ -263,6 +275,7 @@ pub fn reply_outcome(body: &[u8]) -> Option<(ConversationId, Result<Vec<u8>, cra
 /// if it does not decode. (A hello does not decode as a message.)
 pub fn kind(body: &[u8]) -> Option<&'static str> {
     let name = match wire::decode_message(body).ok()? {
+        wire::Incoming::Report(r) if r.batched => "Reports",
         wire::Incoming::Report(_) => "Report",
         wire::Incoming::Other(m) => match m {
             Message::Available { .. } => "Available",
@@ -279,6 +292,7 @@ pub fn kind(body: &[u8]) -> Option<&'static str> {
             Message::Reply { .. } => "Reply",
             Message::Subscribe { .. } => "Subscribe",
             Message::Report { .. } => "Report",
+            Message::Reports { .. } => "Reports",
             Message::Closing { .. } => "Closing",
             Message::SubscribeDenied { .. } => "SubscribeDenied",
         },
@@ -317,6 +331,7 @@ mod tests {
             (reply(them.process, 1, &payload(&"ok")), "Reply"),
             (report(me, None, "tick", &payload(&1u64)), "Report"),
             (report(me, Some(them), "tick", &payload(&1u64)), "Report"),
+            (reports(me, None, "tick", &[&payload(&1u64)]), "Reports"),
             (heartbeat(), "Heartbeat"),
         ];
         for (f, name) in frames {

@@ -825,7 +825,7 @@ impl Service {
                 None => (tx, payload),
             },
         };
-        self.link.send(Command::Call(OutgoingCall {
+        self.link.send(Command::Call(Box::new(OutgoingCall {
             conv,
             from: self.agent(),
             to: spec.to,
@@ -836,7 +836,7 @@ impl Service {
             oneway: spec.oneway,
             wait: spec.wait,
             monitor: spec.monitor,
-        }))?;
+        })))?;
         Ok(PendingReply::new(self.link.clone(), conv, rx, None))
     }
 

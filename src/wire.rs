@@ -196,8 +196,10 @@ pub(crate) const MAGIC: [u8; 6] = *b"NETSVC";
 
 /// The protocol version this build speaks; a peer with another is refused.
 /// 4: report credit and confirmed subscriptions; 5: payloads in the
-/// self-describing encoding (`shape.rs`), not bincode.
-pub(crate) const VERSION: u16 = 5;
+/// self-describing encoding (`shape.rs`), not bincode; 6: reports batched
+/// into frames (`Message::Reports`), and a report's credit counts
+/// `REPORT_COST` besides its bytes.
+pub(crate) const VERSION: u16 = 6;
 
 /// The handshake: who is speaking, and for which exchange group.
 #[derive(Debug, Serialize, Deserialize)]
@@ -405,20 +407,79 @@ pub(crate) enum Message {
         publisher: AgentKey,
         pattern: String,
     },
+    /// Reports of one publisher on one subject (to the same subscriber, if
+    /// to one), in order: what a publisher's dispatcher sends when reports
+    /// follow each other faster than they are written, so that a relay and
+    /// a subscriber's dispatcher read, check, route and credit them once
+    /// per frame rather than once per report. At most [`MAX_BATCH`] of
+    /// them (more are accepted), in at most [`BATCH_BYTES`].
+    Reports {
+        publisher: AgentKey,
+        to: Option<AgentKey>,
+        subject: String,
+        payloads: Vec<Payload>,
+    },
 }
 
 /// The variant index of [`Message::Report`] in its encoding (bincode writes
 /// a struct variant as its index, a `u32`, then its fields; a test checks it).
 const REPORT_TAG: u32 = 11;
 
-/// A report's fields, borrowed from the frame that carries it: what a
-/// relay or a subscriber needs, read without allocating.
+/// The variant index of [`Message::Reports`].
+const REPORTS_TAG: u32 = 16;
+
+/// The most reports a publisher's dispatcher puts in one frame: their
+/// count stays one byte (bincode writes a length under 251 as one byte), so
+/// that a report is appended to a frame in place.
+pub(crate) const MAX_BATCH: u8 = 250;
+
+/// The most bytes (of its body) a publisher's dispatcher lets a frame of
+/// batched reports grow to: a relay holds a frame's credit until all of its
+/// reports are delivered, so a frame stays a small part of the window.
+pub(crate) const BATCH_BYTES: usize = 16 * 1024;
+
+/// A report frame's fields, borrowed from the frame: what a relay or a
+/// subscriber needs, read without allocating. A `Report` carries one
+/// payload, a `Reports` frame many.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ReportRef<'a> {
     pub publisher: AgentKey,
     pub to: Option<AgentKey>,
     pub subject: &'a str,
-    pub payload: &'a [u8],
+    pub payloads: Payloads<'a>,
+    /// A `Reports` frame (else a `Report`).
+    pub batched: bool,
+}
+
+/// The payloads of a report frame, in order; checked whole when the frame
+/// was read, so iterating them cannot fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Payloads<'a> {
+    count: usize,
+    /// Each payload as bincode writes bytes: its length, then them.
+    bytes: &'a [u8],
+}
+
+impl<'a> Payloads<'a> {
+    /// How many payloads (reports) the frame carries.
+    pub(crate) fn len(&self) -> usize {
+        self.count
+    }
+
+    /// The payloads' bytes, in order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &'a [u8]> {
+        let mut rest = self.bytes;
+        (0..self.count).map_while(move |_| {
+            let (payload, used) = read_bytes(rest).ok()?;
+            rest = &rest[used..];
+            Some(payload)
+        })
+    }
+}
+
+/// Reads bytes as bincode writes them (a length, then the bytes), borrowed.
+fn read_bytes(input: &[u8]) -> std::result::Result<(&[u8], usize), bincode::error::DecodeError> {
+    bincode::borrow_decode_from_slice::<&[u8], _>(input, config())
 }
 
 /// A message as received: reports borrowed from the frame, everything else
@@ -430,32 +491,55 @@ pub(crate) enum Incoming<'a> {
 }
 
 /// Decodes a message frame's body. Reports, the bulk of the traffic, are
-/// only read in place (the subject and payload are borrowed, so nothing is
-/// allocated whatever the lengths claim); any other message is decoded as by
+/// only read in place (the subject and payloads are borrowed, so nothing is
+/// allocated whatever the lengths claim, and a count is believed only as
+/// far as payloads follow); any other message is decoded as by
 /// [`decode_body`], bounded by the input's size. Accepts and refuses exactly
 /// what `decode_body::<Message>` does.
 pub(crate) fn decode_message(body: &[u8]) -> Result<Incoming<'_>> {
     let tag = bincode::decode_from_slice::<u32, _>(body, config());
-    if let Ok((REPORT_TAG, used)) = tag {
-        type Fields<'a> = (AgentKey, Option<AgentKey>, &'a str, &'a [u8]);
-        let rest = &body[used..];
-        let ((publisher, to, subject, payload), n) =
-            bincode::serde::borrow_decode_from_slice::<Fields<'_>, _>(rest, config())
-                .map_err(|e| Error::Decode(format!("{e} (decoding a report)")))?;
-        if n != rest.len() {
-            return Err(Error::Decode(format!(
-                "{} trailing bytes after a report",
-                rest.len() - n
-            )));
-        }
-        return Ok(Incoming::Report(ReportRef {
-            publisher,
-            to,
-            subject,
-            payload,
-        }));
+    let Ok((tag @ (REPORT_TAG | REPORTS_TAG), used)) = tag else {
+        return decode_body::<Message>(body).map(Incoming::Other);
+    };
+    let bad = |e: bincode::error::DecodeError| Error::Decode(format!("{e} (decoding a report)"));
+    type Head<'a> = (AgentKey, Option<AgentKey>, &'a str);
+    let rest = &body[used..];
+    let ((publisher, to, subject), n) =
+        bincode::serde::borrow_decode_from_slice::<Head<'_>, _>(rest, config()).map_err(bad)?;
+    let mut rest = &rest[n..];
+    let count = if tag == REPORT_TAG {
+        1
+    } else {
+        let (count, n) = bincode::decode_from_slice::<u64, _>(rest, config()).map_err(bad)?;
+        rest = &rest[n..];
+        count
+    };
+    // Every payload is read once here (each takes at least a byte, so the
+    // count is believed only as far as the bytes go), so that a frame is
+    // taken whole or not at all.
+    let mut at = 0;
+    let mut read = 0usize;
+    while (read as u64) < count {
+        let (_, n) = read_bytes(&rest[at..]).map_err(bad)?;
+        at += n;
+        read += 1;
     }
-    decode_body::<Message>(body).map(Incoming::Other)
+    if at != rest.len() {
+        return Err(Error::Decode(format!(
+            "{} trailing bytes after a report",
+            rest.len() - at
+        )));
+    }
+    Ok(Incoming::Report(ReportRef {
+        publisher,
+        to,
+        subject,
+        payloads: Payloads {
+            count: read,
+            bytes: rest,
+        },
+        batched: tag == REPORTS_TAG,
+    }))
 }
 
 /// Encodes a message as a frame with its length prefix, ready to be queued
@@ -503,15 +587,150 @@ pub(crate) fn encode_frame_into(out: &mut Vec<u8>, message: &Message) -> Result<
 /// Appends to `out` the frame (prefix and body) of a
 /// [`Message::Report`] with these fields, byte for byte what
 /// [`encode_frame`] makes of one, without building the message (its subject
-/// `String`) or a buffer of its own. On error `out` is left as it was.
+/// `String`) or a buffer of its own; what [`append_report`] needs to add
+/// more reports to it while it is the last thing in `out`. On error `out`
+/// is left as it was.
 pub(crate) fn encode_report_frame(
     out: &mut Vec<u8>,
     publisher: AgentKey,
     to: Option<AgentKey>,
     subject: &str,
     payload: &Payload,
-) -> Result<()> {
-    encode_prefixed(out, (REPORT_TAG, publisher, to, subject, payload))
+) -> Result<OpenFrame> {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    if let Err(e) = bincode::serde::encode_into_std_write(
+        (REPORT_TAG, publisher, to, subject),
+        &mut *out,
+        config(),
+    ) {
+        out.truncate(start);
+        return Err(Error::Encode(e.to_string()));
+    }
+    let payloads_at = out.len();
+    put_bytes(out, payload.as_bytes());
+    let Ok(len) = u32::try_from(out.len() - start - 4) else {
+        out.truncate(start);
+        return Err(Error::Encode("message larger than 4 GiB".into()));
+    };
+    out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+    Ok(OpenFrame {
+        start,
+        payloads_at,
+        count: 1,
+    })
+}
+
+/// Appends bytes as bincode's standard configuration writes them: the
+/// length (one byte under 251, else a marker and 2, 4 or 8 bytes, little
+/// endian), then the bytes.
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    let n = bytes.len();
+    if n < 251 {
+        out.push(n as u8);
+    } else if let Ok(n) = u16::try_from(n) {
+        out.push(251);
+        out.extend_from_slice(&n.to_le_bytes());
+    } else if let Ok(n) = u32::try_from(n) {
+        out.push(252);
+        out.extend_from_slice(&n.to_le_bytes());
+    } else {
+        out.push(253);
+        out.extend_from_slice(&(n as u64).to_le_bytes());
+    }
+    out.extend_from_slice(bytes);
+}
+
+/// Where a report frame is in a buffer, for [`append_report`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct OpenFrame {
+    /// Its length prefix.
+    start: usize,
+    /// Its first payload (or, once it is a `Reports`, its count).
+    payloads_at: usize,
+    count: u8,
+}
+
+/// Appends `payload` to the report frame `open` at the end of `out` (a
+/// `Report` becomes a `Reports` of two): the bytes its body grew by, or
+/// `None`, with `out` unchanged, if the frame holds [`MAX_BATCH`] reports
+/// or would pass [`BATCH_BYTES`].
+pub(crate) fn append_report(
+    out: &mut Vec<u8>,
+    open: &mut OpenFrame,
+    payload: &Payload,
+) -> Option<usize> {
+    let n = payload.as_bytes().len();
+    let grow = 9 + n + usize::from(open.count == 1); // (at most)
+    let body = out.len().checked_sub(open.start + 4)?;
+    if open.count >= MAX_BATCH || body + grow > BATCH_BYTES {
+        return None;
+    }
+    let before = out.len();
+    if open.count == 1 {
+        // The tag (one byte, as any under 251) and a count before the
+        // first payload, which is all that moves.
+        out[open.start + 4] = REPORTS_TAG as u8;
+        out.insert(open.payloads_at, 1);
+    }
+    put_bytes(out, payload.as_bytes());
+    open.count += 1;
+    out[open.payloads_at] = open.count;
+    let len = (out.len() - open.start - 4) as u32; // (at most BATCH_BYTES)
+    out[open.start..open.start + 4].copy_from_slice(&len.to_be_bytes());
+    Some(out.len() - before)
+}
+
+/// A report frame in a buffer that later reports of the same publisher,
+/// subject and destination are appended to while it is the last thing in
+/// the buffer (see [`Message::Reports`]).
+#[derive(Debug)]
+pub(crate) struct Batch {
+    publisher: AgentKey,
+    to: Option<AgentKey>,
+    subject: String,
+    frame: OpenFrame,
+}
+
+impl Batch {
+    /// Appends a report's frame to `out`, open to more.
+    pub(crate) fn start(
+        out: &mut Vec<u8>,
+        publisher: AgentKey,
+        to: Option<AgentKey>,
+        subject: &str,
+        payload: &Payload,
+    ) -> Result<Batch> {
+        let frame = encode_report_frame(out, publisher, to, subject, payload)?;
+        Ok(Batch {
+            publisher,
+            to,
+            subject: subject.to_owned(),
+            frame,
+        })
+    }
+
+    /// Appends a report to the frame, which must still end `out`, if it is
+    /// of the same publisher, subject and destination and has room: the
+    /// bytes its body grew by.
+    pub(crate) fn append(
+        &mut self,
+        out: &mut Vec<u8>,
+        publisher: AgentKey,
+        to: Option<AgentKey>,
+        subject: &str,
+        payload: &Payload,
+    ) -> Option<usize> {
+        if self.publisher != publisher || self.to != to || self.subject != subject {
+            return None;
+        }
+        append_report(out, &mut self.frame, payload)
+    }
+
+    /// Where the frame starts in its buffer (its length prefix).
+    pub(crate) fn start_at(&self) -> usize {
+        self.frame.start
+    }
 }
 
 impl Serialize for Payload {
@@ -633,7 +852,8 @@ mod tests {
             assert_eq!(r.publisher, key);
             assert_eq!(r.to, to);
             assert_eq!(r.subject, "a.b.c");
-            assert_eq!(r.payload, payload.as_bytes());
+            assert_eq!(r.payloads.len(), 1);
+            assert_eq!(r.payloads.iter().collect::<Vec<_>>(), [payload.as_bytes()]);
             // Truncated or extended, it is refused like the full decoding.
             for bad in [&body[..body.len() - 1], &[body, &[0u8][..]].concat()[..]] {
                 assert!(decode_body::<Message>(bad).is_err());
@@ -656,6 +876,101 @@ mod tests {
             decode_message(&other[4..]),
             Ok(Incoming::Other(Message::Heartbeat))
         ));
+    }
+
+    #[test]
+    fn reports_appended_to_a_frame_are_a_reports_message() {
+        let key = AgentKey {
+            process: 7,
+            agent: crate::ids::AgentId(9),
+        };
+        // Payloads of every length class of bincode's varint but the
+        // largest: 0, 1, 250, 251, 300 bytes.
+        let payloads: Vec<Payload> = [0usize, 1, 250, 251, 300]
+            .iter()
+            .map(|&n| Payload::from(vec![n as u8; n]))
+            .collect();
+        for to in [None, Some(key)] {
+            let mut out = vec![1u8, 2, 3];
+            let mut open = encode_report_frame(&mut out, key, to, "s.t", &payloads[0]).unwrap();
+            for p in &payloads[1..] {
+                let before = out.len();
+                assert_eq!(
+                    append_report(&mut out, &mut open, p),
+                    Some(out.len() - before)
+                );
+            }
+            let message = Message::Reports {
+                publisher: key,
+                to,
+                subject: "s.t".into(),
+                payloads: payloads.clone(),
+            };
+            assert_eq!(out[..3], [1, 2, 3]);
+            assert_eq!(out[3..], encode_frame(&message).unwrap()[..]);
+            let body = &out[7..];
+            let Ok(Incoming::Report(r)) = decode_message(body) else {
+                panic!("not read as reports");
+            };
+            assert_eq!((r.publisher, r.to, r.subject), (key, to, "s.t"));
+            let read: Vec<&[u8]> = r.payloads.iter().collect();
+            let want: Vec<&[u8]> = payloads.iter().map(Payload::as_bytes).collect();
+            assert_eq!(read, want);
+            assert_eq!(r.payloads.len(), 5);
+            for bad in [&body[..body.len() - 1], &[body, &[0u8][..]].concat()[..]] {
+                assert!(decode_body::<Message>(bad).is_err());
+                assert!(decode_message(bad).is_err());
+            }
+        }
+        // A count beyond the payloads that follow is refused, not believed.
+        let message = Message::Reports {
+            publisher: key,
+            to: None,
+            subject: "s".into(),
+            payloads: vec![Payload::from(vec![1u8])],
+        };
+        let mut frame = encode_frame(&message).unwrap();
+        let count_at = frame.len() - 3; // (count, length, byte)
+        assert_eq!(frame[count_at], 1);
+        frame[count_at] = 200;
+        assert!(decode_body::<Message>(&frame[4..]).is_err());
+        assert!(decode_message(&frame[4..]).is_err());
+        // An empty batch is read as one (nothing to deliver).
+        let empty = Message::Reports {
+            publisher: key,
+            to: None,
+            subject: "s".into(),
+            payloads: vec![],
+        };
+        let frame = encode_frame(&empty).unwrap();
+        let Ok(Incoming::Report(r)) = decode_message(&frame[4..]) else {
+            panic!("not read as reports");
+        };
+        assert_eq!(r.payloads.len(), 0);
+    }
+
+    #[test]
+    fn a_batch_stops_at_its_count_and_its_bytes() {
+        let key = AgentKey {
+            process: 1,
+            agent: crate::ids::AgentId(2),
+        };
+        let small = Payload::from(vec![0u8; 1]);
+        let mut out = Vec::new();
+        let mut open = encode_report_frame(&mut out, key, None, "s", &small).unwrap();
+        let mut count = 1;
+        while append_report(&mut out, &mut open, &small).is_some() {
+            count += 1;
+        }
+        assert_eq!(count, usize::from(MAX_BATCH));
+        let big = Payload::from(vec![0u8; 6000]);
+        let mut out = Vec::new();
+        let mut open = encode_report_frame(&mut out, key, None, "s", &big).unwrap();
+        assert!(append_report(&mut out, &mut open, &big).is_some());
+        let full = out.clone();
+        assert_eq!(append_report(&mut out, &mut open, &big), None);
+        assert_eq!(out, full, "a refused append leaves the frame as it was");
+        assert!(out.len() - 4 <= BATCH_BYTES);
     }
 
     #[test]

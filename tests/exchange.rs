@@ -1020,7 +1020,7 @@ fn slow_consumer_is_disconnected_and_others_keep_working() {
     assert!(received.len() > 4);
     let hello_len = u32::from_be_bytes(received[..4].try_into().unwrap()) as usize;
     let hello = &received[4..4 + hello_len];
-    assert_eq!(&hello[..8], b"NETSVC\x00\x05");
+    assert_eq!(&hello[..8], b"NETSVC\x00\x06");
     // (group "bulk", no secret, no identity token from a server, bound proofs)
     assert!(hello.ends_with(b"\x04bulk\x00\x00\x01"));
     let label = ds.process_id().as_str().to_owned();

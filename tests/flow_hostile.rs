@@ -94,8 +94,14 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 /// The size of the padding in a bulk report and in a flood request.
 const BULK_SIZE: usize = 16 * 1024;
 
-/// `bincode`'s variant index of `Message::Report` (src/wire.rs).
+/// `bincode`'s variant indexes of `Message::Report` and `Message::Reports`
+/// (src/wire.rs).
 const REPORT_TAG: u32 = 11;
+const REPORTS_TAG: u32 = 16;
+
+/// What a report costs of a link's credit besides its frame's bytes
+/// (`REPORT_COST`, src/routing/flow.rs).
+const REPORT_COST: u64 = 16;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -832,21 +838,45 @@ impl Frames {
     }
 }
 
-/// The sequence number of a `bulk.pub` report frame (body), or `None` for
-/// another frame.
-fn bulk_seq(body: &[u8]) -> Option<u64> {
-    type Fields<'a> = (u32, (u64, u64), Option<(u64, u64)>, &'a str, &'a [u8]);
+/// The sequence numbers of the reports of a `bulk.pub` report frame
+/// (body), in order (a `Report` carries one, a `Reports` batch several);
+/// empty for another frame.
+fn bulk_seqs(body: &[u8]) -> Vec<u64> {
+    type Head<'a> = (u32, (u64, u64), Option<(u64, u64)>, &'a str);
     let config = bincode::config::standard();
-    let ((tag, _publisher, _to, subject, payload), _) =
-        bincode::serde::borrow_decode_from_slice::<Fields<'_>, _>(body, config).ok()?;
-    if tag != REPORT_TAG || subject != "bulk" {
-        return None;
+    let Ok(((tag, _publisher, _to, subject), used)) =
+        bincode::serde::borrow_decode_from_slice::<Head<'_>, _>(body, config)
+    else {
+        return Vec::new();
+    };
+    let mut rest = &body[used..];
+    let count = match tag {
+        REPORT_TAG => 1,
+        REPORTS_TAG => match bincode::decode_from_slice::<u64, _>(rest, config) {
+            Ok((count, n)) => {
+                rest = &rest[n..];
+                count
+            }
+            Err(_) => return Vec::new(),
+        },
+        _ => return Vec::new(),
+    };
+    if subject != "bulk" {
+        return Vec::new();
     }
-    // The payload (its number and the padding) is in netsvc's encoding of
-    // payloads, not bincode.
-    netsvc::decode::<(u64, serde::de::IgnoredAny)>(payload)
-        .ok()
-        .map(|(seq, _)| seq)
+    let mut seqs = Vec::new();
+    for _ in 0..count {
+        let Ok((payload, n)) = bincode::borrow_decode_from_slice::<&[u8], _>(rest, config) else {
+            break;
+        };
+        rest = &rest[n..];
+        // The payload (its number and the padding) is in netsvc's encoding
+        // of payloads, not bincode.
+        if let Ok((seq, _)) = netsvc::decode::<(u64, serde::de::IgnoredAny)>(payload) {
+            seqs.push(seq);
+        }
+    }
+    seqs
 }
 
 // ----- (a) never reads -----
@@ -930,14 +960,18 @@ fn burst(
                 seen.bytes += n as u64;
                 frames.buf.extend_from_slice(&chunk[..n]);
                 frames.each(|body| {
-                    if let Some(seq) = bulk_seq(body) {
+                    let seqs = bulk_seqs(body);
+                    if seqs.is_empty() {
+                        return;
+                    }
+                    for &seq in &seqs {
                         count += 1;
                         if seq != seen.last + 1 && seen.disorder.is_none() {
                             seen.disorder = Some(format!("report {seq} came after {}", seen.last));
                         }
                         seen.last = seen.last.max(seq);
-                        owed += body.len() as u64;
                     }
+                    owed += body.len() as u64 + REPORT_COST * seqs.len() as u64;
                 });
             }
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}

@@ -304,3 +304,74 @@ fn a_confirmation_of_a_subscription_not_held_is_refused() {
     assert_quiet(&sub);
     assert_eq!(ds.stats().refused_frames, 3);
 }
+
+/// A peer's batch of reports (`Reports`, one frame for many) is taken as
+/// its reports one by one, in order; a batch in another publisher's name
+/// is refused whole; a batch whose count claims more payloads than it
+/// carries is bad input and closes only that connection.
+#[test]
+fn batches_of_reports_are_taken_whole_or_refused_whole() {
+    let ds = Dispatcher::builder().name("server").build().unwrap();
+    let ex = Exchange::server(&ds).listen("127.0.0.1:0").unwrap();
+    let addr = ex.local_addr();
+    let mut raw = raw::handshake(addr, 71);
+    let own = Key {
+        process: raw::uid(71),
+        agent: 5,
+    };
+    raw.write_all(&peer_frames::available("batcher", "*", own, &[]))
+        .unwrap();
+    let sub = ds.service("sub").open().unwrap();
+    sub.monitor_service_name("batcher");
+    let pb = wait_announcement(&sub, "batcher", None, ServiceStatus::Available)
+        .binding()
+        .clone();
+    sub.subscribe_reports("batcher", "t.*");
+    // (The subscription reaches the raw peer; it need not read it: it is
+    // in force at the server, where the reports are routed.)
+    let honest = ds.service("honest").open().unwrap();
+    let forged_key: Key = honest.binding().into();
+
+    // In the honest local service's name: refused, none delivered.
+    let payloads: Vec<Vec<u8>> = (1..=3u64)
+        .map(|i| peer_frames::payload(&(900 + i)))
+        .collect();
+    let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+    raw.write_all(&peer_frames::reports(forged_key, None, "t.x", &refs))
+        .unwrap();
+    wait_stat(&ds, "refused_frames", 1, |s| s.refused_frames);
+
+    // Its own: every report, in order.
+    let payloads: Vec<Vec<u8>> = (1..=200u64).map(|i| peer_frames::payload(&i)).collect();
+    let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+    raw.write_all(&peer_frames::reports(own, None, "t.x", &refs))
+        .unwrap();
+    for want in 1..=200u64 {
+        let r = wait_for(&sub, "a report of the batch", |e| match e {
+            Event::Report(r) => Some(r),
+            _ => None,
+        });
+        assert_eq!(r.publisher(), &pb);
+        assert_eq!(r.subject(), "t.x");
+        assert_eq!(r.decode::<u64>().unwrap(), want);
+    }
+    assert_quiet(&sub);
+
+    // A count of 7 with one payload after it: the frame is bad, the link
+    // closed, nothing of it delivered.
+    let one = peer_frames::payload(&7u64);
+    let mut frame = peer_frames::reports(own, None, "t.x", &[&one]);
+    let count_at = frame.len() - one.len() - 2; // (count, length, payload)
+    assert_eq!(frame[count_at], 1);
+    frame[count_at] = 7;
+    raw.write_all(&frame).unwrap();
+    raw::wait_closed(&mut raw);
+    let gone = wait_announcement(&sub, "batcher", None, ServiceStatus::Withdrawn);
+    assert_eq!(gone.binding(), &pb);
+    assert_quiet(&sub);
+    assert_eq!(
+        ds.stats().refused_frames,
+        1,
+        "(the bad frame is not a refusal)"
+    );
+}

@@ -15,7 +15,7 @@ use crate::proc::{port_of, proc_status_bytes, spawn};
 pub(crate) const IDLE_CLIENTS: u64 = 1000;
 
 /// The netsvc protocol version the idle connections announce (src/wire.rs).
-const PROTOCOL_VERSION: u16 = 5;
+const PROTOCOL_VERSION: u16 = 6;
 
 /// bincode's standard varint encoding of an unsigned integer.
 fn varint(out: &mut Vec<u8>, v: u64) {

@@ -239,7 +239,7 @@ impl EventLoop {
             } => {
                 if let ExchangeRole::Client {
                     retry: Some(delay), ..
-                } = &mut role
+                } = &mut *role
                 {
                     // A delay past any lifetime means: never again (and its
                     // jitter must not overflow).
@@ -247,7 +247,7 @@ impl EventLoop {
                 }
                 let opened = self
                     .exchanges
-                    .exchange_open(id, group, role, secret, announce);
+                    .exchange_open(id, group, *role, secret, announce);
                 let _ = ack.send(opened);
             }
             Command::ExchangeClose { id, ack } => {
@@ -261,7 +261,7 @@ impl EventLoop {
                 self.exchanges.authorised(token, allowed, core)
             }
             Command::MemoryOpen { end, ack } => {
-                self.memory.open(end, core);
+                self.memory.open(*end, core);
                 let _ = ack.send(());
             }
             Command::MemoryClose { link } => self.memory.close_link(link, core),

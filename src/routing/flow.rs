@@ -40,16 +40,28 @@ use super::peers::PeerId;
 use super::{Class, Core, Refused};
 use crate::connection::InactiveReason as Why;
 use crate::event::{DropReason, Dropped, Event, Overflow, Report};
-use crate::ids::AgentId;
+use crate::ids::{AgentId, AgentKey};
 use crate::mailbox::inbox::Flow;
 use crate::stats::Counters;
-use crate::wire::Message;
+use crate::wire::{Message, Payload};
 
 /// Bytes of report frames a link may carry that its receiver has not yet
 /// given back: enough to keep a stream of small reports going between two
 /// turns of the receiving dispatcher, few enough that what waits stays
 /// small.
 pub(crate) const WINDOW: i64 = 256 * 1024;
+
+/// What a report costs of a link's credit besides its frame's bytes: a
+/// frame of `n` reports costs its body's length and `n` times this. A
+/// batch carries reports in little more than their payloads, so without it
+/// a window of empty reports would be a quarter million reports waiting at
+/// the receiver; with it, at most `WINDOW / REPORT_COST`.
+pub(crate) const REPORT_COST: i64 = 16;
+
+/// The credit a report frame of `body` bytes carrying `reports` costs.
+pub(crate) fn report_cost(body: usize, reports: usize) -> i64 {
+    (body as i64).saturating_add((reports as i64).saturating_mul(REPORT_COST))
+}
 
 /// A receiver gives credit back once it owes this much (and at once when
 /// nothing of the link's is held any more).
@@ -127,8 +139,8 @@ pub(crate) struct Holder {
 }
 
 impl Holder {
-    /// A report from a peer's frame of `cost` bytes.
-    pub(crate) fn link(peer: PeerId, cost: usize) -> Holder {
+    /// The reports of a peer's frame of `cost` credit.
+    pub(crate) fn link(peer: PeerId, cost: i64) -> Holder {
         let cost = u32::try_from(cost).unwrap_or(u32::MAX);
         Holder {
             source: Some(Source::Link { peer, cost }),
@@ -203,8 +215,22 @@ impl LocalFlow {
 
 /// A report frame waiting for a link's credit.
 pub(crate) struct Backlogged {
-    body: Arc<[u8]>,
+    frame: Frame,
+    /// What it costs of the credit (see [`report_cost`]).
+    cost: i64,
+    /// The holds of its reports: the first's, then the others'.
     hold: Option<HoldId>,
+    more: Vec<HoldId>,
+}
+
+/// The bytes of a backlogged frame.
+enum Frame {
+    /// A body shared by the backlogs of every peer it waits for.
+    Shared(Arc<[u8]>),
+    /// A frame (prefix included) of this peer's alone, that reports of a
+    /// local publisher are appended to while it is the backlog's last
+    /// (`PeerFlow::batch`).
+    Own(Vec<u8>),
 }
 
 /// A peer's side of the credit.
@@ -216,6 +242,9 @@ pub(crate) struct PeerFlow {
     /// Delivered here and not yet given back.
     owed: i64,
     backlog: VecDeque<Backlogged>,
+    /// The frame of the backlog's last entry, if reports may be appended
+    /// to it.
+    batch: Option<crate::wire::Batch>,
     /// Since when its reports have waited for credit.
     starved_since: Option<Instant>,
 }
@@ -227,6 +256,7 @@ impl Default for PeerFlow {
             avail: WINDOW,
             owed: 0,
             backlog: VecDeque::new(),
+            batch: None,
             starved_since: None,
         }
     }
@@ -483,14 +513,14 @@ impl Core {
 
     // ----- links -----
 
-    /// Queues a report frame for every peer in `peers`, as far as their
-    /// credit allows; the rest waits in their backlogs. `write` encodes the
-    /// frame (prefix included); `body`, if the frame is at hand already
-    /// (a relay), is its body.
+    /// Queues a report frame carrying `reports` reports for every peer in
+    /// `peers`, as far as their credit allows; the rest waits in their
+    /// backlogs. `write` encodes the frame (prefix included).
     pub(crate) fn report_to_peers(
         &mut self,
         peers: &[PeerId],
         mut write: impl FnMut(&mut Vec<u8>) -> crate::error::Result<()>,
+        reports: usize,
         holder: &mut Holder,
     ) {
         // Nearly always every link has credit: one frame for them all.
@@ -498,12 +528,12 @@ impl Core {
             .iter()
             .all(|peer| ready_to(self.peers.map.get(peer).map(|b| &**b)));
         if all {
-            self.send_reports(peers, &mut write);
+            self.send_reports(peers, &mut write, reports);
             return;
         }
         // Some wait (the publisher is ahead of the credit: in a stream, the
         // common case at the source). Buffers reused, one allocation per
-        // report for what waits.
+        // frame for what waits.
         let (mut ready, mut blocked) = std::mem::take(&mut self.flow_scratch);
         ready.clear();
         blocked.clear();
@@ -515,11 +545,82 @@ impl Core {
                 None => {}
             }
         }
-        let sent = ready.is_empty() || self.send_reports(&ready, &mut write);
+        let sent = ready.is_empty() || self.send_reports(&ready, &mut write, reports);
         if sent && !blocked.is_empty() {
-            self.report_waits_for_credit(&blocked, &mut write, holder);
+            self.report_waits_for_credit(&blocked, &mut write, reports, holder);
         }
         self.flow_scratch = (ready, blocked);
+    }
+
+    /// A local publisher's report for one peer: appended to the report
+    /// frame queued last for it when that is of the same publisher, subject
+    /// and destination (see `Message::Reports`), in the outbox if the peer
+    /// has credit, else in its backlog. A stream of reports that comes
+    /// faster than the link takes it so travels some hundred to a frame,
+    /// which the relays and the subscriber's dispatcher read, route and
+    /// credit once.
+    pub(crate) fn report_to_peer(
+        &mut self,
+        peer: PeerId,
+        publisher: AgentKey,
+        to: Option<AgentKey>,
+        subject: &str,
+        payload: &Payload,
+        holder: &mut Holder,
+    ) {
+        let Some(p) = self.peers.map.get(&peer) else {
+            return;
+        };
+        if p.closing {
+            return;
+        }
+        if ready_to(Some(p)) {
+            match self.out.put_report(peer, publisher, to, subject, payload) {
+                Ok(grew) => {
+                    if let Some(p) = self.peers.map.get_mut(&peer) {
+                        p.flow.credit -= report_cost(grew, 1);
+                    }
+                }
+                Err(e) => log::error!("netsvc: cannot encode a report: {e}"),
+            }
+            return;
+        }
+        let hold = holder.take(&mut self.holds);
+        let Some(p) = self.peers.map.get_mut(&peer) else {
+            return;
+        };
+        let flow = &mut p.flow;
+        if let (Some(batch), Some(last)) = (&mut flow.batch, flow.backlog.back_mut()) {
+            if let Frame::Own(frame) = &mut last.frame {
+                if let Some(grew) = batch.append(frame, publisher, to, subject, payload) {
+                    last.cost += report_cost(grew, 1);
+                    last.more.extend(hold);
+                    return;
+                }
+            }
+        }
+        let mut frame = Vec::new();
+        match crate::wire::Batch::start(&mut frame, publisher, to, subject, payload) {
+            Ok(batch) => {
+                if flow.backlog.is_empty() {
+                    flow.starved_since = Some(Instant::now());
+                }
+                flow.backlog.push_back(Backlogged {
+                    cost: report_cost(frame.len() - crate::frame::PREFIX, 1),
+                    frame: Frame::Own(frame),
+                    hold,
+                    more: Vec::new(),
+                });
+                flow.batch = Some(batch);
+                if !self.starved.contains(&peer) {
+                    self.starved.push(peer);
+                }
+            }
+            Err(e) => {
+                log::error!("netsvc: cannot encode a report: {e}");
+                self.release(hold);
+            }
+        }
     }
 
     /// Queues a report frame for peers that all have credit; false if it
@@ -528,12 +629,14 @@ impl Core {
         &mut self,
         peers: &[PeerId],
         write: &mut impl FnMut(&mut Vec<u8>) -> crate::error::Result<()>,
+        reports: usize,
     ) -> bool {
         match self.out.put(peers.iter().copied(), write) {
-            Ok(cost) => {
+            Ok(body) => {
+                let cost = report_cost(body, reports);
                 for peer in peers {
                     if let Some(p) = self.peers.map.get_mut(peer) {
-                        p.flow.credit -= cost as i64;
+                        p.flow.credit -= cost;
                     }
                 }
                 true
@@ -550,6 +653,7 @@ impl Core {
         &mut self,
         blocked: &[PeerId],
         write: &mut impl FnMut(&mut Vec<u8>) -> crate::error::Result<()>,
+        reports: usize,
         holder: &mut Holder,
     ) {
         let mut frame = std::mem::take(&mut self.frame_scratch);
@@ -562,6 +666,7 @@ impl Core {
         if frame.capacity() <= 1 << 16 {
             self.frame_scratch = frame;
         }
+        let cost = report_cost(body.len(), reports);
         for &peer in blocked {
             let hold = holder.take(&mut self.holds);
             if let Some(p) = self.peers.map.get_mut(&peer) {
@@ -569,9 +674,12 @@ impl Core {
                     p.flow.starved_since = Some(Instant::now());
                 }
                 p.flow.backlog.push_back(Backlogged {
-                    body: body.clone(),
+                    frame: Frame::Shared(body.clone()),
+                    cost,
                     hold,
+                    more: Vec::new(),
                 });
+                p.flow.batch = None; // (the last entry is not its own)
                 if !self.starved.contains(&peer) {
                     self.starved.push(peer);
                 }
@@ -581,7 +689,7 @@ impl Core {
 
     /// A report frame of `cost` bytes came from `peer`: false if it had no
     /// credit for it (refused).
-    pub(crate) fn take_credit(&mut self, peer: PeerId, cost: usize) -> bool {
+    pub(crate) fn take_credit(&mut self, peer: PeerId, cost: i64) -> bool {
         let Some(p) = self.peers.map.get_mut(&peer) else {
             return false;
         };
@@ -589,7 +697,7 @@ impl Core {
             self.refuse_frame(peer, "a report beyond the credit it was given");
             return false;
         }
-        p.flow.avail -= cost as i64;
+        p.flow.avail -= cost;
         true
     }
 
@@ -638,16 +746,35 @@ impl Core {
                 p.flow.starved_since = None;
                 return;
             };
-            p.flow.credit -= b.body.len() as i64;
-            self.out.relay([peer], &b.body);
-            self.release(b.hold);
+            if p.flow.backlog.is_empty() {
+                p.flow.batch = None; // (its frame goes now)
+            }
+            p.flow.credit -= b.cost;
+            match &b.frame {
+                Frame::Shared(body) => self.out.relay([peer], body),
+                Frame::Own(frame) => {
+                    let _ = self.out.put([peer], |buf| {
+                        buf.extend_from_slice(frame);
+                        Ok(())
+                    });
+                }
+            }
+            self.release_backlogged(b);
+        }
+    }
+
+    /// A backlogged frame is sent or let go: so are its reports' holds.
+    fn release_backlogged(&mut self, b: Backlogged) {
+        self.release(b.hold);
+        for hold in b.more {
+            self.release(Some(hold));
         }
     }
 
     /// A peer's link is gone: what waited for it is let go.
     pub(crate) fn forget_peer_flow(&mut self, flow: PeerFlow) {
         for b in flow.backlog {
-            self.release(b.hold);
+            self.release_backlogged(b);
         }
     }
 
@@ -677,10 +804,9 @@ impl Core {
                 .is_some_and(|t| now.saturating_duration_since(t) >= limit);
             if server && late && !p.closing {
                 Counters::bump(&self.link.counters.slow_consumers);
-                let reason = format!(
-                    "{} reports waited {limit:?} for credit it did not give",
-                    p.flow.backlog.len()
-                );
+                let waiting: usize = p.flow.backlog.iter().map(|b| 1 + b.more.len()).sum();
+                let reason =
+                    format!("{waiting} reports waited {limit:?} for credit it did not give");
                 self.close_peer(peer, Why::SlowConsumer, reason);
             }
             i += 1;

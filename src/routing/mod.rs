@@ -347,7 +347,7 @@ impl Core {
                         .expire(key, pattern.map(|p| Pattern::new(&p)).as_ref());
                 }
             }
-            Command::Call(call) => self.call(call),
+            Command::Call(call) => self.call(*call),
             Command::Done { conv, delivered } => {
                 if let Some(p) = self.pending.remove(&conv) {
                     self.cancel_timers(conv, &p);
@@ -357,7 +357,7 @@ impl Core {
                 }
             }
             Command::Reply { conv, result } => {
-                self.complete(conv, result.map_err(Error::Service));
+                self.complete(conv, result.map_err(|f| Error::Service(*f)));
             }
             Command::Forward {
                 conv,
@@ -366,7 +366,7 @@ impl Core {
                 payload,
                 sender,
                 caller,
-            } => self.forward(conv, &to, method, payload, sender, caller),
+            } => self.forward(conv, &to, method, payload, sender, caller.map(|c| *c)),
             Command::Cancel { conv } => self.forget(conv),
             Command::StartTimer { agent, at, tag } => {
                 if self.locals.contains_key(&agent) {

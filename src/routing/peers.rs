@@ -208,6 +208,9 @@ impl Queue {
 #[derive(Debug, Default)]
 pub(crate) struct Outbox {
     queues: [Queue; Kind::COUNT],
+    /// The report frame queued last by [`put_report`](Self::put_report):
+    /// its peer, its item, and the frame's state.
+    batch: Option<(PeerId, usize, crate::wire::Batch)>,
 }
 
 impl Outbox {
@@ -275,6 +278,46 @@ impl Outbox {
         Ok(len)
     }
 
+    /// Queues a report for one peer: appended to the report frame queued
+    /// last for it if that frame is still the last thing queued for its
+    /// kind of transport and is of the same publisher, subject and
+    /// destination (see `Message::Reports`), else in a frame of its own.
+    /// The bytes the frame's body has grown by (its whole body if new), to
+    /// be counted against the peer's credit. On error nothing is queued.
+    pub(crate) fn put_report(
+        &mut self,
+        peer: PeerId,
+        publisher: AgentKey,
+        to: Option<AgentKey>,
+        subject: &str,
+        payload: &crate::wire::Payload,
+    ) -> crate::error::Result<usize> {
+        let q = &mut self.queues[peer.kind() as usize];
+        if let Some((p, item, batch)) = &mut self.batch {
+            let last = *p == peer
+                && q.items.len() == *item + 1
+                && matches!(&q.items[*item], Carry::Frame { peer: to, bytes, .. }
+                    if *to == peer && bytes.start == batch.start_at() && bytes.end == q.bytes.len());
+            if last {
+                if let Some(grew) = batch.append(&mut q.bytes, publisher, to, subject, payload) {
+                    if let Some(Carry::Frame { bytes, .. }) = q.items.last_mut() {
+                        bytes.end = q.bytes.len();
+                    }
+                    return Ok(grew);
+                }
+            }
+        }
+        let start = q.bytes.len();
+        let batch = crate::wire::Batch::start(&mut q.bytes, publisher, to, subject, payload)?;
+        q.items.push(Carry::Frame {
+            peer,
+            bytes: start..q.bytes.len(),
+            request: false,
+        });
+        self.batch = Some((peer, q.items.len() - 1, batch));
+        Ok(q.bytes.len() - start - crate::frame::PREFIX)
+    }
+
     /// Queues a frame body as it came from a peer (its length prefix added)
     /// for every peer in `peers`: a relay.
     pub(crate) fn relay(&mut self, peers: impl IntoIterator<Item = PeerId>, body: &[u8]) {
@@ -303,6 +346,9 @@ impl Outbox {
     /// Takes what waits for one kind of transport (give the queue back with
     /// [`put_back`](Self::put_back) to keep its buffers).
     pub(crate) fn take(&mut self, kind: Kind) -> Queue {
+        if self.batch.as_ref().is_some_and(|(p, ..)| p.kind() == kind) {
+            self.batch = None; // (its frame is being carried out)
+        }
         std::mem::take(&mut self.queues[kind as usize])
     }
 

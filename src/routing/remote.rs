@@ -16,9 +16,10 @@
 //! the subscriber sees the publisher withdrawn. Each is counted in
 //! `permission_denied` and logged (rate-limited); the link stays up.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::flow::Holder;
+use super::flow::{self, Holder};
 use super::peers::{Peer, PeerId, PeerInfo, Scope, Usage};
 use super::registry::{Ordered, Route};
 use super::{Caller, Class, Core, Pending, RouteOpts, TimerKind, MIN_PROGRESS};
@@ -490,21 +491,9 @@ impl Core {
                     self.confirm(subscriber, publisher, &pattern);
                 }
             }
-            // (Read in place by on_frame; kept for completeness.)
-            Message::Report {
-                publisher,
-                to,
-                subject,
-                payload,
-            } => {
-                let report = ReportRef {
-                    publisher,
-                    to,
-                    subject: &subject,
-                    payload: payload.as_bytes(),
-                };
-                self.remote_report(peer, report, raw);
-            }
+            // (Read in place by `frame`: `decode_message` never makes one
+            // of these a `Message`.)
+            Message::Report { .. } | Message::Reports { .. } => {}
         }
     }
 
@@ -907,9 +896,11 @@ impl Core {
                 .is_some_and(|l| l != peer.0)
     }
 
-    /// Sends a report to peers: one frame, encoded once (straight into the
-    /// outbox), for every link in `peers`; `to` names the one subscriber it
-    /// is for, if it is for one.
+    /// Sends a local publisher's report to peers: to one, batched with the
+    /// reports before it where it can be (see `report_to_peer`); to many,
+    /// one frame, encoded once (straight into the outbox), for every link
+    /// in `peers`. `to` names the one subscriber it is for, if it is for
+    /// one.
     pub(super) fn send_report_frame(
         &mut self,
         peers: &[PeerId],
@@ -919,20 +910,26 @@ impl Core {
         payload: &Payload,
         holder: &mut Holder,
     ) {
-        let encode =
-            |buf: &mut Vec<u8>| wire::encode_report_frame(buf, publisher, to, subject, payload);
-        self.report_to_peers(peers, encode, holder);
+        if let [peer] = peers {
+            return self.report_to_peer(*peer, publisher, to, subject, payload, holder);
+        }
+        let encode = |buf: &mut Vec<u8>| {
+            wire::encode_report_frame(buf, publisher, to, subject, payload).map(|_| ())
+        };
+        self.report_to_peers(peers, encode, 1, holder);
     }
 
-    /// A report from a peer: onto the queues of local subscribers, and on
-    /// to other peers as the frame it came in (with its prefix, copied
-    /// once into the outbox for all of them). Its bytes are the peer's
-    /// credit, given back once it is delivered everywhere (see `flow`).
+    /// A report frame (one report or a batch) from a peer: onto the queues
+    /// of local subscribers, and on to other peers as the frame it came in
+    /// (with its prefix, copied once into the outbox for all of them). Its
+    /// credit is held until every report of it is delivered everywhere,
+    /// then given back (see `flow`).
     fn remote_report(&mut self, peer: PeerId, report: ReportRef<'_>, raw: &[u8]) {
-        if !self.take_credit(peer, raw.len()) {
+        let cost = flow::report_cost(raw.len(), report.payloads.len());
+        if !self.take_credit(peer, cost) {
             return;
         }
-        let mut holder = Holder::link(peer, raw.len());
+        let mut holder = Holder::link(peer, cost);
         self.remote_report_held(peer, report, raw, &mut holder);
         self.delivered(holder);
     }
@@ -956,9 +953,11 @@ impl Core {
                 return false; // in the name of a publisher not of this link
             }
             if !fanout.locals.is_empty() {
-                let payload = Payload::from(report.payload);
                 let (locals, binding) = (&fanout.locals, &fanout.binding);
-                this.deliver_reports(locals, binding, &fanout.subject, &payload, holder);
+                for payload in report.payloads.iter() {
+                    let payload = Payload::from(payload);
+                    this.deliver_reports(locals, binding, &fanout.subject, &payload, holder);
+                }
             }
             if fanout.remotes.iter().any(|t| *t != peer) {
                 let mut others = std::mem::take(&mut this.peer_scratch);
@@ -968,7 +967,7 @@ impl Core {
                     crate::frame::put_frame(buf, raw);
                     Ok(())
                 };
-                this.report_to_peers(&others, relay, holder);
+                this.report_to_peers(&others, relay, report.payloads.len(), holder);
                 this.peer_scratch = others;
             }
             true
@@ -1000,19 +999,22 @@ impl Core {
         }
         match self.route_of(&to) {
             Some(Route::Local(agent)) => {
-                let r = Report {
-                    publisher,
-                    subject: report.subject.into(),
-                    payload: report.payload.into(),
-                };
-                self.report_to_local(agent, r, holder);
+                let subject: Arc<str> = report.subject.into();
+                for payload in report.payloads.iter() {
+                    let r = Report {
+                        publisher: publisher.clone(),
+                        subject: subject.clone(),
+                        payload: payload.into(),
+                    };
+                    self.report_to_local(agent, r, holder);
+                }
             }
             Some(Route::Remote(t)) if t != peer => {
                 let relay = |buf: &mut Vec<u8>| {
                     crate::frame::put_frame(buf, raw);
                     Ok(())
                 };
-                self.report_to_peers(&[t], relay, holder);
+                self.report_to_peers(&[t], relay, report.payloads.len(), holder);
             }
             _ => {}
         }

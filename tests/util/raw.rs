@@ -15,7 +15,7 @@ pub fn frame(body: &[u8]) -> Vec<u8> {
 }
 
 /// The protocol version this build speaks (src/wire.rs).
-pub const VERSION: u16 = 5;
+pub const VERSION: u16 = 6;
 
 /// The process uid of the raw peer numbered `seed`: derived from its
 /// identity token, as a server checks.
