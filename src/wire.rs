@@ -417,8 +417,35 @@ pub(crate) enum Message {
         publisher: AgentKey,
         to: Option<AgentKey>,
         subject: String,
+        #[serde(deserialize_with = "payloads_as_they_come")]
         payloads: Vec<Payload>,
     },
+}
+
+/// Reads a sequence of payloads growing the `Vec` as they come, not
+/// reserving room for the count it claims (serde's `Vec` takes up to 1 MiB
+/// on a claim's word: 200 bytes of a frame claiming a huge count did).
+fn payloads_as_they_come<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Vec<Payload>, D::Error> {
+    struct Seq;
+    impl<'de> serde::de::Visitor<'de> for Seq {
+        type Value = Vec<Payload>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a sequence of payloads")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> std::result::Result<Vec<Payload>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(p) = seq.next_element()? {
+                out.push(p);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_seq(Seq)
 }
 
 /// The variant index of [`Message::Report`] in its encoding (bincode writes
