@@ -209,8 +209,9 @@ impl Queue {
 pub(crate) struct Outbox {
     queues: [Queue; Kind::COUNT],
     /// The report frame queued last by [`put_report`](Self::put_report):
-    /// its peer, its item, and the frame's state.
-    batch: Option<(PeerId, usize, crate::wire::Batch)>,
+    /// its peer and the frame's state. Appended to only while it is still
+    /// the last item and the last bytes of its queue.
+    batch: Option<(PeerId, crate::wire::Batch)>,
 }
 
 impl Outbox {
@@ -293,16 +294,20 @@ impl Outbox {
         payload: &crate::wire::Payload,
     ) -> crate::error::Result<usize> {
         let q = &mut self.queues[peer.kind() as usize];
-        if let Some((p, item, batch)) = &mut self.batch {
+        if let (
+            Some((p, batch)),
+            Some(Carry::Frame {
+                peer: of, bytes, ..
+            }),
+        ) = (&mut self.batch, q.items.last_mut())
+        {
             let last = *p == peer
-                && q.items.len() == *item + 1
-                && matches!(&q.items[*item], Carry::Frame { peer: to, bytes, .. }
-                    if *to == peer && bytes.start == batch.start_at() && bytes.end == q.bytes.len());
+                && *of == peer
+                && bytes.start == batch.start_at()
+                && bytes.end == q.bytes.len();
             if last {
                 if let Some(grew) = batch.append(&mut q.bytes, publisher, to, subject, payload) {
-                    if let Some(Carry::Frame { bytes, .. }) = q.items.last_mut() {
-                        bytes.end = q.bytes.len();
-                    }
+                    bytes.end = q.bytes.len();
                     return Ok(grew);
                 }
             }
@@ -314,7 +319,7 @@ impl Outbox {
             bytes: start..q.bytes.len(),
             request: false,
         });
-        self.batch = Some((peer, q.items.len() - 1, batch));
+        self.batch = Some((peer, batch));
         Ok(q.bytes.len() - start - crate::frame::PREFIX)
     }
 

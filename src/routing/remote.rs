@@ -27,7 +27,7 @@ use crate::connection::InactiveReason as Why;
 use crate::credentials::Action;
 use crate::direct::{Answered, Outlet};
 use crate::error::{codes, Error, ServiceFailure};
-use crate::event::{Event, PublisherAnnouncement, Report, ServiceStatus};
+use crate::event::{Event, PublisherAnnouncement, ServiceStatus};
 use crate::ids::{AgentKey, ConversationId, ServiceBinding};
 use crate::limits;
 use crate::mailbox::command::Limits;
@@ -1001,12 +1001,8 @@ impl Core {
             Some(Route::Local(agent)) => {
                 let subject: Arc<str> = report.subject.into();
                 for payload in report.payloads.iter() {
-                    let r = Report {
-                        publisher: publisher.clone(),
-                        subject: subject.clone(),
-                        payload: payload.into(),
-                    };
-                    self.report_to_local(agent, r, holder);
+                    let payload = Payload::from(payload);
+                    self.deliver_reports(&[agent], &publisher, &subject, &payload, holder);
                 }
             }
             Some(Route::Remote(t)) if t != peer => {
