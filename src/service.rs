@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -18,6 +18,7 @@ use crate::ids::{ConversationId, ServiceBinding};
 use crate::limits;
 use crate::mailbox::command::{Command, Destination, MonitorKind, OutgoingCall, PublisherSpec};
 use crate::mailbox::inbox::{Flow, Inbox};
+use crate::mailbox::staged::{self, ToStage};
 use crate::mailbox::{join_unless_current, Link};
 use crate::methods::Methods;
 use crate::reply::{DirectWait, PendingReply};
@@ -404,7 +405,14 @@ impl Service {
 
     /// Waits at most `timeout` for the next event: `Ok(None)` if none came.
     pub fn recv_timeout(&self, timeout: Duration) -> Result<Option<Event>> {
-        match self.events.recv_timeout(timeout) {
+        // An event already queued is taken without reading the clock (the
+        // channel's wait reads it first, to know its deadline).
+        let got = match self.events.try_recv() {
+            Ok(e) => Ok(e),
+            Err(TryRecvError::Empty) => self.events.recv_timeout(timeout),
+            Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
+        };
+        match got {
             Ok(e) => {
                 self.took();
                 Ok(Some(e))
@@ -590,8 +598,21 @@ impl Service {
         lifetime: Lifetime,
     ) -> Result<()> {
         self.check_subject(subject)?;
-        let payload = wire::encode(content)?;
-        self.publish_payload(subject, payload, lifetime)
+        self.wait_to_publish()?;
+        // Encoded into the thread's encoder and copied into the staged
+        // segment: no allocation per report (a large one is shared).
+        let opened = wire::encode_then(content, |bytes| {
+            if bytes.len() <= staged::COPY_UP_TO {
+                self.stage(subject, ToStage::Copy(bytes), lifetime)
+            } else {
+                self.stage(
+                    subject,
+                    ToStage::Share(&wire::Payload::from(bytes)),
+                    lifetime,
+                )
+            }
+        })?;
+        self.staged(opened)
     }
 
     /// Publishes a report whose content is already encoded: `bytes` as
@@ -609,41 +630,87 @@ impl Service {
         lifetime: Lifetime,
     ) -> Result<()> {
         self.check_subject(subject)?;
-        self.publish_payload(subject, wire::Payload::from_shared(bytes.into()), lifetime)
+        self.wait_to_publish()?;
+        let payload = wire::Payload::from_shared(bytes.into());
+        let opened = self.stage(subject, ToStage::Share(&payload), lifetime);
+        self.staged(opened)
     }
 
-    fn publish_payload(
-        &self,
-        subject: &str,
-        payload: wire::Payload,
-        lifetime: Lifetime,
-    ) -> Result<()> {
-        // Lossless: while as many of this publisher's reports as its queue
-        // holds wait for a subscriber's room or a link's credit, it waits.
-        if self.flow.held() >= self.capacity {
-            let timeout = self.link.config.publish_timeout;
-            let deadline = crate::config::deadline(std::time::Instant::now(), timeout);
-            if !self.flow.wait_below(self.capacity, self.flow.low, deadline) {
-                Counters::bump(&self.link.counters.publish_timeouts);
-                return Err(Error::Backpressure(format!(
-                    "{} of {}'s reports have waited for {timeout:?} for a subscriber \
-                     to take them (its queue full, or its link out of credit)",
-                    self.flow.held(),
-                    self.binding
-                )));
+    /// Lossless: while as many of this publisher's reports as its queue
+    /// holds wait for a subscriber's room or a link's credit (or for the
+    /// dispatcher to take them), it waits, at most the publish timeout.
+    fn wait_to_publish(&self) -> Result<()> {
+        if self.flow.held() < self.capacity {
+            return Ok(());
+        }
+        let now = std::time::Instant::now();
+        let timeout = self.link.config.publish_timeout;
+        let deadline = crate::config::deadline(now, timeout);
+        // Staged reports are taken as commands are: one not taken within
+        // the stall limit means a dispatcher that takes no command, which
+        // fails as a command sent to it does.
+        let stall = crate::config::deadline(now, self.link.stall_limit());
+        if stall < deadline {
+            if self.flow.wait_below(self.capacity, self.flow.low, stall) {
+                return Ok(());
+            }
+            if self.flow.staged.pending() {
+                log::warn!(
+                    "netsvc: dispatcher {} took no staged report of {} for {:?}; report not published",
+                    self.link.process,
+                    self.binding,
+                    self.link.stall_limit()
+                );
+                return Err(Error::Timeout);
             }
         }
+        if !self.flow.wait_below(self.capacity, self.flow.low, deadline) {
+            Counters::bump(&self.link.counters.publish_timeouts);
+            return Err(Error::Backpressure(format!(
+                "{} of {}'s reports have waited for {timeout:?} for a subscriber \
+                 to take them (its queue full, or its link out of credit)",
+                self.flow.held(),
+                self.binding
+            )));
+        }
+        Ok(())
+    }
+
+    /// Stages a report for the dispatcher (`staged.rs`), held until it is
+    /// routed; true if it opened a segment.
+    fn stage(&self, subject: &str, payload: ToStage<'_>, lifetime: Lifetime) -> bool {
         let lifetime = match lifetime {
             // Cached for longer than anyone will wait: for ever.
             Lifetime::For(d) if d >= crate::config::NO_LIMIT => Lifetime::Forever,
             other => other,
         };
-        self.link.send(Command::Publish {
+        self.flow.hold();
+        let sent = self.link.commands_sent();
+        self.flow.staged.stage(sent, subject, payload, lifetime)
+    }
+
+    /// Tells the dispatcher of a segment the last report opened.
+    fn staged(&self, opened: bool) -> Result<()> {
+        if !opened {
+            // (The dispatcher takes it with the segment's `Staged`, unless
+            // it has left meanwhile.)
+            return if self.link.is_closed() {
+                Err(Error::Closed)
+            } else {
+                Ok(())
+            };
+        }
+        let sent = self.link.send(Command::Staged {
             agent: self.agent(),
-            subject: subject.to_owned(),
-            payload,
-            lifetime,
-        })
+        });
+        if sent.is_err() {
+            // Never to be taken: let its reports go (they are lost with
+            // the dispatcher, as every command is).
+            if let Some(segment) = self.flow.staged.take() {
+                self.flow.release_n(segment.len(), self.flow.low);
+            }
+        }
+        sent
     }
 
     /// Sends a report to one subscriber only, bypassing the cache. It is

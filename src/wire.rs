@@ -65,6 +65,16 @@ fn config() -> bincode::config::Configuration {
 /// Encodes a value as a payload, into an encoder reused by the calling
 /// thread, so that an encoding costs one allocation of its exact size.
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Payload> {
+    encode_then(value, |bytes| Payload(Arc::from(bytes)))
+}
+
+/// Encodes a value into an encoder reused by the calling thread and hands
+/// the encoding to `then` (which must not keep it): no allocation of its
+/// own once the thread's encoder has grown to the value's size.
+pub(crate) fn encode_then<T: Serialize + ?Sized, R>(
+    value: &T,
+    then: impl FnOnce(&[u8]) -> R,
+) -> Result<R> {
     thread_local! {
         static ENCODER: std::cell::RefCell<shape::Encoder> =
             std::cell::RefCell::new(shape::Encoder::default());
@@ -72,16 +82,14 @@ pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Payload> {
     let encoded = ENCODER.with(|cell| match cell.try_borrow_mut() {
         Ok(mut enc) => {
             enc.clear();
-            let r = value
-                .serialize(&mut *enc)
-                .map(|()| Payload(Arc::from(&enc.out[..])));
+            let r = value.serialize(&mut *enc).map(|()| then(&enc.out));
             enc.shrink();
             r
         }
         // Re-entered (a Serialize impl that encodes): an encoder of its own.
         Err(_) => {
             let mut enc = shape::Encoder::default();
-            value.serialize(&mut enc).map(|()| Payload::from(enc.out))
+            value.serialize(&mut enc).map(|()| then(&enc.out))
         }
     });
     encoded.map_err(|e| Error::Encode(e.to_string()))
@@ -622,7 +630,7 @@ pub(crate) fn encode_report_frame(
     publisher: AgentKey,
     to: Option<AgentKey>,
     subject: &str,
-    payload: &Payload,
+    payload: &[u8],
 ) -> Result<OpenFrame> {
     let start = out.len();
     out.extend_from_slice(&[0; 4]);
@@ -635,7 +643,7 @@ pub(crate) fn encode_report_frame(
         return Err(Error::Encode(e.to_string()));
     }
     let payloads_at = out.len();
-    put_bytes(out, payload.as_bytes());
+    put_bytes(out, payload);
     let Ok(len) = u32::try_from(out.len() - start - 4) else {
         out.truncate(start);
         return Err(Error::Encode("message larger than 4 GiB".into()));
@@ -685,9 +693,9 @@ pub(crate) struct OpenFrame {
 pub(crate) fn append_report(
     out: &mut Vec<u8>,
     open: &mut OpenFrame,
-    payload: &Payload,
+    payload: &[u8],
 ) -> Option<usize> {
-    let n = payload.as_bytes().len();
+    let n = payload.len();
     let grow = 9 + n + usize::from(open.count == 1); // (at most)
     let body = out.len().checked_sub(open.start + 4)?;
     if open.count >= MAX_BATCH || body + grow > BATCH_BYTES {
@@ -700,7 +708,7 @@ pub(crate) fn append_report(
         out[open.start + 4] = REPORTS_TAG as u8;
         out.insert(open.payloads_at, 1);
     }
-    put_bytes(out, payload.as_bytes());
+    put_bytes(out, payload);
     open.count += 1;
     out[open.payloads_at] = open.count;
     let len = (out.len() - open.start - 4) as u32; // (at most BATCH_BYTES)
@@ -726,7 +734,7 @@ impl Batch {
         publisher: AgentKey,
         to: Option<AgentKey>,
         subject: &str,
-        payload: &Payload,
+        payload: &[u8],
     ) -> Result<Batch> {
         let frame = encode_report_frame(out, publisher, to, subject, payload)?;
         Ok(Batch {
@@ -746,7 +754,7 @@ impl Batch {
         publisher: AgentKey,
         to: Option<AgentKey>,
         subject: &str,
-        payload: &Payload,
+        payload: &[u8],
     ) -> Option<usize> {
         if self.publisher != publisher || self.to != to || self.subject != subject {
             return None;
@@ -895,7 +903,7 @@ mod tests {
                 payload: payload.clone(),
             };
             let mut out = vec![9u8];
-            encode_report_frame(&mut out, key, to, "a.b.c", &payload).unwrap();
+            encode_report_frame(&mut out, key, to, "a.b.c", payload.as_bytes()).unwrap();
             assert_eq!(out[1..], encode_frame(&message).unwrap()[..]);
         }
         let other = encode_frame(&Message::Heartbeat).unwrap();
@@ -919,11 +927,12 @@ mod tests {
             .collect();
         for to in [None, Some(key)] {
             let mut out = vec![1u8, 2, 3];
-            let mut open = encode_report_frame(&mut out, key, to, "s.t", &payloads[0]).unwrap();
+            let mut open =
+                encode_report_frame(&mut out, key, to, "s.t", payloads[0].as_bytes()).unwrap();
             for p in &payloads[1..] {
                 let before = out.len();
                 assert_eq!(
-                    append_report(&mut out, &mut open, p),
+                    append_report(&mut out, &mut open, p.as_bytes()),
                     Some(out.len() - before)
                 );
             }
@@ -982,7 +991,7 @@ mod tests {
             process: 1,
             agent: crate::ids::AgentId(2),
         };
-        let small = Payload::from(vec![0u8; 1]);
+        let small = vec![0u8; 1];
         let mut out = Vec::new();
         let mut open = encode_report_frame(&mut out, key, None, "s", &small).unwrap();
         let mut count = 1;
@@ -990,7 +999,7 @@ mod tests {
             count += 1;
         }
         assert_eq!(count, usize::from(MAX_BATCH));
-        let big = Payload::from(vec![0u8; 6000]);
+        let big = vec![0u8; 6000];
         let mut out = Vec::new();
         let mut open = encode_report_frame(&mut out, key, None, "s", &big).unwrap();
         assert!(append_report(&mut out, &mut open, &big).is_some());

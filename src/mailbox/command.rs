@@ -12,7 +12,6 @@ use crate::connection::ConnectionAnnouncement;
 use crate::credentials::Credentials;
 use crate::direct::Waiting;
 use crate::error::{Result, ServiceFailure};
-use crate::event::Lifetime;
 use crate::ids::{AgentId, ConversationId, ProcessId, ServiceBinding};
 use crate::wire::Payload;
 
@@ -217,11 +216,10 @@ pub(crate) enum Command {
         /// What its reports do while the subscriber's queue is full.
         overflow: crate::event::Overflow,
     },
-    Publish {
+    /// Take the oldest segment of the service's staged reports and
+    /// publish them (see `staged.rs`).
+    Staged {
         agent: AgentId,
-        subject: String,
-        payload: Payload,
-        lifetime: Lifetime,
     },
     SendReport {
         agent: AgentId,

@@ -70,6 +70,9 @@ pub(crate) struct Flow {
     /// A waiting publisher goes on once this many or fewer are held: half
     /// its queue's capacity.
     pub low: usize,
+    /// The service's published reports not yet taken by the dispatcher
+    /// (each counted in `held` meanwhile).
+    pub staged: super::staged::Staged,
 }
 
 impl Flow {
@@ -92,6 +95,19 @@ impl Flow {
     /// not once per report).
     pub(crate) fn release(&self, low: usize) {
         let held = self.held.fetch_sub(1, Ordering::SeqCst) - 1;
+        if held <= low && self.waiters.load(Ordering::SeqCst) > 0 {
+            let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+            self.room.notify_all();
+        }
+    }
+
+    /// `n` of this publisher's held reports are routed (staged reports the
+    /// dispatcher took): as `n` calls of [`release`](Self::release).
+    pub(crate) fn release_n(&self, n: usize, low: usize) {
+        if n == 0 {
+            return;
+        }
+        let held = self.held.fetch_sub(n, Ordering::SeqCst) - n;
         if held <= low && self.waiters.load(Ordering::SeqCst) > 0 {
             let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
             self.room.notify_all();

@@ -43,7 +43,7 @@ use crate::event::{DropReason, Dropped, Event, Overflow, Report};
 use crate::ids::{AgentId, AgentKey};
 use crate::mailbox::inbox::Flow;
 use crate::stats::Counters;
-use crate::wire::{Message, Payload};
+use crate::wire::Message;
 
 /// Bytes of report frames a link may carry that its receiver has not yet
 /// given back: enough to keep a stream of small reports going between two
@@ -565,7 +565,7 @@ impl Core {
         publisher: AgentKey,
         to: Option<AgentKey>,
         subject: &str,
-        payload: &Payload,
+        payload: &[u8],
         holder: &mut Holder,
     ) {
         let Some(p) = self.peers.map.get(&peer) else {

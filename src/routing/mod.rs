@@ -328,12 +328,7 @@ impl Core {
                 }
                 self.subscribe(agent, publisher, &pattern, on)
             }
-            Command::Publish {
-                agent,
-                subject,
-                payload,
-                lifetime,
-            } => self.publish(agent, subject, payload, lifetime),
+            Command::Staged { agent } => self.publish_staged(agent),
             Command::SendReport {
                 agent,
                 to,

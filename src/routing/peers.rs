@@ -291,7 +291,7 @@ impl Outbox {
         publisher: AgentKey,
         to: Option<AgentKey>,
         subject: &str,
-        payload: &crate::wire::Payload,
+        payload: &[u8],
     ) -> crate::error::Result<usize> {
         let q = &mut self.queues[peer.kind() as usize];
         if let (

@@ -823,7 +823,7 @@ impl Core {
             Event::Report(r) => {
                 let publisher = r.publisher.key();
                 let mut holder = Holder::none();
-                let (subject, payload) = (&r.subject, &r.payload);
+                let (subject, payload) = (&r.subject, r.payload.as_bytes());
                 self.send_report_frame(
                     &[peer],
                     publisher,
@@ -907,7 +907,7 @@ impl Core {
         publisher: AgentKey,
         to: Option<AgentKey>,
         subject: &str,
-        payload: &Payload,
+        payload: &[u8],
         holder: &mut Holder,
     ) {
         if let [peer] = peers {

@@ -466,6 +466,17 @@ impl Reports {
         self.cache.remove(&publisher);
     }
 
+    /// Forgets the report cached for the publisher's subject (a report of
+    /// no lifetime replaces it with nothing).
+    pub(crate) fn forget(&mut self, publisher: AgentKey, subject: &str) {
+        if self.cache.is_empty() {
+            return;
+        }
+        if let Some(c) = self.cache.get_mut(&publisher) {
+            c.remove(subject);
+        }
+    }
+
     /// Applies a report's lifetime to the cache. The clock is read only for
     /// a timed lifetime (read per report, it showed in profiles); expired
     /// entries are swept then, and are never delivered in any case.
@@ -477,12 +488,7 @@ impl Reports {
         lifetime: Lifetime,
     ) {
         let expires = match lifetime {
-            Lifetime::None => {
-                if let Some(c) = self.cache.get_mut(&publisher) {
-                    c.remove(subject);
-                }
-                return;
-            }
+            Lifetime::None => return self.forget(publisher, subject),
             Lifetime::Forever => None,
             Lifetime::For(d) => {
                 let now = Instant::now();

@@ -13,6 +13,8 @@ use crate::event::{
 };
 use crate::ids::{AgentId, AgentKey, ServiceBinding};
 use crate::mailbox::command::PublisherSpec;
+use crate::mailbox::inbox::Flow;
+use crate::mailbox::staged::StagedPayload;
 use crate::pattern::Pattern;
 use crate::stats::Counters;
 use crate::wire::Payload;
@@ -250,30 +252,56 @@ impl Core {
         }
     }
 
-    pub(super) fn publish(
-        &mut self,
-        agent: AgentId,
-        subject: String,
-        payload: Payload,
-        lifetime: Lifetime,
-    ) {
+    /// Publishes the oldest segment of a service's staged reports, in
+    /// order, and lets them go as held by the stage (each still held where
+    /// it waits).
+    pub(super) fn publish_staged(&mut self, agent: AgentId) {
         let Some(local) = self.locals.get(&agent) else {
             return;
         };
-        let publisher = local.binding.clone();
-        let mut holder = Holder::publisher(local.inbox.flow.clone());
+        let (publisher, flow) = (local.binding.clone(), local.inbox.flow.clone());
+        let Some(segment) = flow.staged.take() else {
+            return;
+        };
+        for (subject, payload, lifetime) in segment.reports() {
+            self.publish(&publisher, &flow, subject, payload, lifetime);
+        }
+        flow.release_n(segment.len(), flow.low);
+        flow.staged.give_back(segment);
+    }
+
+    fn publish(
+        &mut self,
+        publisher: &ServiceBinding,
+        flow: &Arc<Flow>,
+        subject: &str,
+        payload: StagedPayload<'_>,
+        lifetime: Lifetime,
+    ) {
+        let mut holder = Holder::publisher(flow.clone());
         let key = publisher.key();
         Counters::bump(&self.link.counters.reports_published);
         // Local subscribers get the report on their queues; each connection
         // leading to remote subscribers gets one frame, encoded once. Where
         // there is no room, it waits, and holds the publisher (see `flow`).
-        self.with_fanout(key, Some(&publisher), &subject, |this, fanout| {
-            this.reports.store(key, &fanout.subject, &payload, lifetime);
+        self.with_fanout(key, Some(publisher), subject, |this, fanout| {
+            // A payload is made (a copy of the staged bytes) only to be
+            // kept: cached, or queued for a local subscriber.
+            let mut kept = None;
+            if lifetime == Lifetime::None {
+                this.reports.forget(key, &fanout.subject);
+            } else {
+                let p = kept.get_or_insert_with(|| payload.to_payload());
+                this.reports.store(key, &fanout.subject, p, lifetime);
+            }
             let (subject, locals) = (&fanout.subject, &fanout.locals);
-            this.deliver_reports(locals, &publisher, subject, &payload, &mut holder);
+            if !locals.is_empty() {
+                let p = kept.get_or_insert_with(|| payload.to_payload());
+                this.deliver_reports(locals, publisher, subject, p, &mut holder);
+            }
             if !fanout.remotes.is_empty() {
                 let remotes = &fanout.remotes;
-                this.send_report_frame(remotes, key, None, subject, &payload, &mut holder);
+                this.send_report_frame(remotes, key, None, subject, payload.bytes(), &mut holder);
             }
         });
         self.delivered(holder);
@@ -330,7 +358,14 @@ impl Core {
             }
             Some(Route::Remote(peer)) => {
                 let key = publisher.key();
-                self.send_report_frame(&[peer], key, Some(to), &subject, &payload, &mut holder);
+                self.send_report_frame(
+                    &[peer],
+                    key,
+                    Some(to),
+                    &subject,
+                    payload.as_bytes(),
+                    &mut holder,
+                );
             }
             None => {}
         }
