@@ -800,6 +800,52 @@ fn send_report_reaches_a_subscriber_with_a_matching_pattern() {
     assert_quiet(&sub);
 }
 
+/// Published reports travel staged, many to one command (`staged.rs`):
+/// they must still keep their order with each other, with the same
+/// thread's `send_report`s and with the reports of another thread of the
+/// same service, through a subscriber queue full most of the time.
+#[test]
+fn reports_keep_their_order_with_the_publishers_other_commands() {
+    const N: u32 = 3_000;
+    let d = Dispatcher::new().unwrap();
+    let publ = std::sync::Arc::new(d.service("publisher").open().unwrap());
+    let sub = d.service("subscriber").open().unwrap();
+    sub.subscribe_reports("publisher", "t.*");
+    expect_publisher(&sub, publ.binding(), ServiceStatus::Available);
+    let to = sub.binding().clone();
+    // Thread k publishes k*N..(k+1)*N; every fifth value goes by
+    // send_report, and the subject changes every third.
+    let threads: Vec<_> = (0..2u32)
+        .map(|k| {
+            let (publ, to) = (publ.clone(), to.clone());
+            std::thread::spawn(move || {
+                for i in k * N..(k + 1) * N {
+                    let subject = if (i / 3) % 2 == 0 { "t.a" } else { "t.b" };
+                    if i % 5 == 0 {
+                        publ.send_report(&to, subject, &i).unwrap();
+                    } else {
+                        publ.publish_report(subject, &i, Lifetime::None).unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut next = [0, N];
+    for _ in 0..2 * N {
+        let r = report(&sub);
+        let i = r.decode::<u32>().unwrap();
+        let k = (i / N) as usize;
+        assert_eq!(i, next[k], "thread {k}'s reports out of order");
+        let subject = if (i / 3) % 2 == 0 { "t.a" } else { "t.b" };
+        assert_eq!(r.subject(), subject, "the subject of report {i}");
+        next[k] += 1;
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_quiet(&sub);
+}
+
 #[test]
 fn send_report_reaches_a_subscriber_by_binding() {
     let d = Dispatcher::new().unwrap();
