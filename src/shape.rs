@@ -603,6 +603,130 @@ impl<'a> ser::Serializer for &'a mut Encoder {
         let at = self.counted(STRUCT, len);
         Ok(Map::counted(self, at, len))
     }
+
+    /// A sequence from an iterator (what `Vec`, slices and most
+    /// collections serialize as): as `serialize_seq` and an element each,
+    /// but a run of `u8`s of known length is copied into its room in one
+    /// loop ([`Seq::raw_bytes`]). The encoding is the same either way.
+    fn collect_seq<I>(self, iter: I) -> Result<(), EncodeError>
+    where
+        I: IntoIterator,
+        I::Item: Serialize,
+    {
+        let mut iter = iter.into_iter();
+        let len = match iter.size_hint() {
+            (lo, Some(hi)) if lo == hi => Some(lo),
+            _ => None,
+        };
+        let mut seq = ser::Serializer::serialize_seq(self, len)?;
+        if len.is_some() {
+            seq.raw_bytes(&mut iter)?;
+        }
+        for item in iter {
+            seq.element(&item)?;
+        }
+        seq.finish()
+    }
+}
+
+/// Asks an element whether it is a `u8`: its `serialize` with this is a
+/// load for a `u8`, an error at once for anything else.
+struct ByteProbe;
+
+/// What [`ByteProbe`] finds of an element that is not a `u8`.
+#[derive(Debug)]
+struct NotByte;
+
+impl fmt::Display for NotByte {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("not a u8")
+    }
+}
+
+impl std::error::Error for NotByte {}
+
+impl ser::Error for NotByte {
+    fn custom<T: fmt::Display>(_msg: T) -> Self {
+        NotByte
+    }
+}
+
+macro_rules! not_byte {
+    ($($method:ident($($arg:ident: $ty:ty),*) -> $ret:ty;)*) => {$(
+        fn $method(self, $(_: $ty),*) -> Result<$ret, NotByte> {
+            Err(NotByte)
+        }
+    )*};
+}
+
+impl ser::Serializer for ByteProbe {
+    type Ok = u8;
+    type Error = NotByte;
+    type SerializeSeq = ser::Impossible<u8, NotByte>;
+    type SerializeTuple = ser::Impossible<u8, NotByte>;
+    type SerializeTupleStruct = ser::Impossible<u8, NotByte>;
+    type SerializeTupleVariant = ser::Impossible<u8, NotByte>;
+    type SerializeMap = ser::Impossible<u8, NotByte>;
+    type SerializeStruct = ser::Impossible<u8, NotByte>;
+    type SerializeStructVariant = ser::Impossible<u8, NotByte>;
+
+    #[inline]
+    fn serialize_u8(self, v: u8) -> Result<u8, NotByte> {
+        Ok(v)
+    }
+
+    not_byte! {
+        serialize_bool(v: bool) -> u8;
+        serialize_i8(v: i8) -> u8;
+        serialize_i16(v: i16) -> u8;
+        serialize_i32(v: i32) -> u8;
+        serialize_i64(v: i64) -> u8;
+        serialize_i128(v: i128) -> u8;
+        serialize_u16(v: u16) -> u8;
+        serialize_u32(v: u32) -> u8;
+        serialize_u64(v: u64) -> u8;
+        serialize_u128(v: u128) -> u8;
+        serialize_f32(v: f32) -> u8;
+        serialize_f64(v: f64) -> u8;
+        serialize_char(v: char) -> u8;
+        serialize_str(v: &str) -> u8;
+        serialize_bytes(v: &[u8]) -> u8;
+        serialize_none() -> u8;
+        serialize_unit() -> u8;
+        serialize_unit_struct(name: &'static str) -> u8;
+        serialize_unit_variant(name: &'static str, index: u32, variant: &'static str) -> u8;
+        serialize_seq(len: Option<usize>) -> Self::SerializeSeq;
+        serialize_tuple(len: usize) -> Self::SerializeTuple;
+        serialize_tuple_struct(name: &'static str, len: usize) -> Self::SerializeTupleStruct;
+        serialize_tuple_variant(
+            name: &'static str, index: u32, variant: &'static str, len: usize
+        ) -> Self::SerializeTupleVariant;
+        serialize_map(len: Option<usize>) -> Self::SerializeMap;
+        serialize_struct(name: &'static str, len: usize) -> Self::SerializeStruct;
+        serialize_struct_variant(
+            name: &'static str, index: u32, variant: &'static str, len: usize
+        ) -> Self::SerializeStructVariant;
+    }
+
+    fn serialize_some<T: Serialize + ?Sized>(self, _: &T) -> Result<u8, NotByte> {
+        Err(NotByte)
+    }
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        _: &T,
+    ) -> Result<u8, NotByte> {
+        Err(NotByte)
+    }
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: &T,
+    ) -> Result<u8, NotByte> {
+        Err(NotByte)
+    }
 }
 
 /// How a sequence's elements are being written.
@@ -718,6 +842,49 @@ impl<'a> Seq<'a> {
                 self.count += 1;
                 self.enc.out.extend_from_slice(&[U8, v]);
             }
+        }
+    }
+
+    /// The elements of a sequence of known length, while they are `u8`s:
+    /// the first one the usual way (a `u8` starts the run and sizes its
+    /// room), the next ones copied into the room in one loop, until the
+    /// room is full (the rest are pushed as they come), the elements end,
+    /// or one is not a `u8` (written as usual: the sequence becomes a
+    /// tagged list).
+    fn raw_bytes<I>(&mut self, iter: &mut I) -> Result<(), EncodeError>
+    where
+        I: Iterator,
+        I::Item: Serialize,
+    {
+        let Some(first) = iter.next() else {
+            return Ok(());
+        };
+        self.element(&first)?;
+        if self.run != Run::Bytes {
+            return Ok(());
+        }
+        let room = &mut self.enc.out[self.fill..];
+        let mut n = 0;
+        let mut other = None;
+        for slot in room.iter_mut() {
+            let Some(item) = iter.next() else {
+                break;
+            };
+            match item.serialize(ByteProbe) {
+                Ok(b) => {
+                    *slot = b;
+                    n += 1;
+                }
+                Err(NotByte) => {
+                    other = Some(item);
+                    break;
+                }
+            }
+        }
+        self.fill += n;
+        match other {
+            Some(item) => self.element(&item),
+            None => Ok(()),
         }
     }
 
@@ -2507,6 +2674,80 @@ mod tests {
             }
             seq.end()
         }
+    }
+
+    /// An element that is a `u8` when it fits, else a `u32`.
+    #[derive(Clone, Copy)]
+    struct Mix(u32);
+    impl Serialize for Mix {
+        fn serialize<S: ser::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            match u8::try_from(self.0) {
+                Ok(b) => s.serialize_u8(b),
+                Err(_) => s.serialize_u32(self.0),
+            }
+        }
+    }
+
+    /// Elements given through `collect_seq` (with an iterator claiming
+    /// `claims` elements exactly) or one by one after `serialize_seq`.
+    struct Via {
+        items: Vec<Mix>,
+        claims: usize,
+        collect: bool,
+    }
+    impl Serialize for Via {
+        fn serialize<S: ser::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use ser::SerializeSeq;
+            if self.collect {
+                struct Claims<I>(I, usize);
+                impl<I: Iterator> Iterator for Claims<I> {
+                    type Item = I::Item;
+                    fn next(&mut self) -> Option<I::Item> {
+                        self.0.next()
+                    }
+                    fn size_hint(&self) -> (usize, Option<usize>) {
+                        (self.1, Some(self.1))
+                    }
+                }
+                return s.collect_seq(Claims(self.items.iter(), self.claims));
+            }
+            let mut seq = s.serialize_seq(Some(self.claims))?;
+            for item in &self.items {
+                seq.serialize_element(item)?;
+            }
+            seq.end()
+        }
+    }
+
+    #[test]
+    fn a_collected_sequence_is_written_as_one_given_element_by_element() {
+        let mut cases: Vec<Vec<Mix>> = vec![vec![], vec![Mix(300)], vec![Mix(1); 64]];
+        // A non-byte at each place of a run.
+        for k in 0..6 {
+            let mut v: Vec<Mix> = (0..5).map(Mix).collect();
+            v.insert(k, Mix(70_000));
+            cases.push(v);
+        }
+        for items in cases {
+            let n = items.len();
+            for claims in [n, 0, n + 3, n.saturating_sub(2)] {
+                let by = |collect| {
+                    enc(&Via {
+                        items: items.clone(),
+                        claims,
+                        collect,
+                    })
+                };
+                assert_eq!(by(true), by(false), "{n} items claiming {claims}");
+                let back: Vec<u32> = dec(&by(true)).unwrap();
+                assert_eq!(back, items.iter().map(|m| m.0).collect::<Vec<_>>());
+            }
+        }
+        // Beyond the room sized in advance, bytes are pushed as they come.
+        let big: Vec<u8> = (0..PRESIZE + 5).map(|i| i as u8).collect();
+        let b = enc(&big);
+        assert_eq!(b[0], U8S);
+        assert_eq!(dec::<Vec<u8>>(&b).unwrap(), big);
     }
 
     #[test]
