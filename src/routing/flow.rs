@@ -133,33 +133,40 @@ impl Holds {
 
 /// Where one report came from, as it is delivered: its hold is opened the
 /// first time the report has to wait somewhere.
-pub(crate) struct Holder {
+pub(crate) struct Holder<'f> {
     source: Option<Source>,
+    /// A local publisher's flow, taken (its reference count) only if the
+    /// report waits: a report that goes at once touches no count shared
+    /// with the publishing thread.
+    publisher: Option<&'f Arc<Flow>>,
     id: Option<HoldId>,
 }
 
-impl Holder {
+impl<'f> Holder<'f> {
     /// The reports of a peer's frame of `cost` credit.
-    pub(crate) fn link(peer: PeerId, cost: i64) -> Holder {
+    pub(crate) fn link(peer: PeerId, cost: i64) -> Holder<'f> {
         let cost = u32::try_from(cost).unwrap_or(u32::MAX);
         Holder {
             source: Some(Source::Link { peer, cost }),
+            publisher: None,
             id: None,
         }
     }
 
     /// A report of a local publisher.
-    pub(crate) fn publisher(flow: Arc<Flow>) -> Holder {
+    pub(crate) fn publisher(flow: &'f Arc<Flow>) -> Holder<'f> {
         Holder {
-            source: Some(Source::Publisher(flow)),
+            source: None,
+            publisher: Some(flow),
             id: None,
         }
     }
 
     /// A report nobody waits for (a cached one, sent to a new subscriber).
-    pub(crate) fn none() -> Holder {
+    pub(crate) fn none() -> Holder<'f> {
         Holder {
             source: None,
+            publisher: None,
             id: None,
         }
     }
@@ -170,10 +177,14 @@ impl Holder {
             holds.slots[id as usize].remaining += 1;
             return Some(id);
         }
-        let source = self.source.take()?;
-        if let Source::Publisher(flow) = &source {
-            flow.hold();
-        }
+        let source = match (self.source.take(), self.publisher.take()) {
+            (Some(source), _) => source,
+            (None, Some(flow)) => {
+                flow.hold();
+                Source::Publisher(flow.clone())
+            }
+            (None, None) => return None,
+        };
         let id = holds.open(source);
         holds.slots[id as usize].remaining = 1;
         self.id = Some(id);
@@ -281,7 +292,7 @@ impl Core {
 
     /// Ends a report's delivery: if it waited nowhere, what it came from is
     /// given back at once.
-    pub(crate) fn delivered(&mut self, holder: Holder) {
+    pub(crate) fn delivered(&mut self, holder: Holder<'_>) {
         if holder.held() {
             return; // given back as the last place it waits lets it go
         }

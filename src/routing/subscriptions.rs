@@ -278,7 +278,7 @@ impl Core {
         payload: StagedPayload<'_>,
         lifetime: Lifetime,
     ) {
-        let mut holder = Holder::publisher(flow.clone());
+        let mut holder = Holder::publisher(flow);
         let key = publisher.key();
         Counters::bump(&self.link.counters.reports_published);
         // Local subscribers get the report on their queues; each connection
@@ -346,7 +346,8 @@ impl Core {
             log::debug!("netsvc: send_report from {publisher}: the destination holds no matching subscription");
             return;
         }
-        let mut holder = Holder::publisher(local.inbox.flow.clone());
+        let flow = local.inbox.flow.clone();
+        let mut holder = Holder::publisher(&flow);
         match self.route_of(&to) {
             Some(Route::Local(agent)) => {
                 let report = Report {
