@@ -573,8 +573,12 @@ impl Report {
         self.payload.as_bytes()
     }
 
-    /// The same bytes as [`bytes`](Self::bytes), shared (a reference count
-    /// taken, no copy), to keep beyond the report.
+    /// The same bytes as [`bytes`](Self::bytes), to keep beyond the report:
+    /// shared (a reference count taken, no copy), except for a report that
+    /// came batched with others in one frame, whose reports share one
+    /// allocation: its bytes are then copied out, so that what is kept
+    /// does not hold the rest of the batch. (A `Report` itself holds its
+    /// batch, at most 16 KiB, until it is dropped.)
     pub fn shared_bytes(&self) -> Arc<[u8]> {
         self.payload.shared()
     }

@@ -19,41 +19,78 @@ use crate::ids::{AgentKey, ConversationId, ProcessId, ServiceBinding};
 use crate::shape;
 
 /// An encoded value. Cheap to clone: a report fanned out to many subscribers
-/// shares one encoding.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Payload(Arc<[u8]>);
+/// shares one encoding, and the reports of a batch that came in one frame
+/// share one allocation, each a part of it.
+#[derive(Clone)]
+pub(crate) struct Payload {
+    block: Arc<[u8]>,
+    /// Where in `block` (all of it but for a part of a batch).
+    start: u32,
+    end: u32,
+}
 
 impl Payload {
+    /// All of `block`.
+    fn whole(block: Arc<[u8]>) -> Payload {
+        // (A payload is at most a frame, under 4 GiB.)
+        let end = u32::try_from(block.len()).unwrap_or(u32::MAX);
+        Payload {
+            block,
+            start: 0,
+            end,
+        }
+    }
+
     pub(crate) fn as_bytes(&self) -> &[u8] {
-        &self.0
+        &self.block[self.start as usize..self.end as usize]
     }
 
     /// The encoding of `()`: what a cast's caller is handed once the cast
     /// is on its way.
     pub(crate) fn unit() -> Payload {
-        Payload(Arc::from(&[shape::tag::UNIT][..]))
+        Payload::whole(Arc::from(&[shape::tag::UNIT][..]))
     }
 
     /// Bytes already shared, taken as they are (no copy).
     pub(crate) fn from_shared(bytes: Arc<[u8]>) -> Payload {
-        Payload(bytes)
+        Payload::whole(bytes)
     }
 
-    /// The shared bytes (no copy).
+    /// The bytes as an `Arc` of their own: shared (no copy) unless the
+    /// payload is a part of a batch's allocation, then copied out, so that
+    /// what is kept does not hold the rest of the batch.
     pub(crate) fn shared(&self) -> Arc<[u8]> {
-        self.0.clone()
+        if self.start == 0 && self.end as usize == self.block.len() {
+            self.block.clone()
+        } else {
+            Arc::from(self.as_bytes())
+        }
+    }
+}
+
+impl PartialEq for Payload {
+    fn eq(&self, other: &Payload) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for Payload {}
+
+impl std::fmt::Debug for Payload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Payload").field(&self.as_bytes()).finish()
     }
 }
 
 impl From<Vec<u8>> for Payload {
     fn from(v: Vec<u8>) -> Self {
-        Payload(v.into())
+        Payload::whole(v.into())
     }
 }
 
 impl From<&[u8]> for Payload {
     fn from(v: &[u8]) -> Self {
-        Payload(v.into())
+        Payload::whole(v.into())
     }
 }
 
@@ -65,7 +102,7 @@ fn config() -> bincode::config::Configuration {
 /// Encodes a value as a payload, into an encoder reused by the calling
 /// thread, so that an encoding costs one allocation of its exact size.
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Payload> {
-    encode_then(value, |bytes| Payload(Arc::from(bytes)))
+    encode_then(value, |bytes| Payload::whole(Arc::from(bytes)))
 }
 
 /// Encodes a value into an encoder reused by the calling thread and hands
@@ -501,6 +538,31 @@ impl<'a> Payloads<'a> {
         self.count
     }
 
+    /// The payloads, in order, to be kept: one allocation for the whole
+    /// batch, each payload a part of it (a lone payload: its own).
+    pub(crate) fn kept(self) -> impl Iterator<Item = Payload> + 'a {
+        let region = match self.count {
+            1 => self.iter().next().unwrap_or(&[]),
+            _ => self.bytes,
+        };
+        let block: Arc<[u8]> = Arc::from(region);
+        let base = region.as_ptr() as usize;
+        self.iter().map(move |p| {
+            // Each payload lies within the region: kept as offsets into the
+            // copy (one that did not would be copied on its own).
+            let start = (p.as_ptr() as usize).wrapping_sub(base);
+            let end = start.checked_add(p.len()).filter(|&e| e <= block.len());
+            match (u32::try_from(start), end.map(u32::try_from)) {
+                (Ok(s), Some(Ok(e))) => Payload {
+                    block: block.clone(),
+                    start: s,
+                    end: e,
+                },
+                _ => Payload::from(p),
+            }
+        })
+    }
+
     /// The payloads' bytes, in order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = &'a [u8]> {
         let mut rest = self.bytes;
@@ -770,7 +832,7 @@ impl Batch {
 
 impl Serialize for Payload {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.serialize_bytes(&self.0)
+        s.serialize_bytes(self.as_bytes())
     }
 }
 
@@ -783,7 +845,7 @@ impl<'de> Deserialize<'de> for Payload {
                 f.write_str("bytes")
             }
             fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> std::result::Result<Payload, E> {
-                Ok(Payload(v.into()))
+                Ok(Payload::from(v))
             }
             fn visit_byte_buf<E: serde::de::Error>(
                 self,
@@ -889,6 +951,11 @@ mod tests {
             assert_eq!(r.subject, "a.b.c");
             assert_eq!(r.payloads.len(), 1);
             assert_eq!(r.payloads.iter().collect::<Vec<_>>(), [payload.as_bytes()]);
+            // A lone report's payload is an allocation of its own, shared
+            // out without a copy.
+            let kept: Vec<Payload> = r.payloads.kept().collect();
+            assert_eq!(kept, std::slice::from_ref(&payload));
+            assert!(Arc::ptr_eq(&kept[0].shared(), &kept[0].block));
             // Truncated or extended, it is refused like the full decoding.
             for bad in [&body[..body.len() - 1], &[body, &[0u8][..]].concat()[..]] {
                 assert!(decode_body::<Message>(bad).is_err());
@@ -953,6 +1020,15 @@ mod tests {
             let want: Vec<&[u8]> = payloads.iter().map(Payload::as_bytes).collect();
             assert_eq!(read, want);
             assert_eq!(r.payloads.len(), 5);
+            // Kept, they are parts of one copy of the batch; taken out
+            // (`shared`), each is copied on its own.
+            let kept: Vec<Payload> = r.payloads.kept().collect();
+            assert_eq!(kept, payloads);
+            for p in &kept {
+                assert!(Arc::ptr_eq(&p.block, &kept[0].block));
+                assert_eq!(*p.shared(), *p.as_bytes());
+                assert_eq!(p.shared().len(), p.as_bytes().len());
+            }
             for bad in [&body[..body.len() - 1], &[body, &[0u8][..]].concat()[..]] {
                 assert!(decode_body::<Message>(bad).is_err());
                 assert!(decode_message(bad).is_err());

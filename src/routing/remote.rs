@@ -954,8 +954,7 @@ impl Core {
             }
             if !fanout.locals.is_empty() {
                 let (locals, binding) = (&fanout.locals, &fanout.binding);
-                for payload in report.payloads.iter() {
-                    let payload = Payload::from(payload);
+                for payload in report.payloads.kept() {
                     this.deliver_reports(locals, binding, &fanout.subject, &payload, holder);
                 }
             }
@@ -1000,8 +999,7 @@ impl Core {
         match self.route_of(&to) {
             Some(Route::Local(agent)) => {
                 let subject: Arc<str> = report.subject.into();
-                for payload in report.payloads.iter() {
-                    let payload = Payload::from(payload);
+                for payload in report.payloads.kept() {
                     self.deliver_reports(&[agent], &publisher, &subject, &payload, holder);
                 }
             }
