@@ -62,6 +62,11 @@ impl Sizes {
         }
     }
 
+    /// Whether this is a quick run (`--quick`).
+    pub(crate) fn quick(&self) -> bool {
+        self.quick
+    }
+
     /// How long a measuring child may take to report.
     pub(crate) fn budget(&self) -> Duration {
         Duration::from_secs(if self.quick { 20 } else { 90 })

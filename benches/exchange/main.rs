@@ -410,30 +410,64 @@ fn parent(a: &Args) {
         }
     };
 
-    // The NATS rows first: the netsvc rows are judged against them.
-    let (n2, n3) = match &nats_exe {
-        Some(exe) => {
-            progress("W2-NATS 1 publisher -> 1 subscriber via nats-server");
-            let n2 = nats::nats_pubsub(&s, exe, 1, s.w2);
-            progress("W3-NATS 1 publisher -> 8 subscribers via nats-server");
-            let n3 = nats::nats_pubsub(&s, exe, W3_SUBSCRIBERS, s.w3);
-            (Some(n2), Some(n3))
+    // The stream rows and their NATS rows, in alternating rounds (the
+    // machine's speed drifts between runs): each row shows its median
+    // round and the range.
+    if nats_exe.is_none() {
+        notes
+            .push("nats-server is not installed (Debian package nats-server): no NATS rows".into());
+    }
+    let rounds = streams::stream_rounds(&s);
+    let alternate = |subs: usize, n: u64, what: &str| {
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        let (mut our_err, mut their_err) = (None, None);
+        for round in 1..=rounds {
+            if let Some(exe) = &nats_exe {
+                progress(&format!(
+                    "{what}-NATS via nats-server, round {round} of {rounds}"
+                ));
+                match nats::nats_pubsub(&s, exe, subs, n) {
+                    Ok(p) => theirs.push(p),
+                    Err(e) => their_err = Some(e),
+                }
+            }
+            progress(&format!("{what} via exchange, round {round} of {rounds}"));
+            match pubsub(&s, subs, n, None) {
+                Ok(p) => ours.push(p),
+                Err(e) => our_err = Some(e),
+            }
         }
-        None => {
-            notes.push(
-                "nats-server is not installed (Debian package nats-server): no NATS rows".into(),
-            );
-            (None, None)
-        }
+        let take = |runs: Vec<PubSub>, err: Option<String>| match err {
+            Some(e) => Err(e),
+            None => streams::median_of(runs).ok_or_else(|| "no round ran".to_owned()),
+        };
+        let theirs = nats_exe.as_ref().map(|_| take(theirs, their_err));
+        (take(ours, our_err), theirs)
     };
+    let (w2, n2) = alternate(1, s.w2, "W2");
+    let (w3, n3) = alternate(W3_SUBSCRIBERS, s.w3, "W3");
+    let range = |r: &Result<(PubSub, f64, f64), String>| match r {
+        Ok((_, low, high)) if rounds > 1 => format!(
+            " (median of {rounds} rounds, {}-{})",
+            thousands(*low),
+            thousands(*high)
+        ),
+        _ => String::new(),
+    };
+    let (w2_range, w3_range) = (range(&w2), range(&w3));
+    let (n2_range, n3_range) = (
+        n2.as_ref().map(range).unwrap_or_default(),
+        n3.as_ref().map(range).unwrap_or_default(),
+    );
+    let first = |r: Result<(PubSub, f64, f64), String>| r.map(|(p, _, _)| p);
+    let (w2, w3) = (first(w2), first(w3));
+    let (n2, n3) = (n2.map(first), n3.map(first));
     let nats_rate = |n: &Option<Result<PubSub, String>>| match n {
         Some(Ok(p)) if p.rate > 0.0 => Some(p.rate),
         _ => None,
     };
     let (n2_rate, n3_rate) = (nats_rate(&n2), nats_rate(&n3));
 
-    progress("W2 1 publisher -> 1 subscriber via exchange");
-    let w2 = pubsub(&s, 1, s.w2, None);
     let w2_target = ">= 1.2 x W2-NATS, all arrive";
     match &w2 {
         Ok(p) => {
@@ -445,7 +479,7 @@ fn parent(a: &Args) {
                 "W2",
                 "1 publisher -> 1 subscriber",
                 format!(
-                    "{} reports/s{}{ratio}; {}; published at {}/s",
+                    "{} reports/s{w2_range}{}{ratio}; {}; published at {}/s",
                     thousands(p.rate),
                     of_b3(p.rate),
                     loss(p),
@@ -466,7 +500,12 @@ fn parent(a: &Args) {
             Ok(p) => rows.push(row(
                 "W2-NATS",
                 "W2 through nats-server",
-                format!("{} msgs/s{}; {}", thousands(p.rate), of_b3(p.rate), loss(p)),
+                format!(
+                    "{} msgs/s{n2_range}{}; {}",
+                    thousands(p.rate),
+                    of_b3(p.rate),
+                    loss(p)
+                ),
                 "(peer)",
                 "-".into(),
             )),
@@ -544,8 +583,6 @@ fn parent(a: &Args) {
     }
     drop(certs);
 
-    progress("W3 1 publisher -> 8 subscribers via exchange");
-    let w3 = pubsub(&s, W3_SUBSCRIBERS, s.w3, None);
     let w3_target = ">= 1.0 x W3-NATS, all arrive";
     match &w3 {
         Ok(p) => {
@@ -557,7 +594,7 @@ fn parent(a: &Args) {
                 "W3",
                 "1 publisher -> 8 subscriber processes",
                 format!(
-                    "{} deliveries/s{}{ratio}; {}; published at {}/s",
+                    "{} deliveries/s{w3_range}{}{ratio}; {}; published at {}/s",
                     thousands(p.rate),
                     of_b3(p.rate),
                     loss(p),
@@ -584,7 +621,7 @@ fn parent(a: &Args) {
                 "W3-NATS",
                 "W3 through nats-server",
                 format!(
-                    "{} deliveries/s{}; {}",
+                    "{} deliveries/s{n3_range}{}; {}",
                     thousands(p.rate),
                     of_b3(p.rate),
                     loss(p)
@@ -665,7 +702,9 @@ fn parent(a: &Args) {
         load_average(),
     );
     println!(
-        "calls: {} warm-up + {} measured; W2 {} reports; W3 {} reports x {W3_SUBSCRIBERS}; W4 {W4_THREADS} x {}; casts {}",
+        "calls: {} warm-up + {} measured; W2 {} reports; W3 {} reports x {W3_SUBSCRIBERS}; \
+         streams in {rounds} alternating rounds with their NATS rows (counts arrived: all rounds); \
+         W4 {W4_THREADS} x {}; casts {}",
         s.warmup, s.calls, s.w2, s.w3, s.w4_per_thread, s.casts
     );
     println!();

@@ -129,6 +129,44 @@ pub(crate) struct PubSub {
     pub(crate) subscriber_peak: u64,
 }
 
+/// How many alternating rounds of a stream and its NATS row are run
+/// (the rows show the median round, and the range).
+pub(crate) fn stream_rounds(s: &Sizes) -> usize {
+    if s.quick() {
+        1
+    } else {
+        3
+    }
+}
+
+/// The rounds of one stream workload, taken together: the median round's
+/// rates, every round's deliveries and losses summed (so "all arrived"
+/// holds for every round), the largest memory figures of any round.
+pub(crate) fn median_of(mut runs: Vec<PubSub>) -> Option<(PubSub, f64, f64)> {
+    runs.sort_by(|a, b| a.rate.total_cmp(&b.rate));
+    let (low, high) = (runs.first()?.rate, runs.last()?.rate);
+    let (expected, received, dropped) = runs.iter().fold((0, 0, 0), |(e, r, d), p| {
+        (e + p.expected, r + p.received, d + p.dropped)
+    });
+    let subscriber_peak = runs.iter().map(|p| p.subscriber_peak).max().unwrap_or(0);
+    let rss_peak = runs.iter().map(|p| p.rss_peak).max().unwrap_or(0);
+    // The exchange's growth: that of the round in which it grew most.
+    let grew = runs
+        .iter()
+        .max_by_key(|p| p.rss_after.saturating_sub(p.rss_before))
+        .map(|p| (p.rss_before, p.rss_after))
+        .unwrap_or((0, 0));
+    let mid = runs.len() / 2;
+    let mut m = runs.swap_remove(mid);
+    m.expected = expected;
+    m.received = received;
+    m.dropped = dropped;
+    m.subscriber_peak = subscriber_peak;
+    m.rss_peak = rss_peak;
+    (m.rss_before, m.rss_after) = grew;
+    Some((m, low, high))
+}
+
 /// This process's peak RSS (VmHWM), in bytes (0 if unknown).
 pub(crate) fn self_peak_rss() -> u64 {
     proc_status_bytes(std::process::id(), "VmHWM").unwrap_or(0)
