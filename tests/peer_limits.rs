@@ -36,8 +36,15 @@ fn setup(server: impl FnOnce(ServerBuilder) -> ServerBuilder) -> Setup {
     let ds = Dispatcher::builder().name("server").build().unwrap();
     let ex = server(Exchange::server(&ds)).listen("127.0.0.1:0").unwrap();
     let addr = ex.local_addr();
+    // The raw peers' subscriptions to echo (up to 1000, each told to echo
+    // when made and again when its link closes) are events on echo's
+    // queue, which refuses requests as busy once it holds its capacity:
+    // room for all of them, so that the good client's calls are never
+    // refused however slowly echo's thread drains them on a loaded
+    // machine (the default 1024 made this test fail there).
     let echo = ds
         .service("echo")
+        .queue_capacity(4096)
         .spawn(|_s, ev| {
             if let Event::Request(r) = ev {
                 if let Ok(x) = r.decode::<u64>() {
