@@ -537,22 +537,70 @@ impl fmt::Debug for Request {
 }
 
 /// A report: a subject and its encoded content, from one publisher.
+///
+/// The reports of one delivery share what they have in common (the
+/// publisher, the subject, and for a batch that came in one frame, one
+/// allocation of its payloads): a report costs its subscriber one
+/// reference count, not one per part, and a report of a batch no
+/// allocation of its own.
 #[derive(Clone)]
 pub struct Report {
-    pub(crate) publisher: ServiceBinding,
-    pub(crate) subject: Arc<str>,
-    pub(crate) payload: Payload,
+    block: Arc<ReportBlock>,
+    /// Where its bytes are in the block's.
+    start: u32,
+    end: u32,
+}
+
+/// What the reports of one delivery share.
+struct ReportBlock {
+    publisher: ServiceBinding,
+    subject: Arc<str>,
+    bytes: Payload,
 }
 
 impl Report {
+    /// A report of this payload, all of it.
+    pub(crate) fn new(publisher: ServiceBinding, subject: Arc<str>, payload: Payload) -> Report {
+        let end = u32::try_from(payload.as_bytes().len()).unwrap_or(u32::MAX);
+        Report {
+            block: Arc::new(ReportBlock {
+                publisher,
+                subject,
+                bytes: payload,
+            }),
+            start: 0,
+            end,
+        }
+    }
+
+    /// The reports of a batch, in order: one allocation (a copy of the
+    /// batch's payloads) for all of them.
+    pub(crate) fn batch<'a>(
+        publisher: &ServiceBinding,
+        subject: &Arc<str>,
+        payloads: wire::Payloads<'a>,
+    ) -> impl Iterator<Item = Report> + 'a {
+        let (region, parts) = payloads.parts();
+        let block = Arc::new(ReportBlock {
+            publisher: publisher.clone(),
+            subject: subject.clone(),
+            bytes: Payload::from(region),
+        });
+        parts.map(move |(start, end)| Report {
+            block: block.clone(),
+            start,
+            end,
+        })
+    }
+
     /// The service that published the report.
     pub fn publisher(&self) -> &ServiceBinding {
-        &self.publisher
+        &self.block.publisher
     }
 
     /// The report's subject.
     pub fn subject(&self) -> &str {
-        &self.subject
+        &self.block.subject
     }
 
     /// Decodes the content.
@@ -561,7 +609,7 @@ impl Report {
     /// is [`Error::Decode`](crate::Error::Decode), naming what was
     /// expected and found; [`Value`](crate::Value) reads any content.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T> {
-        wire::decode(self.payload.as_bytes())
+        wire::decode(self.bytes())
     }
 
     /// The content's encoded bytes, as the publisher's process encoded
@@ -570,7 +618,11 @@ impl Report {
     /// [`Service::publish_encoded`](crate::Service::publish_encoded), or
     /// store them and [`decode`](crate::decode) them later.
     pub fn bytes(&self) -> &[u8] {
-        self.payload.as_bytes()
+        let bytes = self.block.bytes.as_bytes();
+        // (Its part is within the block's bytes by construction.)
+        bytes
+            .get(self.start as usize..self.end as usize)
+            .unwrap_or(&[])
     }
 
     /// The same bytes as [`bytes`](Self::bytes), to keep beyond the report:
@@ -580,16 +632,20 @@ impl Report {
     /// does not hold the rest of the batch. (A `Report` itself holds its
     /// batch, at most 16 KiB, until it is dropped.)
     pub fn shared_bytes(&self) -> Arc<[u8]> {
-        self.payload.shared()
+        if self.start == 0 && self.end as usize == self.block.bytes.as_bytes().len() {
+            self.block.bytes.shared()
+        } else {
+            Arc::from(self.bytes())
+        }
     }
 }
 
 impl fmt::Debug for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Report")
-            .field("publisher", &self.publisher)
-            .field("subject", &self.subject)
-            .field("bytes", &self.payload.as_bytes().len())
+            .field("publisher", self.publisher())
+            .field("subject", &self.subject())
+            .field("bytes", &self.bytes().len())
             .finish()
     }
 }

@@ -19,30 +19,17 @@ use crate::ids::{AgentKey, ConversationId, ProcessId, ServiceBinding};
 use crate::shape;
 
 /// An encoded value. Cheap to clone: a report fanned out to many subscribers
-/// shares one encoding, and the reports of a batch that came in one frame
-/// share one allocation, each a part of it.
+/// shares one encoding.
 #[derive(Clone)]
-pub(crate) struct Payload {
-    block: Arc<[u8]>,
-    /// Where in `block` (all of it but for a part of a batch).
-    start: u32,
-    end: u32,
-}
+pub(crate) struct Payload(Arc<[u8]>);
 
 impl Payload {
-    /// All of `block`.
     fn whole(block: Arc<[u8]>) -> Payload {
-        // (A payload is at most a frame, under 4 GiB.)
-        let end = u32::try_from(block.len()).unwrap_or(u32::MAX);
-        Payload {
-            block,
-            start: 0,
-            end,
-        }
+        Payload(block)
     }
 
     pub(crate) fn as_bytes(&self) -> &[u8] {
-        &self.block[self.start as usize..self.end as usize]
+        &self.0
     }
 
     /// The encoding of `()`: what a cast's caller is handed once the cast
@@ -56,15 +43,9 @@ impl Payload {
         Payload::whole(bytes)
     }
 
-    /// The bytes as an `Arc` of their own: shared (no copy) unless the
-    /// payload is a part of a batch's allocation, then copied out, so that
-    /// what is kept does not hold the rest of the batch.
+    /// The shared bytes (no copy).
     pub(crate) fn shared(&self) -> Arc<[u8]> {
-        if self.start == 0 && self.end as usize == self.block.len() {
-            self.block.clone()
-        } else {
-            Arc::from(self.as_bytes())
-        }
+        self.0.clone()
     }
 }
 
@@ -538,29 +519,25 @@ impl<'a> Payloads<'a> {
         self.count
     }
 
-    /// The payloads, in order, to be kept: one allocation for the whole
-    /// batch, each payload a part of it (a lone payload: its own).
-    pub(crate) fn kept(self) -> impl Iterator<Item = Payload> + 'a {
+    /// The bytes that hold the payloads, and where each payload is in
+    /// them, in order (a lone payload: its own bytes, all of them).
+    pub(crate) fn parts(self) -> (&'a [u8], impl Iterator<Item = (u32, u32)> + 'a) {
         let region = match self.count {
             1 => self.iter().next().unwrap_or(&[]),
             _ => self.bytes,
         };
-        let block: Arc<[u8]> = Arc::from(region);
         let base = region.as_ptr() as usize;
-        self.iter().map(move |p| {
-            // Each payload lies within the region: kept as offsets into the
-            // copy (one that did not would be copied on its own).
+        let parts = self.iter().map(move |p| {
+            // Each payload lies within the region: kept as offsets (a
+            // frame is under 4 GiB).
             let start = (p.as_ptr() as usize).wrapping_sub(base);
-            let end = start.checked_add(p.len()).filter(|&e| e <= block.len());
-            match (u32::try_from(start), end.map(u32::try_from)) {
-                (Ok(s), Some(Ok(e))) => Payload {
-                    block: block.clone(),
-                    start: s,
-                    end: e,
-                },
-                _ => Payload::from(p),
-            }
-        })
+            let end = start.saturating_add(p.len());
+            (
+                u32::try_from(start).unwrap_or(u32::MAX),
+                u32::try_from(end).unwrap_or(u32::MAX),
+            )
+        });
+        (region, parts)
     }
 
     /// The payloads' bytes, in order.
@@ -951,11 +928,10 @@ mod tests {
             assert_eq!(r.subject, "a.b.c");
             assert_eq!(r.payloads.len(), 1);
             assert_eq!(r.payloads.iter().collect::<Vec<_>>(), [payload.as_bytes()]);
-            // A lone report's payload is an allocation of its own, shared
-            // out without a copy.
-            let kept: Vec<Payload> = r.payloads.kept().collect();
-            assert_eq!(kept, std::slice::from_ref(&payload));
-            assert!(Arc::ptr_eq(&kept[0].shared(), &kept[0].block));
+            // A lone report's region is its payload.
+            let (region, parts) = r.payloads.parts();
+            assert_eq!(region, payload.as_bytes());
+            assert_eq!(parts.collect::<Vec<_>>(), [(0, region.len() as u32)]);
             // Truncated or extended, it is refused like the full decoding.
             for bad in [&body[..body.len() - 1], &[body, &[0u8][..]].concat()[..]] {
                 assert!(decode_body::<Message>(bad).is_err());
@@ -1020,15 +996,12 @@ mod tests {
             let want: Vec<&[u8]> = payloads.iter().map(Payload::as_bytes).collect();
             assert_eq!(read, want);
             assert_eq!(r.payloads.len(), 5);
-            // Kept, they are parts of one copy of the batch; taken out
-            // (`shared`), each is copied on its own.
-            let kept: Vec<Payload> = r.payloads.kept().collect();
-            assert_eq!(kept, payloads);
-            for p in &kept {
-                assert!(Arc::ptr_eq(&p.block, &kept[0].block));
-                assert_eq!(*p.shared(), *p.as_bytes());
-                assert_eq!(p.shared().len(), p.as_bytes().len());
-            }
+            // Kept, they are parts of one region of the frame.
+            let (region, parts) = r.payloads.parts();
+            let kept: Vec<&[u8]> = parts
+                .map(|(s, e)| &region[s as usize..e as usize])
+                .collect();
+            assert_eq!(kept, want);
             for bad in [&body[..body.len() - 1], &[body, &[0u8][..]].concat()[..]] {
                 assert!(decode_body::<Message>(bad).is_err());
                 assert!(decode_message(bad).is_err());

@@ -354,6 +354,11 @@ fn batches_of_reports_are_taken_whole_or_refused_whole() {
         assert_eq!(r.publisher(), &pb);
         assert_eq!(r.subject(), "t.x");
         assert_eq!(r.decode::<u64>().unwrap(), want);
+        // Its bytes, as read and as kept (copied out of the batch's), are
+        // its payload's alone.
+        let own = &payloads[want as usize - 1];
+        assert_eq!(r.bytes(), &own[..]);
+        assert_eq!(&*r.shared_bytes(), &own[..]);
     }
     assert_quiet(&sub);
 

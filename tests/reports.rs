@@ -800,6 +800,30 @@ fn send_report_reaches_a_subscriber_with_a_matching_pattern() {
     assert_quiet(&sub);
 }
 
+/// A report's bytes are shared by every subscriber of it in the process,
+/// and kept (`shared_bytes`) without a copy: those of `publish_encoded`
+/// are the very bytes published.
+#[test]
+fn subscribers_share_a_reports_bytes_without_a_copy() {
+    let d = Dispatcher::new().unwrap();
+    let publ = d.service("publisher").open().unwrap();
+    let subs: Vec<Service> = (0..2)
+        .map(|_| {
+            let s = d.service("subscriber").open().unwrap();
+            s.subscribe_reports("publisher", "t");
+            expect_publisher(&s, publ.binding(), ServiceStatus::Available);
+            s
+        })
+        .collect();
+    let bytes: std::sync::Arc<[u8]> = netsvc::encode(&"some content").unwrap().into();
+    publ.publish_encoded("t", bytes.clone(), Lifetime::None)
+        .unwrap();
+    let kept: Vec<std::sync::Arc<[u8]>> = subs.iter().map(|s| report(s).shared_bytes()).collect();
+    // The very bytes published: no copy on the way.
+    assert!(std::sync::Arc::ptr_eq(&kept[0], &bytes));
+    assert!(std::sync::Arc::ptr_eq(&kept[1], &bytes));
+}
+
 /// Published reports travel staged, many to one command (`staged.rs`):
 /// they must still keep their order with each other, with the same
 /// thread's `send_report`s and with the reports of another thread of the

@@ -331,9 +331,9 @@ impl Core {
         };
         let policy = self.reports.overflow_of(
             local.binding.key(),
-            report.publisher.key(),
-            report.publisher.service_name(),
-            &report.subject,
+            report.publisher().key(),
+            report.publisher().service_name(),
+            report.subject(),
         );
         let Some(local) = self.locals.get_mut(&agent) else {
             return;

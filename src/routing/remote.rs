@@ -27,6 +27,7 @@ use crate::connection::InactiveReason as Why;
 use crate::credentials::Action;
 use crate::direct::{Answered, Outlet};
 use crate::error::{codes, Error, ServiceFailure};
+use crate::event::Report;
 use crate::event::{Event, PublisherAnnouncement, ServiceStatus};
 use crate::ids::{AgentKey, ConversationId, ServiceBinding};
 use crate::limits;
@@ -821,9 +822,9 @@ impl Core {
                 self.send(peer, &message);
             }
             Event::Report(r) => {
-                let publisher = r.publisher.key();
+                let publisher = r.publisher().key();
                 let mut holder = Holder::none();
-                let (subject, payload) = (&r.subject, r.payload.as_bytes());
+                let (subject, payload) = (r.subject(), r.bytes());
                 self.send_report_frame(
                     &[peer],
                     publisher,
@@ -954,8 +955,8 @@ impl Core {
             }
             if !fanout.locals.is_empty() {
                 let (locals, binding) = (&fanout.locals, &fanout.binding);
-                for payload in report.payloads.kept() {
-                    this.deliver_reports(locals, binding, &fanout.subject, &payload, holder);
+                for report in Report::batch(binding, &fanout.subject, report.payloads) {
+                    this.deliver_reports(locals, &report, holder);
                 }
             }
             if fanout.remotes.iter().any(|t| *t != peer) {
@@ -999,8 +1000,8 @@ impl Core {
         match self.route_of(&to) {
             Some(Route::Local(agent)) => {
                 let subject: Arc<str> = report.subject.into();
-                for payload in report.payloads.kept() {
-                    self.deliver_reports(&[agent], &publisher, &subject, &payload, holder);
+                for report in Report::batch(&publisher, &subject, report.payloads) {
+                    self.deliver_reports(&[agent], &report, holder);
                 }
             }
             Some(Route::Remote(t)) if t != peer => {

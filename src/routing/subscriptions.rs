@@ -128,11 +128,7 @@ impl Core {
             .reports
             .cached(publisher.key(), &Pattern::new(pattern), Instant::now());
         for (subject, payload) in cached {
-            let report = Report {
-                publisher: publisher.clone(),
-                subject,
-                payload,
-            };
+            let report = Report::new(publisher.clone(), subject, payload);
             self.deliver_key(subscriber, Event::Report(report), Class::Data);
         }
         // Where the publisher is at home, the subscription is in force:
@@ -296,8 +292,9 @@ impl Core {
             }
             let (subject, locals) = (&fanout.subject, &fanout.locals);
             if !locals.is_empty() {
-                let p = kept.get_or_insert_with(|| payload.to_payload());
-                this.deliver_reports(locals, publisher, subject, p, &mut holder);
+                let p = kept.get_or_insert_with(|| payload.to_payload()).clone();
+                let report = Report::new(publisher.clone(), subject.clone(), p);
+                this.deliver_reports(locals, &report, &mut holder);
             }
             if !fanout.remotes.is_empty() {
                 let remotes = &fanout.remotes;
@@ -312,18 +309,11 @@ impl Core {
     pub(super) fn deliver_reports(
         &mut self,
         agents: &[AgentId],
-        publisher: &ServiceBinding,
-        subject: &Arc<str>,
-        payload: &Payload,
+        report: &Report,
         holder: &mut Holder,
     ) {
         for &agent in agents {
-            let report = Report {
-                publisher: publisher.clone(),
-                subject: subject.clone(),
-                payload: payload.clone(),
-            };
-            self.report_to_local(agent, report, holder);
+            self.report_to_local(agent, report.clone(), holder);
         }
     }
 
@@ -350,11 +340,7 @@ impl Core {
         let mut holder = Holder::publisher(&flow);
         match self.route_of(&to) {
             Some(Route::Local(agent)) => {
-                let report = Report {
-                    publisher,
-                    subject: subject.into(),
-                    payload,
-                };
+                let report = Report::new(publisher, subject.into(), payload);
                 self.report_to_local(agent, report, &mut holder);
             }
             Some(Route::Remote(peer)) => {
