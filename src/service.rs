@@ -640,6 +640,9 @@ impl Service {
     /// holds wait for a subscriber's room or a link's credit (or for the
     /// dispatcher to take them), it waits, at most the publish timeout.
     fn wait_to_publish(&self) -> Result<()> {
+        if self.link.is_closed() {
+            return Err(Error::Closed); // (nothing would take it)
+        }
         if self.flow.held() < self.capacity {
             return Ok(());
         }
