@@ -76,9 +76,6 @@ pub(crate) struct Link {
     /// Set by a sender that woke the dispatcher; cleared by the dispatcher
     /// before it drains the commands, so a wake is issued at most once per drain.
     wake_pending: AtomicBool,
-    /// How many commands were sent (an order stamp for staged reports:
-    /// `staged.rs`).
-    sent: AtomicU64,
     /// Commands sent and not yet carried out that may queue frames: while
     /// any is, threads do not write links themselves (`direct::Outlet`).
     pub(crate) gate: Arc<Gate>,
@@ -119,7 +116,6 @@ impl Link {
             stop_now: AtomicBool::new(false),
             waker,
             wake_pending: AtomicBool::new(false),
-            sent: AtomicU64::new(0),
             gate: Arc::default(),
             remote_calls: Arc::default(),
             call_spin: crate::spin::CallSpin::new(config.call_spin),
@@ -165,11 +161,6 @@ impl Link {
         self.closed.load(Ordering::SeqCst)
     }
 
-    /// How many commands have been sent so far (see `staged.rs`).
-    pub(crate) fn commands_sent(&self) -> u64 {
-        self.sent.load(Ordering::SeqCst)
-    }
-
     /// Sends a command to the dispatcher and wakes it if it may be asleep.
     ///
     /// [`Error::Closed`] at once if the dispatcher has exited;
@@ -201,7 +192,7 @@ impl Link {
         if gated {
             self.gate.enter();
         }
-        self.sent.fetch_add(1, Ordering::SeqCst);
+        staged::count_command();
         let sent = self.enqueue(cmd, by);
         if sent.is_err() && gated {
             self.gate.leave(1);

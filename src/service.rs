@@ -680,21 +680,20 @@ impl Service {
     }
 
     /// Stages a report for the dispatcher (`staged.rs`), held until it is
-    /// routed; true if it opened a segment.
-    fn stage(&self, subject: &str, payload: ToStage<'_>, lifetime: Lifetime) -> bool {
+    /// routed; the segment's id if it opened one.
+    fn stage(&self, subject: &str, payload: ToStage<'_>, lifetime: Lifetime) -> Option<u64> {
         let lifetime = match lifetime {
             // Cached for longer than anyone will wait: for ever.
             Lifetime::For(d) if d >= crate::config::NO_LIMIT => Lifetime::Forever,
             other => other,
         };
         self.flow.hold();
-        let sent = self.link.commands_sent();
-        self.flow.staged.stage(sent, subject, payload, lifetime)
+        self.flow.staged.stage(subject, payload, lifetime)
     }
 
     /// Tells the dispatcher of a segment the last report opened.
-    fn staged(&self, opened: bool) -> Result<()> {
-        if !opened {
+    fn staged(&self, opened: Option<u64>) -> Result<()> {
+        let Some(upto) = opened else {
             // (The dispatcher takes it with the segment's `Staged`, unless
             // it has left meanwhile.)
             return if self.link.is_closed() {
@@ -702,14 +701,15 @@ impl Service {
             } else {
                 Ok(())
             };
-        }
+        };
         let sent = self.link.send(Command::Staged {
             agent: self.agent(),
+            upto,
         });
         if sent.is_err() {
             // Never to be taken: let its reports go (they are lost with
             // the dispatcher, as every command is).
-            if let Some(segment) = self.flow.staged.take() {
+            while let Some(segment) = self.flow.staged.take(u64::MAX) {
                 self.flow.release_n(segment.len(), self.flow.low);
             }
         }

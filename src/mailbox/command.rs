@@ -216,10 +216,11 @@ pub(crate) enum Command {
         /// What its reports do while the subscriber's queue is full.
         overflow: crate::event::Overflow,
     },
-    /// Take the oldest segment of the service's staged reports and
-    /// publish them (see `staged.rs`).
+    /// Take the service's staged segments up to `upto` and publish their
+    /// reports (see `staged.rs`).
     Staged {
         agent: AgentId,
+        upto: u64,
     },
     SendReport {
         agent: AgentId,

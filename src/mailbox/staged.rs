@@ -10,13 +10,17 @@
 //! `String` and a payload allocation each, freed on the dispatcher's
 //! thread.
 //!
-//! Order: a report is appended to a segment only while no command has
-//! been sent on the link since the segment was opened, but its own
-//! `Staged` (see [`Staged::stage`]). So a thread's reports and its other
-//! commands (a `send_report`, a request, a close) are carried out in the
-//! order it made them, as when each report was a command. Each `Staged`
-//! takes one segment, and segments are taken in the order they were
-//! opened, so one thread's reports stay in order.
+//! Order: each publishing thread stages into segments of its own, and
+//! appends to its open segment only while it has sent no command (on any
+//! link) since the segment's own `Staged`. A `Staged` names its segment
+//! and takes every segment up to it, oldest first (earlier ones of other
+//! threads too: they were opened before it, after their threads' earlier
+//! commands). So a thread's reports and its other commands (a
+//! `send_report`, a request, a close) are carried out in the order it made
+//! them, as when each report was a command, whatever other threads of the
+//! same service do meanwhile. (A segment shared by threads could not keep
+//! this: a thread appending to another's segment whose `Staged` is not yet
+//! sent would see its next command overtake its report.)
 //!
 //! Bounds: a segment holds at most [`SEGMENT_REPORTS`] reports or about
 //! [`SEGMENT_BYTES`]; every staged report counts as held by its publisher
@@ -25,8 +29,10 @@
 //!
 //! [`Command::Staged`]: super::command::Command::Staged
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use crate::event::Lifetime;
@@ -45,6 +51,35 @@ pub(crate) const COPY_UP_TO: usize = 4096;
 /// Emptied segments kept for reuse.
 const SPARE: usize = 4;
 
+thread_local! {
+    /// This thread's id for staging (from 1, given on first use) and how
+    /// many commands it has sent.
+    static THREAD: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+}
+
+/// The next thread id for staging.
+static NEXT_THREAD: AtomicU64 = AtomicU64::new(1);
+
+/// Counts a command the calling thread sends (on any link).
+pub(crate) fn count_command() {
+    THREAD.with(|t| {
+        let (id, sent) = t.get();
+        t.set((id, sent.wrapping_add(1)));
+    });
+}
+
+/// The calling thread's staging id and count of commands sent.
+fn this_thread() -> (u64, u64) {
+    THREAD.with(|t| {
+        let (mut id, sent) = t.get();
+        if id == 0 {
+            id = NEXT_THREAD.fetch_add(1, Ordering::Relaxed);
+            t.set((id, sent));
+        }
+        (id, sent)
+    })
+}
+
 /// One service's staged reports.
 #[derive(Debug, Default)]
 pub(crate) struct Staged {
@@ -53,8 +88,10 @@ pub(crate) struct Staged {
 
 #[derive(Debug, Default)]
 struct Inner {
-    /// Oldest first; each is taken by one `Command::Staged`.
+    /// Oldest first; a `Command::Staged` takes those up to its own.
     segments: VecDeque<Segment>,
+    /// The id of the next segment opened.
+    next_id: u64,
     /// Emptied segments, their buffers kept.
     spare: Vec<Segment>,
 }
@@ -62,7 +99,11 @@ struct Inner {
 /// Reports staged together, taken by the dispatcher whole.
 #[derive(Debug, Default)]
 pub(crate) struct Segment {
-    /// The link's count of commands sent when the segment was opened.
+    /// Its number, in the order segments are opened.
+    id: u64,
+    /// The thread that stages into it, and that thread's count of
+    /// commands sent when it opened it.
+    owner: u64,
     mark: u64,
     items: Vec<Item>,
     /// The subjects and payloads the items point into.
@@ -128,33 +169,40 @@ impl Staged {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Stages a report. `sent` is the link's count of commands sent, read
-    /// just before: the newest segment takes the report if no command was
-    /// sent since it was opened but (at most) its own `Staged`. True if a
-    /// segment was opened: the caller then sends one `Command::Staged`.
+    /// Stages a report from the calling thread: into its open segment if
+    /// it has sent no command since that segment's own `Staged`, else
+    /// into a new one, whose id is returned: the caller then sends one
+    /// `Command::Staged` naming it.
     pub(crate) fn stage(
         &self,
-        sent: u64,
         subject: &str,
         payload: ToStage<'_>,
         lifetime: Lifetime,
-    ) -> bool {
+    ) -> Option<u64> {
+        let (thread, sent) = this_thread();
         let mut inner = self.lock();
-        let open = match inner.segments.back() {
-            Some(s) => {
-                sent <= s.mark + 1
-                    && s.items.len() < SEGMENT_REPORTS
-                    && s.bytes.len() < SEGMENT_BYTES
+        let mine = inner.segments.iter().rposition(|s| s.owner == thread);
+        let open = mine.filter(|&i| {
+            let s = &inner.segments[i];
+            sent == s.mark.wrapping_add(1)
+                && s.items.len() < SEGMENT_REPORTS
+                && s.bytes.len() < SEGMENT_BYTES
+        });
+        let (at, opened) = match open {
+            Some(i) => (i, None),
+            None => {
+                let mut segment = inner.spare.pop().unwrap_or_default();
+                segment.id = inner.next_id;
+                inner.next_id += 1;
+                segment.owner = thread;
+                segment.mark = sent;
+                let id = segment.id;
+                inner.segments.push_back(segment);
+                (inner.segments.len() - 1, Some(id))
             }
-            None => false,
         };
-        if !open {
-            let mut segment = inner.spare.pop().unwrap_or_default();
-            segment.mark = sent;
-            inner.segments.push_back(segment);
-        }
-        let Some(segment) = inner.segments.back_mut() else {
-            return false; // (just pushed)
+        let Some(segment) = inner.segments.get_mut(at) else {
+            return opened; // (just found or pushed)
         };
         // A subject like the previous report's is not written again.
         let subject = match segment.items.last() {
@@ -180,13 +228,18 @@ impl Staged {
             payload,
             lifetime,
         });
-        !open
+        opened
     }
 
-    /// The oldest segment, for the dispatcher (`None` only if the service
-    /// was gone when its reports were staged).
-    pub(crate) fn take(&self) -> Option<Segment> {
-        self.lock().segments.pop_front()
+    /// The oldest segment if it is `upto` or older, for the dispatcher
+    /// carrying out the `Staged` of `upto` (called until `None`).
+    pub(crate) fn take(&self, upto: u64) -> Option<Segment> {
+        let mut inner = self.lock();
+        if inner.segments.front()?.id <= upto {
+            inner.segments.pop_front()
+        } else {
+            None
+        }
     }
 
     /// Whether a segment waits for the dispatcher to take it.
@@ -233,51 +286,101 @@ impl Segment {
 mod tests {
     use super::*;
 
+    /// Stages as `Service::publish_report` does: a segment opened is
+    /// followed by its `Staged` command (counted here).
+    fn stage(s: &Staged, subject: &str, payload: &[u8], lifetime: Lifetime) -> Option<u64> {
+        let opened = s.stage(subject, ToStage::Copy(payload), lifetime);
+        if opened.is_some() {
+            count_command();
+        }
+        opened
+    }
+
+    fn contents(g: &Segment) -> Vec<(String, Vec<u8>, Lifetime)> {
+        g.reports()
+            .map(|(s, p, l)| (s.to_owned(), p.bytes().to_vec(), l))
+            .collect()
+    }
+
     #[test]
-    fn reports_are_staged_in_segments_that_close_on_any_other_command() {
+    fn a_threads_segment_closes_on_any_other_command_it_sends() {
         let s = Staged::default();
-        // Opened at count 10; its own Staged makes 11: still open.
-        assert!(s.stage(10, "a.b", ToStage::Copy(b"1"), Lifetime::None));
-        assert!(!s.stage(10, "a.b", ToStage::Copy(b"2"), Lifetime::None));
-        assert!(!s.stage(11, "a.c", ToStage::Copy(b"3"), Lifetime::Forever));
-        // Another command was sent (12): a new segment.
-        assert!(s.stage(12, "a.c", ToStage::Copy(b"4"), Lifetime::None));
-        let first = s.take().unwrap();
-        let got: Vec<_> = first.reports().collect();
+        let first = stage(&s, "a.b", b"1", Lifetime::None).unwrap();
+        assert_eq!(stage(&s, "a.b", b"2", Lifetime::None), None);
+        assert_eq!(stage(&s, "a.c", b"3", Lifetime::Forever), None);
+        // Another command sent by this thread: a new segment.
+        count_command();
+        let second = stage(&s, "a.c", b"4", Lifetime::None).unwrap();
+        assert!(second > first);
+        // Taken up to the first: the first only.
+        let g = s.take(first).unwrap();
         assert_eq!(
-            got,
+            contents(&g),
             [
-                ("a.b", StagedPayload::Bytes(b"1"), Lifetime::None),
-                ("a.b", StagedPayload::Bytes(b"2"), Lifetime::None),
-                ("a.c", StagedPayload::Bytes(b"3"), Lifetime::Forever),
+                ("a.b".to_owned(), b"1".to_vec(), Lifetime::None),
+                ("a.b".to_owned(), b"2".to_vec(), Lifetime::None),
+                ("a.c".to_owned(), b"3".to_vec(), Lifetime::Forever),
             ]
         );
         // A subject repeated is stored once.
-        assert_eq!(first.bytes, b"a.b12a.c3");
-        s.give_back(first);
-        let second = s.take().unwrap();
+        assert_eq!(g.bytes, b"a.b12a.c3");
+        assert!(s.take(first).is_none());
+        s.give_back(g);
+        let g = s.take(second).unwrap();
         assert_eq!(
-            second.reports().collect::<Vec<_>>(),
-            [("a.c", StagedPayload::Bytes(b"4"), Lifetime::None)]
+            contents(&g),
+            [("a.c".to_owned(), b"4".to_vec(), Lifetime::None)]
         );
-        assert!(s.take().is_none());
         // Taken: the next report opens a segment again (a spare one).
-        s.give_back(second);
-        assert!(s.stage(13, "x", ToStage::Copy(b"5"), Lifetime::None));
+        s.give_back(g);
+        assert!(stage(&s, "x", b"5", Lifetime::None).is_some());
         assert_eq!(s.lock().spare.len(), 1);
+    }
+
+    #[test]
+    fn threads_stage_into_segments_of_their_own_taken_in_the_order_opened() {
+        let s = std::sync::Arc::new(Staged::default());
+        let mine = stage(&s, "t", b"a1", Lifetime::None).unwrap();
+        // Another thread does not append to this thread's open segment
+        // (whose Staged it has not seen), and this one not to its.
+        let s2 = s.clone();
+        let theirs = std::thread::spawn(move || {
+            let id = stage(&s2, "t", b"b1", Lifetime::None).unwrap();
+            assert_eq!(stage(&s2, "t", b"b2", Lifetime::None), None);
+            id
+        })
+        .join()
+        .unwrap();
+        assert!(theirs > mine);
+        assert_eq!(stage(&s, "t", b"a2", Lifetime::None), None);
+        // Taken up to the other thread's: both, oldest first.
+        let got: Vec<Vec<u8>> = std::iter::from_fn(|| s.take(theirs))
+            .flat_map(|g| contents(&g).into_iter().map(|(_, p, _)| p))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                b"a1".to_vec(),
+                b"a2".to_vec(),
+                b"b1".to_vec(),
+                b"b2".to_vec()
+            ]
+        );
     }
 
     #[test]
     fn a_segment_is_bounded_in_reports_and_bytes() {
         let s = Staged::default();
         let opened = (0..SEGMENT_REPORTS * 2)
-            .filter(|_| s.stage(0, "s", ToStage::Copy(b"x"), Lifetime::None))
+            .filter(|_| stage(&s, "s", b"x", Lifetime::None).is_some())
             .count();
         assert_eq!(opened, 2);
         let big = vec![0u8; SEGMENT_BYTES];
-        assert!(s.stage(0, "s", ToStage::Copy(&big), Lifetime::None));
-        assert!(s.stage(0, "s", ToStage::Copy(b"x"), Lifetime::None));
-        let lens: Vec<usize> = std::iter::from_fn(|| s.take()).map(|g| g.len()).collect();
+        assert!(stage(&s, "s", &big, Lifetime::None).is_some());
+        assert!(stage(&s, "s", b"x", Lifetime::None).is_some());
+        let lens: Vec<usize> = std::iter::from_fn(|| s.take(u64::MAX))
+            .map(|g| g.len())
+            .collect();
         assert_eq!(lens, [SEGMENT_REPORTS, SEGMENT_REPORTS, 1, 1]);
     }
 }

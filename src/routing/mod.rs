@@ -328,7 +328,7 @@ impl Core {
                 }
                 self.subscribe(agent, publisher, &pattern, on)
             }
-            Command::Staged { agent } => self.publish_staged(agent),
+            Command::Staged { agent, upto } => self.publish_staged(agent, upto),
             Command::SendReport {
                 agent,
                 to,

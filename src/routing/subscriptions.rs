@@ -248,22 +248,21 @@ impl Core {
         }
     }
 
-    /// Publishes the oldest segment of a service's staged reports, in
-    /// order, and lets them go as held by the stage (each still held where
-    /// it waits).
-    pub(super) fn publish_staged(&mut self, agent: AgentId) {
+    /// Publishes a service's staged segments up to `upto`, oldest first,
+    /// and lets their reports go as held by the stage (each still held
+    /// where it waits).
+    pub(super) fn publish_staged(&mut self, agent: AgentId, upto: u64) {
         let Some(local) = self.locals.get(&agent) else {
             return;
         };
         let (publisher, flow) = (local.binding.clone(), local.inbox.flow.clone());
-        let Some(segment) = flow.staged.take() else {
-            return;
-        };
-        for (subject, payload, lifetime) in segment.reports() {
-            self.publish(&publisher, &flow, subject, payload, lifetime);
+        while let Some(segment) = flow.staged.take(upto) {
+            for (subject, payload, lifetime) in segment.reports() {
+                self.publish(&publisher, &flow, subject, payload, lifetime);
+            }
+            flow.release_n(segment.len(), flow.low);
+            flow.staged.give_back(segment);
         }
-        flow.release_n(segment.len(), flow.low);
-        flow.staged.give_back(segment);
     }
 
     fn publish(
