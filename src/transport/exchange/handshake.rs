@@ -453,15 +453,20 @@ impl Exchanges {
         let outlet = conn.outlet.clone();
         log::debug!("netsvc: exchange link to {remote} ({peer}) active");
         self.arm_liveness();
-        self.announce_connection(
-            exchange,
-            ConnectionState::Active,
-            Some(remote.clone()),
-            peer,
-            None,
-            identity.as_deref(),
-        );
+        // Announced once the core has the link (and has counted its
+        // identity): whoever sees it Active finds it in the stats.
+        let announce = |this: &mut Self| {
+            this.announce_connection(
+                exchange,
+                ConnectionState::Active,
+                Some(remote.clone()),
+                peer,
+                None,
+                identity.as_deref(),
+            )
+        };
         let Some(exch) = self.exchanges.get(&exchange) else {
+            announce(self);
             return;
         };
         let limits = match &exch.role {
@@ -469,14 +474,15 @@ impl Exchanges {
             Role::Client { .. } => None,
         };
         let info = PeerInfo {
-            remote,
+            remote: remote.clone(),
             exchange,
             group: exch.group.clone(),
             limits,
-            identity,
+            identity: identity.clone(),
             outlet,
         };
         core.peer_up(PeerId(token), info);
+        announce(self);
         self.carry(core);
     }
 }
