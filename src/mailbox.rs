@@ -173,7 +173,7 @@ impl Link {
     /// [`send`](Self::send), waiting for room in the queue until `by`
     /// (`None`: the stall limit from now).
     fn send_by(&self, cmd: Command, by: Option<Instant>) -> Result<()> {
-        if self.closed.load(Ordering::SeqCst) {
+        if self.is_closed() {
             return Err(Error::Closed);
         }
         // A call's `Done` queues no frame: it does not close the gate.
@@ -248,7 +248,7 @@ impl Link {
                 Err(SendTimeoutError::Disconnected(_)) => return Err(Error::Closed),
             }
         }
-        if self.closed.load(Ordering::SeqCst) {
+        if self.is_closed() {
             // The dispatcher left meanwhile: this command (and any other
             // left behind) will never be taken.
             self.drop_leftovers();

@@ -18,7 +18,7 @@ use crate::ids::{ConversationId, ServiceBinding};
 use crate::limits;
 use crate::mailbox::command::{Command, Destination, MonitorKind, OutgoingCall, PublisherSpec};
 use crate::mailbox::inbox::{Flow, Inbox};
-use crate::mailbox::staged::{self, ToStage};
+use crate::mailbox::staged::{self, StagedPayload};
 use crate::mailbox::{join_unless_current, Link};
 use crate::methods::Methods;
 use crate::reply::{DirectWait, PendingReply};
@@ -603,11 +603,11 @@ impl Service {
         // segment: no allocation per report (a large one is shared).
         let opened = wire::encode_then(content, |bytes| {
             if bytes.len() <= staged::COPY_UP_TO {
-                self.stage(subject, ToStage::Copy(bytes), lifetime)
+                self.stage(subject, StagedPayload::Bytes(bytes), lifetime)
             } else {
                 self.stage(
                     subject,
-                    ToStage::Share(&wire::Payload::from(bytes)),
+                    StagedPayload::Shared(&wire::Payload::from(bytes)),
                     lifetime,
                 )
             }
@@ -632,7 +632,7 @@ impl Service {
         self.check_subject(subject)?;
         self.wait_to_publish()?;
         let payload = wire::Payload::from_shared(bytes.into());
-        let opened = self.stage(subject, ToStage::Share(&payload), lifetime);
+        let opened = self.stage(subject, StagedPayload::Shared(&payload), lifetime);
         self.staged(opened)
     }
 
@@ -681,7 +681,7 @@ impl Service {
 
     /// Stages a report for the dispatcher (`staged.rs`), held until it is
     /// routed; the segment's id if it opened one.
-    fn stage(&self, subject: &str, payload: ToStage<'_>, lifetime: Lifetime) -> Option<u64> {
+    fn stage(&self, subject: &str, payload: StagedPayload<'_>, lifetime: Lifetime) -> Option<u64> {
         let lifetime = match lifetime {
             // Cached for longer than anyone will wait: for ever.
             Lifetime::For(d) if d >= crate::config::NO_LIMIT => Lifetime::Forever,

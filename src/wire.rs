@@ -20,14 +20,10 @@ use crate::shape;
 
 /// An encoded value. Cheap to clone: a report fanned out to many subscribers
 /// shares one encoding.
-#[derive(Clone)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Payload(Arc<[u8]>);
 
 impl Payload {
-    fn whole(block: Arc<[u8]>) -> Payload {
-        Payload(block)
-    }
-
     pub(crate) fn as_bytes(&self) -> &[u8] {
         &self.0
     }
@@ -35,12 +31,12 @@ impl Payload {
     /// The encoding of `()`: what a cast's caller is handed once the cast
     /// is on its way.
     pub(crate) fn unit() -> Payload {
-        Payload::whole(Arc::from(&[shape::tag::UNIT][..]))
+        Payload(Arc::from(&[shape::tag::UNIT][..]))
     }
 
     /// Bytes already shared, taken as they are (no copy).
     pub(crate) fn from_shared(bytes: Arc<[u8]>) -> Payload {
-        Payload::whole(bytes)
+        Payload(bytes)
     }
 
     /// The shared bytes (no copy).
@@ -49,29 +45,15 @@ impl Payload {
     }
 }
 
-impl PartialEq for Payload {
-    fn eq(&self, other: &Payload) -> bool {
-        self.as_bytes() == other.as_bytes()
-    }
-}
-
-impl Eq for Payload {}
-
-impl std::fmt::Debug for Payload {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("Payload").field(&self.as_bytes()).finish()
-    }
-}
-
 impl From<Vec<u8>> for Payload {
     fn from(v: Vec<u8>) -> Self {
-        Payload::whole(v.into())
+        Payload(v.into())
     }
 }
 
 impl From<&[u8]> for Payload {
     fn from(v: &[u8]) -> Self {
-        Payload::whole(v.into())
+        Payload(v.into())
     }
 }
 
@@ -83,7 +65,7 @@ fn config() -> bincode::config::Configuration {
 /// Encodes a value as a payload, into an encoder reused by the calling
 /// thread, so that an encoding costs one allocation of its exact size.
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Payload> {
-    encode_then(value, |bytes| Payload::whole(Arc::from(bytes)))
+    encode_then(value, |bytes| Payload(Arc::from(bytes)))
 }
 
 /// Encodes a value into an encoder reused by the calling thread and hands

@@ -94,15 +94,12 @@ impl Flow {
     /// (see [`wait_below`](Self::wait_below): woken once per half queue,
     /// not once per report).
     pub(crate) fn release(&self, low: usize) {
-        let held = self.held.fetch_sub(1, Ordering::SeqCst) - 1;
-        if held <= low && self.waiters.load(Ordering::SeqCst) > 0 {
-            let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-            self.room.notify_all();
-        }
+        self.release_n(1, low);
     }
 
-    /// `n` of this publisher's held reports are routed (staged reports the
-    /// dispatcher took): as `n` calls of [`release`](Self::release).
+    /// `n` of this publisher's held reports are let go at once (a staged
+    /// segment the dispatcher has routed): one check for a waiting
+    /// publisher for all of them.
     pub(crate) fn release_n(&self, n: usize, low: usize) {
         if n == 0 {
             return;

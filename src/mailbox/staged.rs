@@ -1,10 +1,10 @@
 //! A publisher's reports on their way to its dispatcher: staged in buffers
 //! shared with it, not sent one command each.
 //!
-//! `publish_report` appends the report's subject and payload to the
-//! newest open segment of its service and sends a [`Command::Staged`]
+//! `publish_report` appends the report's subject and payload to its
+//! thread's open segment of the service and sends a [`Command::Staged`]
 //! only for a segment it opens; the dispatcher, taking that command, takes
-//! the oldest segment whole. While the dispatcher is busy, a stream of
+//! the segments up to it whole. While the dispatcher is busy, a stream of
 //! reports thus costs one command, one lock and no allocation per report
 //! (the segments' buffers are reused), where it cost a command, a subject
 //! `String` and a payload allocation each, freed on the dispatcher's
@@ -127,10 +127,13 @@ enum Stored {
     Shared(Payload),
 }
 
-/// A staged report's payload, as the dispatcher reads it.
+/// A staged report's payload: as given to [`Staged::stage`] (bytes to
+/// copy into the segment, or a payload to share as it is), and as the
+/// dispatcher reads it back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum StagedPayload<'a> {
-    /// Bytes in the segment: a subscriber's queue gets a copy.
+    /// Bytes (in the segment, once staged): a subscriber's queue gets a
+    /// copy.
     Bytes(&'a [u8]),
     /// Bytes already shared: shared on.
     Shared(&'a Payload),
@@ -154,14 +157,6 @@ impl StagedPayload<'_> {
     }
 }
 
-/// What a report's payload is staged as: copied into the segment, or
-/// shared as it is.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum ToStage<'a> {
-    Copy(&'a [u8]),
-    Share(&'a Payload),
-}
-
 impl Staged {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // (Nothing panics while holding it; a poisoned lock's data is
@@ -176,7 +171,7 @@ impl Staged {
     pub(crate) fn stage(
         &self,
         subject: &str,
-        payload: ToStage<'_>,
+        payload: StagedPayload<'_>,
         lifetime: Lifetime,
     ) -> Option<u64> {
         let (thread, sent) = this_thread();
@@ -216,12 +211,12 @@ impl Staged {
             }
         };
         let payload = match payload {
-            ToStage::Copy(bytes) => {
+            StagedPayload::Bytes(bytes) => {
                 let at = segment.bytes.len();
                 segment.bytes.extend_from_slice(bytes);
                 Stored::Here(at..segment.bytes.len())
             }
-            ToStage::Share(p) => Stored::Shared(p.clone()),
+            StagedPayload::Shared(p) => Stored::Shared(p.clone()),
         };
         segment.items.push(Item {
             subject,
@@ -268,16 +263,21 @@ impl Segment {
     }
 
     /// Its reports in the order they were staged: subject, payload,
-    /// lifetime. (A subject was a `&str` when staged; a segment's bytes
-    /// are not changed since, so it still is.)
+    /// lifetime. (A subject was a `&str` when staged and a segment's bytes
+    /// are not changed since, so it still is; it is checked once per run
+    /// of reports that share it, not per report.)
     pub(crate) fn reports(&self) -> impl Iterator<Item = (&str, StagedPayload<'_>, Lifetime)> + '_ {
-        self.items.iter().map(|i| {
-            let subject = std::str::from_utf8(&self.bytes[i.subject.clone()]).unwrap_or("");
+        let mut last: (Range<usize>, &str) = (0..0, "");
+        self.items.iter().map(move |i| {
+            if i.subject != last.0 {
+                let subject = std::str::from_utf8(&self.bytes[i.subject.clone()]).unwrap_or("");
+                last = (i.subject.clone(), subject);
+            }
             let payload = match &i.payload {
                 Stored::Here(r) => StagedPayload::Bytes(&self.bytes[r.clone()]),
                 Stored::Shared(p) => StagedPayload::Shared(p),
             };
-            (subject, payload, i.lifetime)
+            (last.1, payload, i.lifetime)
         })
     }
 }
@@ -289,7 +289,7 @@ mod tests {
     /// Stages as `Service::publish_report` does: a segment opened is
     /// followed by its `Staged` command (counted here).
     fn stage(s: &Staged, subject: &str, payload: &[u8], lifetime: Lifetime) -> Option<u64> {
-        let opened = s.stage(subject, ToStage::Copy(payload), lifetime);
+        let opened = s.stage(subject, StagedPayload::Bytes(payload), lifetime);
         if opened.is_some() {
             count_command();
         }
