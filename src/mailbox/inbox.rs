@@ -100,12 +100,21 @@ impl Flow {
     /// `n` of this publisher's held reports are let go at once (a staged
     /// segment the dispatcher has routed): one check for a waiting
     /// publisher for all of them.
+    ///
+    /// Only the release that brings the count down to `low` wakes anyone:
+    /// a waiter registers before it reads the count, so either it reads
+    /// that release's count or that release sees it registered (both are
+    /// `SeqCst`), and a count that rises again above `low` comes down to it
+    /// by another such release. The releases after it, while the woken
+    /// publisher has yet to run (a burst of backlogged reports let go
+    /// together), cost no lock and no system call each.
     pub(crate) fn release_n(&self, n: usize, low: usize) {
         if n == 0 {
             return;
         }
-        let held = self.held.fetch_sub(n, Ordering::SeqCst) - n;
-        if held <= low && self.waiters.load(Ordering::SeqCst) > 0 {
+        let before = self.held.fetch_sub(n, Ordering::SeqCst);
+        let held = before - n;
+        if held <= low && before > low && self.waiters.load(Ordering::SeqCst) > 0 {
             let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
             self.room.notify_all();
         }
@@ -142,5 +151,60 @@ impl Flow {
         self.waiters.fetch_sub(1, Ordering::SeqCst);
         drop(guard);
         ok
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Starts a publisher waiting on `flow` (as `wait_to_publish` does
+    /// once `limit` are held) and returns once it has registered.
+    fn waiting(flow: &Arc<Flow>, limit: usize) -> std::thread::JoinHandle<bool> {
+        let f = Arc::clone(flow);
+        let waiter = std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            f.wait_below(limit, f.low, deadline)
+        });
+        // (Registered under the lock before it reads the count: from then
+        // on, a release that brings the count to `low` wakes it.)
+        while flow.waiters.load(Ordering::SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        waiter
+    }
+
+    #[test]
+    fn a_waiting_publisher_is_woken_by_the_release_that_brings_the_count_to_low() {
+        let flow = Arc::new(Flow::new(8)); // low 4
+        for _ in 0..8 {
+            flow.hold();
+        }
+        let waiter = waiting(&flow, 8);
+        // One at a time: only the fourth reaches `low`; those after it
+        // (the waiter may not have run yet) notify no one.
+        for _ in 0..8 {
+            flow.release(flow.low);
+        }
+        assert_eq!(waiter.join().ok(), Some(true), "woken before its deadline");
+        assert_eq!(flow.held(), 0);
+        assert_eq!(flow.waiters.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_count_that_rises_again_past_low_wakes_a_later_waiter_when_it_comes_down() {
+        let flow = Arc::new(Flow::new(8)); // low 4
+        for _ in 0..8 {
+            flow.hold();
+        }
+        flow.release_n(6, flow.low); // down to 2, past low, no one waiting
+        for _ in 0..6 {
+            flow.hold(); // up to 8 again: a publisher now waits
+        }
+        let waiter = waiting(&flow, 8);
+        flow.release_n(3, flow.low); // 5: not yet
+        flow.release_n(2, flow.low); // 3: past low again
+        assert_eq!(waiter.join().ok(), Some(true), "woken before its deadline");
     }
 }
