@@ -8,6 +8,12 @@
 //!   calls are never queued behind reports.
 //! - A subscriber with a drop policy is told of every drop: what arrived
 //!   and the counts of its `Event::Dropped` add up to what was sent.
+//! - A publisher dropped at once after its last publish: every report it
+//!   published arrives before its withdrawal, also those that were still
+//!   waiting for a link's credit.
+//! - A subscriber process that holds its publisher back and is then killed
+//!   (SIGKILL) lets it go: the publisher goes on, and another subscriber
+//!   gets every report, in order, none dropped.
 
 mod util;
 
@@ -22,6 +28,10 @@ use util::exchange_proc::ExchangeProc;
 use util::*;
 
 const REPORTS: u64 = 200_000;
+
+/// Set in the environment of this test binary run again as the stuck
+/// subscriber's process (see `stuck_subscriber_role`): the exchange's port.
+const STUCK_PORT_VAR: &str = "NETSVC_FLOW_STUCK_PORT";
 
 /// The `flood` example, killed and reaped on drop.
 struct Flood {
@@ -245,4 +255,205 @@ fn a_subscription_is_confirmed_once_it_is_in_force_at_the_publisher() {
         _ => None,
     });
     assert_eq!((r.subject(), r.decode::<u8>().unwrap()), ("y.1", 1));
+}
+
+/// The stuck subscriber's process: this test binary again, with
+/// `STUCK_PORT_VAR` set (run alone, this test does nothing). It subscribes
+/// to `pub`'s `s.*`, says `CONFIRMED` once its subscription is in force
+/// at the publisher, and then takes nothing from its queue until its
+/// stdin ends (or it is killed). Its stall limit is a minute, so it is
+/// never stalled meanwhile: it holds its publisher back for as long as it
+/// lives (until the exchange drops it as a slow consumer, after 3 s).
+#[test]
+fn stuck_subscriber_role() {
+    let Ok(port) = std::env::var(STUCK_PORT_VAR) else {
+        return;
+    };
+    let port: u16 = port
+        .parse()
+        .unwrap_or_else(|e| panic!("{STUCK_PORT_VAR}: {e}"));
+    let d = Dispatcher::builder()
+        .name("stuck-process")
+        .stall_limit(Duration::from_secs(60))
+        .build()
+        .expect("dispatcher");
+    let _link = Exchange::client(&d)
+        .connect(
+            std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+            Duration::from_millis(100),
+        )
+        .expect("connect to the exchange");
+    let stuck = d.service("stuck").open().unwrap();
+    stuck.subscribe_reports("pub", "s.*");
+    wait_for(&stuck, "the confirmation", |e| match e {
+        Event::Confirmed(_) => Some(()),
+        _ => None,
+    });
+    println!("CONFIRMED");
+    let _ = std::io::stdin().read_line(&mut String::new());
+}
+
+#[test]
+fn a_subscriber_process_killed_while_it_holds_the_publisher_back_lets_it_go_on() {
+    // The publisher is held back after some 21,000 of these reports: two
+    // links' windows (256 KiB, some 28 bytes of credit each) and two queues.
+    const N: u64 = 100_000;
+    let ex = ExchangeProc::start(&[]);
+    // The publisher fails a publish after 300 ms held back, which is how
+    // this test knows it is held back: before the exchange would drop the
+    // stuck subscriber as a slow consumer (3 s).
+    let dp = Dispatcher::builder()
+        .name("publisher-process")
+        .publish_timeout(Duration::from_millis(300))
+        .build()
+        .expect("dispatcher");
+    let _lp = Exchange::client(&dp)
+        .connect(ex.addr(), Duration::from_millis(100))
+        .expect("connect to the exchange");
+    let publ = dp.service("pub").open().unwrap();
+    let (df, _lf) = client(&ex, "fast-process");
+    let fast = df.service("fast").open().unwrap();
+    fast.subscribe_reports("pub", "s.*");
+    wait_for(&fast, "the confirmation", |e| match e {
+        Event::Confirmed(_) => Some(()),
+        _ => None,
+    });
+    let mut stuck = Command::new(std::env::current_exe().expect("current_exe"))
+        .args(["--exact", "stuck_subscriber_role", "--nocapture"])
+        .env(STUCK_PORT_VAR, ex.addr().port().to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the stuck subscriber");
+    struct Reaped(Child);
+    impl Drop for Reaped {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let lines = read_lines("stuck", &mut stuck);
+    let mut stuck = Reaped(stuck);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(Out::Line(_, l)) if l == "CONFIRMED" => break,
+            Ok(Out::Line(..)) => {}
+            Ok(Out::Eof) => panic!("the stuck subscriber exited before CONFIRMED"),
+            Err(_) => panic!("the stuck subscriber did not confirm within {WAIT:?}"),
+        }
+    }
+
+    // The fast subscriber takes everything as it comes.
+    let reader = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut next = 0u64;
+        while next < N {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match fast.recv_timeout(left).unwrap() {
+                Some(Event::Report(r)) => {
+                    let seq: u64 = r.decode().unwrap();
+                    assert_eq!(seq, next, "reports out of order or lost");
+                    next += 1;
+                }
+                Some(Event::Dropped(d)) => panic!("reports dropped under the defaults: {d:?}"),
+                Some(_) => {}
+                None => panic!("only {next} of {N} reports within 60 s"),
+            }
+        }
+        fast
+    });
+
+    // The publisher publishes until it is held back, waits for the kill,
+    // and publishes the rest (a publish that failed is made again: it was
+    // not published).
+    let (held_tx, held_rx) = crossbeam_channel::bounded::<u64>(1);
+    let (killed_tx, killed_rx) = crossbeam_channel::bounded::<()>(1);
+    let publisher = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut told = false;
+        for seq in 0..N {
+            loop {
+                match publ.publish_report("s.x", &seq, netsvc::Lifetime::None) {
+                    Ok(()) => break,
+                    Err(netsvc::Error::Backpressure(_)) if !told => {
+                        told = true;
+                        held_tx.send(seq).expect("tell the test");
+                        killed_rx.recv().expect("the kill");
+                    }
+                    // (After the kill, only the fast subscriber's pace.)
+                    Err(netsvc::Error::Backpressure(e)) if Instant::now() < deadline => {
+                        log::info!("held back again at {seq}: {e}");
+                    }
+                    Err(e) => panic!("publish {seq}: {e}"),
+                }
+            }
+        }
+        (told, publ)
+    });
+    let held_at = held_rx
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("the publisher was never held back by the stuck subscriber"));
+    assert!(held_at < N, "held back at {held_at}");
+    stuck.0.kill().expect("SIGKILL the stuck subscriber");
+    killed_tx.send(()).expect("tell the publisher");
+    let (told, _publ) = publisher.join().expect("publisher thread");
+    assert!(told, "never held back");
+    let fast = reader.join().expect("reader thread");
+    assert_eq!(df.stats().reports_dropped, 0);
+    assert_eq!(df.stats().reports_delivered, N);
+    assert_eq!(dp.stats().reports_dropped, 0);
+    let exchange = ex.stats().expect("exchange stats");
+    assert_eq!(ExchangeProc::stat(&exchange, "reports_dropped"), 0);
+    assert_quiet(&fast);
+}
+
+#[test]
+fn a_publisher_dropped_after_publishing_has_every_report_delivered_before_its_withdrawal() {
+    // More than the subscriber's queue and its link's window hold (some
+    // 10,000 of these): the rest wait at the exchange, for the
+    // subscriber's credit, when the publisher is dropped.
+    const N: u64 = 15_000;
+    let ex = ExchangeProc::start(&[]);
+    let (dp, _lp) = client(&ex, "publisher-process");
+    let publ = dp.service("pub").open().unwrap();
+    let (ds, _ls) = client(&ex, "subscriber-process");
+    let sub = ds.service("sub").open().unwrap();
+    sub.subscribe_reports("pub", "s.*");
+    let publisher = wait_for(&sub, "the confirmation", |e| match e {
+        Event::Confirmed(c) => Some(c.publisher().clone()),
+        _ => None,
+    });
+    for seq in 0..N {
+        publ.publish_report("s.x", &seq, netsvc::Lifetime::None)
+            .unwrap_or_else(|e| panic!("publish {seq}: {e}"));
+    }
+    // Withdrawn at once: its withdrawal goes to the exchange, and on to
+    // the subscriber, behind the reports that wait for credit there.
+    drop(publ);
+    let mut next = 0u64;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match sub.recv_timeout(left).unwrap() {
+            Some(Event::Report(r)) => {
+                assert_eq!(r.publisher(), &publisher);
+                let seq: u64 = r.decode().unwrap();
+                assert_eq!(seq, next, "reports out of order or lost");
+                next += 1;
+            }
+            Some(Event::Publisher(p)) if p.status() == ServiceStatus::Withdrawn => break,
+            Some(Event::Dropped(d)) => panic!("reports dropped under the defaults: {d:?}"),
+            Some(_) => {}
+            None => panic!("only {next} of {N} reports, and no withdrawal, within 30 s"),
+        }
+    }
+    assert_eq!(next, N, "the withdrawal came before the last reports");
+    assert_eq!(ds.stats().refused_frames, 0);
+    assert_eq!(ds.stats().reports_delivered, N);
+    let exchange = ex.stats().expect("exchange stats");
+    assert_eq!(ExchangeProc::stat(&exchange, "refused_frames"), 0);
+    assert_eq!(ExchangeProc::stat(&exchange, "reports_dropped"), 0);
+    assert_quiet(&sub);
 }

@@ -1127,3 +1127,27 @@ fn a_publisher_waits_for_a_full_subscriber_and_fails_distinctly_after_its_timeou
     assert_quiet(&sub);
     assert_eq!(d.stats().reports_dropped, 0);
 }
+
+#[test]
+fn a_subscriber_hears_of_its_publishers_withdrawal_after_the_reports_that_waited_for_it() {
+    let d = Dispatcher::new().unwrap();
+    let publ = d.service("p").open().unwrap();
+    let publisher = publ.binding().clone();
+    let sub = d.service("s").queue_capacity(16).open().unwrap();
+    sub.subscribe_reports("p", "x.*");
+    wait_for(&sub, "the confirmation", |e| match e {
+        Event::Confirmed(_) => Some(()),
+        _ => None,
+    });
+    // More than its queue holds: the rest wait for room (nothing is taken
+    // meanwhile), and the withdrawal comes behind them.
+    for i in 0..100u32 {
+        publ.publish_report("x.n", &i, Lifetime::None).unwrap();
+    }
+    drop(publ);
+    for i in 0..100u32 {
+        expect_report(&sub, &publisher, "x.n", i);
+    }
+    expect_publisher(&sub, &publisher, ServiceStatus::Withdrawn);
+    assert_eq!(d.stats().reports_dropped, 0);
+}

@@ -25,6 +25,12 @@
 //! - **Publishers.** A local publisher's report that waits somewhere is a
 //!   hold on its `Flow`; `publish_report` waits while as many as its
 //!   queue's capacity are held, failing after the publish timeout.
+//! - **Order.** A withdrawal for a peer waits behind the report frames in
+//!   its backlog (`put_behind_reports`), and any other event for a local
+//!   subscriber behind the reports that wait for room on its queue
+//!   (`event_waits`): a publisher's subscribers hear of its withdrawal
+//!   after its last reports, and no hop refuses those reports as in the
+//!   name of a publisher it no longer knows.
 //!
 //! What waits is bounded: a link's backlog by the credit of the links and
 //! the publishers it came from, a subscriber's by the same or its policy's
@@ -197,10 +203,33 @@ impl<'f> Holder<'f> {
     }
 }
 
-/// A report waiting for room on a local queue.
+/// A report waiting for room on a local queue, or an event that came
+/// after reports that wait (and so waits behind them: a subscriber hears
+/// of its publisher's withdrawal after its last reports).
 pub(crate) struct Waiting {
-    report: Report,
+    item: Waits,
     hold: Option<HoldId>,
+}
+
+/// What waits: a report, or another event (boxed: most are reports, and
+/// a report is small).
+enum Waits {
+    Report(Report),
+    Event(Box<Event>),
+}
+
+impl Waiting {
+    fn report(report: Report, hold: Option<HoldId>) -> Waiting {
+        Waiting {
+            item: Waits::Report(report),
+            hold,
+        }
+    }
+
+    /// A report no publisher waits for (a drop policy's: it may be dropped).
+    fn droppable(&self) -> bool {
+        self.hold.is_none() && matches!(self.item, Waits::Report(_))
+    }
 }
 
 /// What waits for one local subscriber.
@@ -216,6 +245,9 @@ pub(crate) struct LocalFlow {
     /// Drops not yet told to it, by reason.
     dropped_policy: u64,
     dropped_stalled: u64,
+    /// How many of `waiting` are events other than reports (at most the
+    /// queue's reserve, as on the queue itself).
+    events: usize,
 }
 
 impl LocalFlow {
@@ -242,6 +274,10 @@ enum Frame {
     /// local publisher are appended to while it is the backlog's last
     /// (`PeerFlow::batch`).
     Own(Vec<u8>),
+    /// Frames (prefixes included) that are not reports, kept in order
+    /// behind the reports before them (`Core::put_behind_reports`): they
+    /// cost no credit and go as soon as those reports have gone.
+    Control(Vec<u8>),
 }
 
 /// A peer's side of the credit.
@@ -324,6 +360,27 @@ impl Core {
         self.report_waits(agent, report, holder);
     }
 
+    /// An event other than a report for a local agent with reports waiting:
+    /// it waits behind them (`Ok`), as on its queue, as many such events
+    /// as the queue's reserve holds; given back if nothing waits (or the
+    /// agent is gone, or that many wait already), to go on the queue at
+    /// once.
+    pub(crate) fn event_waits(&mut self, agent: AgentId, event: Event) -> Result<(), Event> {
+        let Some(local) = self.locals.get_mut(&agent) else {
+            return Err(event);
+        };
+        let flow = &mut local.flow;
+        if flow.waiting.is_empty() || flow.events >= local.inbox.capacity {
+            return Err(event);
+        }
+        flow.events += 1;
+        flow.waiting.push_back(Waiting {
+            item: Waits::Event(Box::new(event)),
+            hold: None,
+        });
+        Ok(())
+    }
+
     /// A report that found its subscriber's queue full (or others waiting).
     fn report_waits(&mut self, agent: AgentId, report: Report, holder: &mut Holder) {
         let Some(local) = self.locals.get(&agent) else {
@@ -347,21 +404,21 @@ impl Core {
             }
             Overflow::Wait => {
                 let hold = holder.take(&mut self.holds);
-                local.flow.waiting.push_back(Waiting { report, hold });
+                local.flow.waiting.push_back(Waiting::report(report, hold));
             }
             Overflow::DropNewest(bound) => {
                 if flow.waiting.len() < bound {
-                    flow.waiting.push_back(Waiting { report, hold: None });
+                    flow.waiting.push_back(Waiting::report(report, None));
                 } else {
                     flow.dropped_policy += 1;
                     Counters::bump(&counters.reports_dropped);
                 }
             }
             Overflow::DropOldest(bound) => {
-                flow.waiting.push_back(Waiting { report, hold: None });
+                flow.waiting.push_back(Waiting::report(report, None));
                 if flow.waiting.len() > bound {
                     // The oldest that no publisher waits for goes.
-                    if let Some(i) = flow.waiting.iter().position(|w| w.hold.is_none()) {
+                    if let Some(i) = flow.waiting.iter().position(Waiting::droppable) {
                         flow.waiting.remove(i);
                         flow.dropped_policy += 1;
                         Counters::bump(&counters.reports_dropped);
@@ -451,21 +508,34 @@ impl Core {
             let Some(w) = local.flow.waiting.pop_front() else {
                 break;
             };
-            match self.try_deliver(agent, Event::Report(w.report), Class::Data) {
-                Ok(()) => {
+            let (event, class) = match w.item {
+                Waits::Report(report) => (Event::Report(report), Class::Data),
+                Waits::Event(event) => (*event, Class::Control),
+            };
+            match self.try_deliver(agent, event, class) {
+                Ok(()) if class == Class::Data => {
                     Counters::bump(&self.link.counters.reports_delivered);
                     self.release(w.hold);
                 }
-                Err(Refused::Full(Event::Report(report))) => {
+                Ok(()) => {
                     if let Some(local) = self.locals.get_mut(&agent) {
-                        local.flow.waiting.push_front(Waiting {
-                            report,
-                            hold: w.hold,
-                        });
+                        local.flow.events = local.flow.events.saturating_sub(1);
+                    }
+                }
+                Err(Refused::Full(event)) => {
+                    if let Some(local) = self.locals.get_mut(&agent) {
+                        let item = match event {
+                            Event::Report(report) => Waits::Report(report),
+                            other => Waits::Event(Box::new(other)),
+                        };
+                        local
+                            .flow
+                            .waiting
+                            .push_front(Waiting { item, hold: w.hold });
                     }
                     break;
                 }
-                Err(_) => {
+                Err(Refused::Gone(_)) => {
                     self.release(w.hold);
                     return false;
                 }
@@ -749,7 +819,11 @@ impl Core {
             let Some(p) = self.peers.map.get_mut(&peer) else {
                 return;
             };
-            if p.flow.credit <= 0 {
+            let control = matches!(
+                p.flow.backlog.front().map(|b| &b.frame),
+                Some(Frame::Control(_))
+            );
+            if p.flow.credit <= 0 && !control {
                 p.flow.starved_since = Some(Instant::now());
                 return;
             }
@@ -763,7 +837,7 @@ impl Core {
             p.flow.credit -= b.cost;
             match &b.frame {
                 Frame::Shared(body) => self.out.relay([peer], body),
-                Frame::Own(frame) => {
+                Frame::Own(frame) | Frame::Control(frame) => {
                     let _ = self.out.put([peer], |buf| {
                         buf.extend_from_slice(frame);
                         Ok(())
@@ -779,6 +853,64 @@ impl Core {
         self.release(b.hold);
         for hold in b.more {
             self.release(Some(hold));
+        }
+    }
+
+    /// Queues a frame that is not a report for `peers`: behind the report
+    /// frames that wait in a peer's backlog for credit, at once for a peer
+    /// with none waiting. For a withdrawal: a peer told of a publisher's
+    /// withdrawal before its last reports would refuse them, as reports in
+    /// the name of a publisher it does not know (and a relay would not
+    /// pass them on). Such frames cost no credit; those queued one after
+    /// another share one entry, so what waits is the frames' own bytes, as
+    /// it would be in the outbox.
+    pub(crate) fn put_behind_reports(&mut self, peers: &[PeerId], message: &Message) {
+        let mut now = Vec::new();
+        for &peer in peers {
+            let Some(p) = self.peers.map.get_mut(&peer) else {
+                continue;
+            };
+            if p.closing {
+                continue;
+            }
+            if p.flow.backlog.is_empty() {
+                now.push(peer);
+                continue;
+            }
+            let flow = &mut p.flow;
+            let mut frame = match flow.backlog.back_mut() {
+                Some(Backlogged {
+                    frame: Frame::Control(bytes),
+                    ..
+                }) => std::mem::take(bytes),
+                _ => Vec::new(),
+            };
+            let start = frame.len();
+            if let Err(e) = crate::wire::encode_frame_into(&mut frame, message) {
+                log::error!("netsvc: cannot encode a frame: {e}");
+                frame.truncate(start);
+            }
+            match flow.backlog.back_mut() {
+                Some(Backlogged {
+                    frame: Frame::Control(bytes),
+                    ..
+                }) => *bytes = frame,
+                _ => flow.backlog.push_back(Backlogged {
+                    frame: Frame::Control(frame),
+                    cost: 0,
+                    hold: None,
+                    more: Vec::new(),
+                }),
+            }
+            flow.batch = None; // (no report is appended to it)
+        }
+        if !now.is_empty() {
+            if let Err(e) = self
+                .out
+                .put(now, |buf| crate::wire::encode_frame_into(buf, message))
+            {
+                log::error!("netsvc: cannot encode a frame: {e}");
+            }
         }
     }
 

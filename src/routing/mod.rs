@@ -524,6 +524,11 @@ impl Core {
             }
             other => other,
         };
+        // Behind the reports that wait for room, if any: events keep the
+        // order they came in (a publisher's withdrawal after its reports).
+        let Err(event) = self.event_waits(agent, event) else {
+            return;
+        };
         match self.try_deliver(agent, event, class) {
             Ok(()) => {}
             Err(Refused::Gone(_)) => {} // withdrawn meanwhile: nobody to tell

@@ -241,8 +241,39 @@ impl Core {
     /// Tells every peer that shows the binding about a change of it: one
     /// frame, encoded once.
     pub(super) fn broadcast(&mut self, binding: &ServiceBinding, route: Route, message: &Message) {
-        if self.peers.map.is_empty() {
+        let targets = self.shown_targets(binding, route);
+        if targets.is_empty() {
             return;
+        }
+        if let Err(e) = self
+            .out
+            .put(targets, |buf| wire::encode_frame_into(buf, message))
+        {
+            log::error!("netsvc: cannot encode a frame: {e}");
+        }
+    }
+
+    /// Tells every peer that shows the binding of its withdrawal, behind
+    /// the report frames that wait there for credit (see
+    /// `put_behind_reports`): a publisher's last reports arrive before it
+    /// is withdrawn.
+    pub(super) fn broadcast_withdrawal(
+        &mut self,
+        binding: &ServiceBinding,
+        route: Route,
+        message: &Message,
+    ) {
+        let targets = self.shown_targets(binding, route);
+        if !targets.is_empty() {
+            self.put_behind_reports(&targets, message);
+        }
+    }
+
+    /// The peers that show the binding, in a stable order (the map's is
+    /// its hasher's).
+    fn shown_targets(&self, binding: &ServiceBinding, route: Route) -> Vec<PeerId> {
+        if self.peers.map.is_empty() {
+            return Vec::new();
         }
         let mut targets: Vec<PeerId> = self
             .peers
@@ -251,17 +282,8 @@ impl Core {
             .copied()
             .filter(|t| self.shown_on(binding, route, *t))
             .collect();
-        if targets.is_empty() {
-            return;
-        }
-        // (In a stable order: the map's is its hasher's.)
         targets.sort_unstable();
-        if let Err(e) = self
-            .out
-            .put(targets, |buf| wire::encode_frame_into(buf, message))
-        {
-            log::error!("netsvc: cannot encode a frame: {e}");
-        }
+        targets
     }
 
     // ----- messages from a peer -----

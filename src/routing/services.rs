@@ -208,7 +208,7 @@ impl Core {
                 agent: key,
                 draining: !fail_pending,
             };
-            self.broadcast(&entry.binding, entry.route, &message);
+            self.broadcast_withdrawal(&entry.binding, entry.route, &message);
         }
         if !fail_pending {
             return;
