@@ -87,6 +87,41 @@ fn client(ex: &ExchangeProc, name: &str) -> (Dispatcher, Exchange) {
     (d, link)
 }
 
+/// Takes `u64`-numbered reports from `svc`, each the next one (none lost,
+/// none dropped; from `from`, if given), until `n` have come or `stop`
+/// says so of another event; how many came. `each` is told each count.
+/// Panics if neither happens within `within`.
+fn take_in_order(
+    svc: &netsvc::Service,
+    from: Option<&netsvc::ServiceBinding>,
+    n: u64,
+    within: Duration,
+    mut each: impl FnMut(u64),
+    mut stop: impl FnMut(&Event) -> bool,
+) -> u64 {
+    let deadline = Instant::now() + within;
+    let mut next = 0u64;
+    while next < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match svc.recv_timeout(left).unwrap() {
+            Some(Event::Report(r)) => {
+                if let Some(from) = from {
+                    assert_eq!(r.publisher(), from);
+                }
+                let seq: u64 = r.decode().unwrap();
+                assert_eq!(seq, next, "reports out of order or lost");
+                next += 1;
+                each(next);
+            }
+            Some(Event::Dropped(d)) => panic!("reports dropped under the defaults: {d:?}"),
+            Some(e) if stop(&e) => return next,
+            Some(_) => {}
+            None => panic!("only {next} of {n} reports within {within:?}"),
+        }
+    }
+    next
+}
+
 #[test]
 fn a_slow_subscriber_across_an_exchange_gets_every_report_in_order_and_its_process_keeps_answering()
 {
@@ -133,25 +168,13 @@ fn a_slow_subscriber_across_an_exchange_gets_every_report_in_order_and_its_proce
 
     // Slow: a millisecond's pause every 100 reports, so the publisher (a
     // million reports a second when let) is held back all along.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut next = 0u64;
-    while next < REPORTS {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match slow.recv_timeout(left).unwrap() {
-            Some(Event::Report(r)) => {
-                assert_eq!(r.publisher(), &publisher);
-                let seq: u64 = r.decode().unwrap();
-                assert_eq!(seq, next, "reports out of order or lost");
-                next += 1;
-                if next % 100 == 0 {
-                    std::thread::sleep(Duration::from_millis(1)); // (the slowness under test)
-                }
-            }
-            Some(Event::Dropped(d)) => panic!("reports dropped under the defaults: {d:?}"),
-            Some(_) => {}
-            None => panic!("only {next} of {REPORTS} reports within 60 s"),
+    let pause = |n: u64| {
+        if n % 100 == 0 {
+            std::thread::sleep(Duration::from_millis(1)); // (the slowness under test)
         }
-    }
+    };
+    let within = Duration::from_secs(60);
+    take_in_order(&slow, Some(&publisher), REPORTS, within, pause, |_| false);
     flood.expect("PUBLISHED", WAIT);
     stop.store(true, Ordering::Release);
     let (n, slowest) = calls.join().expect("caller thread");
@@ -347,21 +370,7 @@ fn a_subscriber_process_killed_while_it_holds_the_publisher_back_lets_it_go_on()
 
     // The fast subscriber takes everything as it comes.
     let reader = std::thread::spawn(move || {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut next = 0u64;
-        while next < N {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match fast.recv_timeout(left).unwrap() {
-                Some(Event::Report(r)) => {
-                    let seq: u64 = r.decode().unwrap();
-                    assert_eq!(seq, next, "reports out of order or lost");
-                    next += 1;
-                }
-                Some(Event::Dropped(d)) => panic!("reports dropped under the defaults: {d:?}"),
-                Some(_) => {}
-                None => panic!("only {next} of {N} reports within 60 s"),
-            }
-        }
+        take_in_order(&fast, None, N, Duration::from_secs(60), |_| {}, |_| false);
         fast
     });
 
@@ -432,24 +441,12 @@ fn a_publisher_dropped_after_publishing_has_every_report_delivered_before_its_wi
     // Withdrawn at once: its withdrawal goes to the exchange, and on to
     // the subscriber, behind the reports that wait for credit there.
     drop(publ);
-    let mut next = 0u64;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match sub.recv_timeout(left).unwrap() {
-            Some(Event::Report(r)) => {
-                assert_eq!(r.publisher(), &publisher);
-                let seq: u64 = r.decode().unwrap();
-                assert_eq!(seq, next, "reports out of order or lost");
-                next += 1;
-            }
-            Some(Event::Publisher(p)) if p.status() == ServiceStatus::Withdrawn => break,
-            Some(Event::Dropped(d)) => panic!("reports dropped under the defaults: {d:?}"),
-            Some(_) => {}
-            None => panic!("only {next} of {N} reports, and no withdrawal, within 30 s"),
-        }
-    }
-    assert_eq!(next, N, "the withdrawal came before the last reports");
+    let withdrawn =
+        |e: &Event| matches!(e, Event::Publisher(p) if p.status() == ServiceStatus::Withdrawn);
+    let within = Duration::from_secs(30);
+    let came = take_in_order(&sub, Some(&publisher), N, within, |_| {}, withdrawn);
+    assert_eq!(came, N, "the withdrawal came before the last reports");
+    wait_for(&sub, "the withdrawal", |e| withdrawn(&e).then_some(()));
     assert_eq!(ds.stats().refused_frames, 0);
     assert_eq!(ds.stats().reports_delivered, N);
     let exchange = ex.stats().expect("exchange stats");
