@@ -77,14 +77,27 @@ impl Drop for Flood {
 }
 
 fn client(ex: &ExchangeProc, name: &str) -> (Dispatcher, Exchange) {
-    let d = Dispatcher::builder()
-        .name(name)
-        .build()
-        .expect("dispatcher");
+    connected(Dispatcher::builder().name(name), ex.addr())
+}
+
+/// A dispatcher built so, linked to the exchange at `addr`.
+fn connected(
+    builder: netsvc::DispatcherBuilder,
+    addr: std::net::SocketAddr,
+) -> (Dispatcher, Exchange) {
+    let d = builder.build().expect("dispatcher");
     let link = Exchange::client(&d)
-        .connect(ex.addr(), Duration::from_millis(100))
+        .connect(addr, Duration::from_millis(100))
         .expect("connect to the exchange");
     (d, link)
+}
+
+/// Waits for the confirmation of `svc`'s subscription; its publisher.
+fn confirmed(svc: &netsvc::Service) -> netsvc::ServiceBinding {
+    wait_for(svc, "the confirmation", |e| match e {
+        Event::Confirmed(c) => Some(c.publisher().clone()),
+        _ => None,
+    })
 }
 
 /// Takes `u64`-numbered reports from `svc`, each the next one (none lost,
@@ -295,23 +308,13 @@ fn stuck_subscriber_role() {
     let port: u16 = port
         .parse()
         .unwrap_or_else(|e| panic!("{STUCK_PORT_VAR}: {e}"));
-    let d = Dispatcher::builder()
+    let builder = Dispatcher::builder()
         .name("stuck-process")
-        .stall_limit(Duration::from_secs(60))
-        .build()
-        .expect("dispatcher");
-    let _link = Exchange::client(&d)
-        .connect(
-            std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-            Duration::from_millis(100),
-        )
-        .expect("connect to the exchange");
+        .stall_limit(Duration::from_secs(60));
+    let (d, _link) = connected(builder, std::net::SocketAddr::from(([127, 0, 0, 1], port)));
     let stuck = d.service("stuck").open().unwrap();
     stuck.subscribe_reports("pub", "s.*");
-    wait_for(&stuck, "the confirmation", |e| match e {
-        Event::Confirmed(_) => Some(()),
-        _ => None,
-    });
+    confirmed(&stuck);
     println!("CONFIRMED");
     let _ = std::io::stdin().read_line(&mut String::new());
 }
@@ -325,22 +328,15 @@ fn a_subscriber_process_killed_while_it_holds_the_publisher_back_lets_it_go_on()
     // The publisher fails a publish after 300 ms held back, which is how
     // this test knows it is held back: before the exchange would drop the
     // stuck subscriber as a slow consumer (3 s).
-    let dp = Dispatcher::builder()
+    let builder = Dispatcher::builder()
         .name("publisher-process")
-        .publish_timeout(Duration::from_millis(300))
-        .build()
-        .expect("dispatcher");
-    let _lp = Exchange::client(&dp)
-        .connect(ex.addr(), Duration::from_millis(100))
-        .expect("connect to the exchange");
+        .publish_timeout(Duration::from_millis(300));
+    let (dp, _lp) = connected(builder, ex.addr());
     let publ = dp.service("pub").open().unwrap();
     let (df, _lf) = client(&ex, "fast-process");
     let fast = df.service("fast").open().unwrap();
     fast.subscribe_reports("pub", "s.*");
-    wait_for(&fast, "the confirmation", |e| match e {
-        Event::Confirmed(_) => Some(()),
-        _ => None,
-    });
+    confirmed(&fast);
     let mut stuck = Command::new(std::env::current_exe().expect("current_exe"))
         .args(["--exact", "stuck_subscriber_role", "--nocapture"])
         .env(STUCK_PORT_VAR, ex.addr().port().to_string())
@@ -430,10 +426,7 @@ fn a_publisher_dropped_after_publishing_has_every_report_delivered_before_its_wi
     let (ds, _ls) = client(&ex, "subscriber-process");
     let sub = ds.service("sub").open().unwrap();
     sub.subscribe_reports("pub", "s.*");
-    let publisher = wait_for(&sub, "the confirmation", |e| match e {
-        Event::Confirmed(c) => Some(c.publisher().clone()),
-        _ => None,
-    });
+    let publisher = confirmed(&sub);
     for seq in 0..N {
         publ.publish_report("s.x", &seq, netsvc::Lifetime::None)
             .unwrap_or_else(|e| panic!("publish {seq}: {e}"));
