@@ -107,6 +107,9 @@ pub struct Stats {
     /// subscriber was stalled (see
     /// [`DispatcherBuilder::stall_limit`](crate::DispatcherBuilder::stall_limit)).
     /// Each drop is also told to the subscriber ([`Event::Dropped`](crate::Event::Dropped)).
+    /// Also counted here, and logged, with no subscriber to tell: reports
+    /// from an exchange peer in the name of a publisher not known here
+    /// (one it never announced, or withdrew before them).
     pub reports_dropped: u64,
     /// Announcements and timer events dropped because a service's queue
     /// was full even counting its reserve (see

@@ -11,6 +11,9 @@
 //! - A publisher dropped at once after its last publish: every report it
 //!   published arrives before its withdrawal, also those that were still
 //!   waiting for a link's credit.
+//! - A publisher process killed (SIGKILL) while a slow subscriber holds it
+//!   back: the subscriber gets what had left it, in order, then its
+//!   withdrawal, and nothing is refused on the way.
 //! - A subscriber process that holds its publisher back and is then killed
 //!   (SIGKILL) lets it go: the publisher goes on, and another subscriber
 //!   gets every report, in order, none dropped.
@@ -100,20 +103,21 @@ fn confirmed(svc: &netsvc::Service) -> netsvc::ServiceBinding {
     })
 }
 
-/// Takes `u64`-numbered reports from `svc`, each the next one (none lost,
-/// none dropped; from `from`, if given), until `n` have come or `stop`
-/// says so of another event; how many came. `each` is told each count.
-/// Panics if neither happens within `within`.
+/// Takes `u64`-numbered reports from `svc`, each the next one of `seqs`
+/// (none lost, none dropped; from `from`, if given), until the last has
+/// come or `stop` says so of another event; the number after the last
+/// that came. `each` is told each such number. Panics if neither happens
+/// within `within`.
 fn take_in_order(
     svc: &netsvc::Service,
     from: Option<&netsvc::ServiceBinding>,
-    n: u64,
+    seqs: std::ops::Range<u64>,
     within: Duration,
     mut each: impl FnMut(u64),
     mut stop: impl FnMut(&Event) -> bool,
 ) -> u64 {
     let deadline = Instant::now() + within;
-    let mut next = 0u64;
+    let (mut next, n) = (seqs.start, seqs.end);
     while next < n {
         let left = deadline.saturating_duration_since(Instant::now());
         match svc.recv_timeout(left).unwrap() {
@@ -187,7 +191,9 @@ fn a_slow_subscriber_across_an_exchange_gets_every_report_in_order_and_its_proce
         }
     };
     let within = Duration::from_secs(60);
-    take_in_order(&slow, Some(&publisher), REPORTS, within, pause, |_| false);
+    take_in_order(&slow, Some(&publisher), 0..REPORTS, within, pause, |_| {
+        false
+    });
     flood.expect("PUBLISHED", WAIT);
     stop.store(true, Ordering::Release);
     let (n, slowest) = calls.join().expect("caller thread");
@@ -366,7 +372,14 @@ fn a_subscriber_process_killed_while_it_holds_the_publisher_back_lets_it_go_on()
 
     // The fast subscriber takes everything as it comes.
     let reader = std::thread::spawn(move || {
-        take_in_order(&fast, None, N, Duration::from_secs(60), |_| {}, |_| false);
+        take_in_order(
+            &fast,
+            None,
+            0..N,
+            Duration::from_secs(60),
+            |_| {},
+            |_| false,
+        );
         fast
     });
 
@@ -437,7 +450,7 @@ fn a_publisher_dropped_after_publishing_has_every_report_delivered_before_its_wi
     let withdrawn =
         |e: &Event| matches!(e, Event::Publisher(p) if p.status() == ServiceStatus::Withdrawn);
     let within = Duration::from_secs(30);
-    let came = take_in_order(&sub, Some(&publisher), N, within, |_| {}, withdrawn);
+    let came = take_in_order(&sub, Some(&publisher), 0..N, within, |_| {}, withdrawn);
     assert_eq!(came, N, "the withdrawal came before the last reports");
     wait_for(&sub, "the withdrawal", |e| withdrawn(&e).then_some(()));
     assert_eq!(ds.stats().refused_frames, 0);
@@ -446,4 +459,53 @@ fn a_publisher_dropped_after_publishing_has_every_report_delivered_before_its_wi
     assert_eq!(ExchangeProc::stat(&exchange, "refused_frames"), 0);
     assert_eq!(ExchangeProc::stat(&exchange, "reports_dropped"), 0);
     assert_quiet(&sub);
+}
+
+#[test]
+fn a_publisher_process_killed_mid_stream_leaves_its_subscriber_what_left_it_then_its_withdrawal() {
+    let ex = ExchangeProc::start(&[]);
+    let (ds, _ls) = client(&ex, "slow-process");
+    let slow = ds.service("slow").open().unwrap();
+    slow.subscribe_reports("flood", "flood.*");
+    let mut flood = Flood::start(&ex, REPORTS);
+    let publisher = wait_for(&slow, "the flood publisher", |e| match e {
+        Event::Publisher(p) if p.status() == ServiceStatus::Available => {
+            Some(p.publisher().clone())
+        }
+        _ => None,
+    });
+    flood.expect("SUBSCRIBED", WAIT);
+    // Slowly, so the publisher (a million reports a second when let) is
+    // held back, its reports waiting all along the way: on this queue, at
+    // this dispatcher, and at the exchange for this link's credit.
+    let pause = |n: u64| {
+        if n % 100 == 0 {
+            std::thread::sleep(Duration::from_millis(1)); // (the slowness under test)
+        }
+    };
+    let within = Duration::from_secs(60);
+    let first = 5_000;
+    take_in_order(&slow, Some(&publisher), 0..first, within, pause, |_| false);
+    flood.child.kill().expect("SIGKILL the publisher");
+    let _ = flood.child.wait();
+    // What had left it comes, in order, then its withdrawal (the exchange
+    // sees its link down): none of it refused as of a publisher gone.
+    let withdrawn =
+        |e: &Event| matches!(e, Event::Publisher(p) if p.status() == ServiceStatus::Withdrawn);
+    let came = take_in_order(
+        &slow,
+        Some(&publisher),
+        first..REPORTS,
+        within,
+        |_| {},
+        withdrawn,
+    );
+    assert!(
+        came < REPORTS,
+        "all {REPORTS} arrived: the publisher was not held back when killed"
+    );
+    assert!(came > first, "nothing arrived after the kill: {came}");
+    assert_eq!(ds.stats().refused_frames, 0);
+    assert_eq!(ds.stats().reports_dropped, 0);
+    assert_quiet(&slow);
 }

@@ -994,9 +994,26 @@ impl Core {
             }
             true
         });
-        // (None: a publisher withdrawn meanwhile, nobody to deliver for.)
-        if genuine == Some(false) {
-            self.refuse_frame(peer, "a report in the name of a publisher not of its link");
+        match genuine {
+            Some(true) => {}
+            Some(false) => {
+                self.refuse_frame(peer, "a report in the name of a publisher not of its link")
+            }
+            None => {
+                // A publisher not known here: a peer sends its withdrawal
+                // after its reports, so these are reports it sent of one
+                // it never announced here, or one it withdrew before them.
+                // Not for anyone: counted and said, not lost silently.
+                let n = report.payloads.len() as u64;
+                self.link
+                    .counters
+                    .reports_dropped
+                    .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                self.warnings.warn(
+                    "unknown publisher",
+                    format_args!("dropped {n} reports from {peer} of a publisher not known here"),
+                );
+            }
         }
     }
 
