@@ -157,7 +157,12 @@ pub enum Lifetime {
 /// unanswered fails the call with code 58 (response aborted), or 57 if it is
 /// dropped by a panicking handler, so no caller ever waits for an answer that
 /// cannot come.
-pub struct Request {
+pub struct Request(pub(crate) Box<Call>);
+
+/// A request's parts (boxed, so that an [`Event`] stays small: a queue's
+/// slots are the size of its largest variant, and most events are
+/// reports).
+pub(crate) struct Call {
     pub(crate) conv: ConversationId,
     pub(crate) method: String,
     pub(crate) sender: ServiceBinding,
@@ -342,28 +347,28 @@ pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 impl Request {
     /// The method asked for.
     pub fn method(&self) -> &str {
-        &self.method
+        &self.0.method
     }
 
     /// The service that sent the request.
     pub fn sender(&self) -> &ServiceBinding {
-        &self.sender
+        &self.0.sender
     }
 
     /// The service the request was delivered to.
     pub fn receiver(&self) -> &ServiceBinding {
-        &self.receiver
+        &self.0.receiver
     }
 
     /// Whether the sender waits for an answer: false for a cast, whose
     /// answers (and failures) go nowhere.
     pub fn expects_reply(&self) -> bool {
-        !self.oneway
+        !self.0.oneway
     }
 
     /// The conversation this request belongs to; its reply carries the same id.
     pub fn conversation_id(&self) -> &ConversationId {
-        &self.conv
+        &self.0.conv
     }
 
     /// Decodes the arguments.
@@ -372,7 +377,7 @@ impl Request {
     /// "Payloads") are [`Error::Decode`](crate::Error::Decode), naming what
     /// was expected and found; [`Value`](crate::Value) reads any arguments.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T> {
-        wire::decode(self.payload.as_bytes())
+        wire::decode(self.0.payload.as_bytes())
     }
 
     /// Answers the request with a value.
@@ -401,40 +406,40 @@ impl Request {
         mut self,
         result: std::result::Result<Payload, ServiceFailure>,
     ) -> Result<()> {
-        self.answered = true;
-        if self.oneway {
+        self.0.answered = true;
+        if self.0.oneway {
             return Ok(());
         }
-        let conv = self.conv;
-        let answer = std::mem::replace(&mut self.answer, Answer::Dispatcher);
+        let conv = self.0.conv;
+        let answer = std::mem::replace(&mut self.0.answer, Answer::Dispatcher);
         match (result, answer) {
             (result, Answer::Direct(calls)) => {
                 let result = result.map_err(|f| Error::Service(self.with_origin(f)));
-                settle(&*self.link, &calls, conv, result)
+                settle(&*self.0.link, &calls, conv, result)
             }
             (Ok(payload), Answer::Tracked(tx)) => {
-                let delivered = self.link.counters().hand_over(&tx, Ok(payload));
-                self.link.done(conv, delivered)
+                let delivered = self.0.link.counters().hand_over(&tx, Ok(payload));
+                self.0.link.done(conv, delivered)
             }
             (result, Answer::Outlet(outlet)) => {
                 let result = result.map_err(|f| self.with_origin(f));
                 // With more requests waiting for this service, its answers
                 // go through the dispatcher, which writes them in one go.
-                if self.link.has_queued(&self.receiver) {
-                    self.link.reply(conv, result)
+                if self.0.link.has_queued(&self.0.receiver) {
+                    self.0.link.reply(conv, result)
                 } else {
-                    answer_through(&*self.link, &outlet, conv, result)
+                    answer_through(&*self.0.link, &outlet, conv, result)
                 }
             }
-            (Err(failure), _) => self.link.reply(conv, Err(self.with_origin(failure))),
-            (ok, Answer::Dispatcher) => self.link.reply(conv, ok),
+            (Err(failure), _) => self.0.link.reply(conv, Err(self.with_origin(failure))),
+            (ok, Answer::Dispatcher) => self.0.link.reply(conv, ok),
         }
     }
 
     /// The failure with this service as its origin, unless it has one.
     fn with_origin(&self, mut failure: ServiceFailure) -> ServiceFailure {
         if failure.origin.is_empty() {
-            failure.origin = self.receiver.service_name().to_owned();
+            failure.origin = self.0.receiver.service_name().to_owned();
         }
         failure
     }
@@ -455,58 +460,58 @@ impl Request {
     /// the original sender, reply path and conversation id. `method` renames
     /// the method; `None` keeps it.
     pub fn forward(mut self, to: &ServiceBinding, method: Option<&str>) -> Result<()> {
-        self.answered = true;
+        self.0.answered = true;
         let method = match method {
             Some(m) => m.to_owned(),
-            None => std::mem::take(&mut self.method),
+            None => std::mem::take(&mut self.0.method),
         };
         // A direct caller is handed to the dispatcher, which routes the
         // request on and tracks the call from here.
-        let caller = match std::mem::replace(&mut self.answer, Answer::Dispatcher) {
-            Answer::Direct(calls) => match calls.take(&self.conv) {
+        let caller = match std::mem::replace(&mut self.0.answer, Answer::Dispatcher) {
+            Answer::Direct(calls) => match calls.take(&self.0.conv) {
                 Some(waiting) => Some(waiting),
                 None => {
                     // Timed out or failed meanwhile: nobody to forward for.
-                    Counters::bump(&self.link.counters().late_replies);
+                    Counters::bump(&self.0.link.counters().late_replies);
                     return Ok(());
                 }
             },
             _ => None,
         };
-        self.link.forward(
-            self.conv,
+        self.0.link.forward(
+            self.0.conv,
             to.clone(),
             method,
-            self.payload.clone(),
-            self.sender.clone(),
+            self.0.payload.clone(),
+            self.0.sender.clone(),
             caller,
         )
     }
 
     fn failure(&self, code: i32, description: impl Into<String>) -> ServiceFailure {
-        ServiceFailure::new(code, description).with_origin(self.receiver.service_name())
+        ServiceFailure::new(code, description).with_origin(self.0.receiver.service_name())
     }
 
     /// Marks the request answered without sending anything: the dispatcher
     /// answers it itself (for instance with "busy").
     pub(crate) fn disarm(&mut self) {
-        self.answered = true;
+        self.0.answered = true;
     }
 }
 
 impl Drop for Request {
     fn drop(&mut self) {
-        if self.answered || self.oneway {
+        if self.0.answered || self.0.oneway {
             return;
         }
-        let answer = std::mem::replace(&mut self.answer, Answer::Dispatcher);
+        let answer = std::mem::replace(&mut self.0.answer, Answer::Dispatcher);
         if std::thread::panicking() {
-            let origin = self.receiver.service_name().to_owned();
+            let origin = self.0.receiver.service_name().to_owned();
             let mut answer = Some(answer);
             PANIC_STASH.with(|s| {
                 if let Some(v) = s.borrow_mut().as_mut() {
                     if let Some(a) = answer.take() {
-                        v.push((self.conv, a, self.link.clone(), origin.clone()));
+                        v.push((self.0.conv, a, self.0.link.clone(), origin.clone()));
                     }
                 }
             });
@@ -514,24 +519,24 @@ impl Drop for Request {
                 let failure = ServiceFailure::new(codes::APPLICATION_ERROR, "application error")
                     .with_origin(origin)
                     .with_details("dropped by a panicking thread");
-                send_failure(self.conv, answer, &*self.link, failure);
+                send_failure(self.0.conv, answer, &*self.0.link, failure);
             }
             return;
         }
         let failure = self
             .failure(codes::RESPONSE_ABORTED, "response aborted")
             .with_details("request dropped without an answer");
-        send_failure(self.conv, answer, &*self.link, failure);
+        send_failure(self.0.conv, answer, &*self.0.link, failure);
     }
 }
 
 impl fmt::Debug for Request {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Request")
-            .field("conversation", &self.conv)
-            .field("method", &self.method)
-            .field("sender", &self.sender)
-            .field("bytes", &self.payload.as_bytes().len())
+            .field("conversation", &self.0.conv)
+            .field("method", &self.0.method)
+            .field("sender", &self.0.sender)
+            .field("bytes", &self.0.payload.as_bytes().len())
             .finish()
     }
 }

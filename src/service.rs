@@ -1013,7 +1013,7 @@ impl Service {
         let refusal = if inbox.events.len() >= inbox.capacity {
             None
         } else {
-            let request = Request {
+            let request = Request(Box::new(crate::event::Call {
                 conv,
                 method: method.to_owned(),
                 sender: self.binding.clone(),
@@ -1023,7 +1023,7 @@ impl Service {
                 answered: false,
                 oneway: false,
                 answer: Answer::Direct(inbox.calls.clone()),
-            };
+            }));
             match inbox.events.try_send(Event::Request(request)) {
                 Ok(()) => {
                     Counters::bump(&counters.requests_delivered);

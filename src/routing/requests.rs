@@ -12,7 +12,7 @@ use super::{Caller, Class, Core, Parked, PeerId, Pending, Refused, RouteOpts, Ti
 use crate::config::deadline;
 use crate::direct::Waiting;
 use crate::error::{Error, Result};
-use crate::event::{Answer, Event, Request};
+use crate::event::{Answer, Call, Event, Request};
 use crate::ids::{AgentKey, ConversationId, ServiceBinding};
 use crate::mailbox::command::{Destination, OutgoingCall};
 use crate::stats::Counters;
@@ -260,7 +260,7 @@ impl Core {
                 return;
             }
         };
-        let request = Request {
+        let request = Request(Box::new(Call {
             conv,
             method,
             sender,
@@ -284,7 +284,7 @@ impl Core {
                 }
                 _ => Answer::Dispatcher,
             },
-        };
+        }));
         match self.try_deliver(agent, Event::Request(request), Class::Data) {
             Ok(()) => {
                 Counters::bump(&self.link.counters.requests_delivered);
