@@ -169,7 +169,9 @@ mod tests {
         });
         // (Registered under the lock before it reads the count: from then
         // on, a release that brings the count to `low` wakes it.)
+        let deadline = Instant::now() + Duration::from_secs(10);
         while flow.waiters.load(Ordering::SeqCst) == 0 {
+            assert!(Instant::now() < deadline, "the publisher never waited");
             std::thread::yield_now();
         }
         waiter
