@@ -56,6 +56,10 @@ fn main() -> netsvc::Result<()> {
                     ("auth_failures", s.auth_failures),
                     ("casts_dropped", s.casts_dropped),
                     ("tls_failures", s.tls_failures),
+                    ("refused_frames", s.refused_frames),
+                    ("permission_denied", s.permission_denied),
+                    ("publish_timeouts", s.publish_timeouts),
+                    ("subscribers_stalled", s.subscribers_stalled),
                 ]
                 .into_iter()
                 .map(|(name, value)| (name.to_owned(), value))

@@ -157,9 +157,13 @@ impl ExchangeProc {
             .map_err(|e| format!("exchange.stats: {e}"))
     }
 
-    /// One counter (0 if the exchange does not report it).
+    /// One counter; panics if the exchange does not report it (a check of
+    /// a counter it does not have could never fail).
     pub fn stat(stats: &StatsMap, name: &str) -> u64 {
-        stats.get(name).copied().unwrap_or(0)
+        match stats.get(name) {
+            Some(&n) => n,
+            None => panic!("the exchange reports no counter {name:?}: {stats:?}"),
+        }
     }
 
     /// Every line it has written to stderr so far.
