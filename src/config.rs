@@ -51,8 +51,8 @@ pub(crate) struct Config {
     pub call_spin: Duration,
 }
 
-/// The largest event queue a service may have: its channel is made up
-/// front, twice this size (the reserve), so a larger one cannot work.
+/// The largest event queue a service may have (its reserve as large
+/// again): a bound on what one queue may hold, not an allocation.
 pub(crate) const MAX_QUEUE_CAPACITY: usize = 1 << 24;
 
 /// The first setting of a builder that cannot work, kept until the

@@ -269,7 +269,8 @@ impl DispatcherBuilder {
     /// [`Stats::events_dropped`].
     ///
     /// Refused by [`build`](Self::build): 0 (nothing could be delivered),
-    /// and more than 16,777,216 (the queue is allocated up front).
+    /// and more than 16,777,216. A queue's memory follows what it holds,
+    /// not its capacity: a large capacity costs nothing until it is used.
     pub fn queue_capacity(mut self, capacity: usize) -> Self {
         check_capacity(&mut self.refusal, "queue_capacity", capacity);
         self.config.queue_capacity = capacity;

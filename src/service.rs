@@ -98,7 +98,8 @@ impl ServiceBuilder {
     /// dispatcher's [`queue_capacity`](crate::DispatcherBuilder::queue_capacity)).
     ///
     /// Refused by [`open`](Self::open) and [`spawn`](Self::spawn): 0, and
-    /// more than 16,777,216 (the queue is allocated up front).
+    /// more than 16,777,216. The queue's memory follows what it holds, not
+    /// its capacity.
     pub fn queue_capacity(mut self, capacity: usize) -> Self {
         check_capacity(&mut self.refusal, "queue_capacity", capacity);
         self.capacity = capacity;
@@ -130,13 +131,17 @@ impl ServiceBuilder {
         }
         let agent = self.link.next_agent();
         // Data events are limited to `capacity`; the same again is kept in
-        // reserve for announcements, timers and shutdown.
-        let (tx, rx) = crossbeam_channel::bounded(self.capacity.saturating_mul(2).max(64));
+        // reserve for announcements, timers and shutdown. The channel's
+        // blocks are allocated as events come and freed as they are taken
+        // (an array channel makes every slot up front), so a queue costs
+        // what it holds, not its capacity; its bounds are the inbox's.
+        let (tx, rx) = crossbeam_channel::unbounded();
         let flow = Arc::new(Flow::new(self.capacity));
         let inbox = Arc::new(Inbox {
             process: self.link.process.uid(),
             events: tx,
             capacity: self.capacity,
+            limit: self.capacity.saturating_mul(2).max(64),
             calls: Arc::default(),
             flow: flow.clone(),
         });

@@ -22,6 +22,9 @@ pub(crate) struct Inbox {
     pub events: Sender<Event>,
     /// Requests are refused as busy once this many events are queued.
     pub capacity: usize,
+    /// No event of any kind is queued beyond this many (the capacity and
+    /// its reserve).
+    pub limit: usize,
     pub calls: Arc<DirectCalls>,
     /// Shared with the service's handle: see [`Flow`].
     pub flow: Arc<Flow>,

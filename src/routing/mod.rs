@@ -503,7 +503,12 @@ impl Core {
         let Some(local) = self.locals.get(&agent) else {
             return Err(Refused::Gone(event));
         };
-        if class == Class::Data && local.inbox.events.len() >= local.inbox.capacity {
+        let queued = local.inbox.events.len();
+        let bound = match class {
+            Class::Data => local.inbox.capacity,
+            Class::Control => local.inbox.limit,
+        };
+        if queued >= bound {
             return Err(Refused::Full(event));
         }
         match local.inbox.events.try_send(event) {
