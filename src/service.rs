@@ -141,7 +141,6 @@ impl ServiceBuilder {
             process: self.link.process.uid(),
             events: tx,
             capacity: self.capacity,
-            limit: self.capacity.saturating_mul(2).max(64),
             calls: Arc::default(),
             flow: flow.clone(),
         });

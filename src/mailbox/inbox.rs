@@ -22,9 +22,6 @@ pub(crate) struct Inbox {
     pub events: Sender<Event>,
     /// Requests are refused as busy once this many events are queued.
     pub capacity: usize,
-    /// No event of any kind is queued beyond this many (the capacity and
-    /// its reserve).
-    pub limit: usize,
     pub calls: Arc<DirectCalls>,
     /// Shared with the service's handle: see [`Flow`].
     pub flow: Arc<Flow>,
@@ -36,6 +33,12 @@ impl Inbox {
     pub(crate) fn of(binding: &ServiceBinding) -> Option<Arc<Inbox>> {
         let queue: Arc<dyn Any + Send + Sync> = binding.queue()?;
         queue.downcast::<Inbox>().ok()
+    }
+
+    /// No event of any kind is queued beyond this many: the capacity and
+    /// its reserve (as large again, at least 64 in all).
+    pub(crate) fn limit(&self) -> usize {
+        self.capacity.saturating_mul(2).max(64)
     }
 
     /// The weak reference a binding of the service carries, which

@@ -878,29 +878,27 @@ impl Core {
                 continue;
             }
             let flow = &mut p.flow;
-            let mut frame = match flow.backlog.back_mut() {
-                Some(Backlogged {
-                    frame: Frame::Control(bytes),
-                    ..
-                }) => std::mem::take(bytes),
-                _ => Vec::new(),
-            };
-            let start = frame.len();
-            if let Err(e) = crate::wire::encode_frame_into(&mut frame, message) {
-                log::error!("netsvc: cannot encode a frame: {e}");
-                frame.truncate(start);
-            }
-            match flow.backlog.back_mut() {
-                Some(Backlogged {
-                    frame: Frame::Control(bytes),
-                    ..
-                }) => *bytes = frame,
-                _ => flow.backlog.push_back(Backlogged {
-                    frame: Frame::Control(frame),
+            if !matches!(
+                flow.backlog.back().map(|b| &b.frame),
+                Some(Frame::Control(_))
+            ) {
+                flow.backlog.push_back(Backlogged {
+                    frame: Frame::Control(Vec::new()),
                     cost: 0,
                     hold: None,
                     more: Vec::new(),
-                }),
+                });
+            }
+            if let Some(Backlogged {
+                frame: Frame::Control(bytes),
+                ..
+            }) = flow.backlog.back_mut()
+            {
+                let start = bytes.len();
+                if let Err(e) = crate::wire::encode_frame_into(bytes, message) {
+                    log::error!("netsvc: cannot encode a frame: {e}");
+                    bytes.truncate(start);
+                }
             }
             flow.batch = None; // (no report is appended to it)
         }

@@ -506,7 +506,7 @@ impl Core {
         let queued = local.inbox.events.len();
         let bound = match class {
             Class::Data => local.inbox.capacity,
-            Class::Control => local.inbox.limit,
+            Class::Control => local.inbox.limit(),
         };
         if queued >= bound {
             return Err(Refused::Full(event));

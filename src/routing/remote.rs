@@ -1005,10 +1005,7 @@ impl Core {
                 // it never announced here, or one it withdrew before them.
                 // Not for anyone: counted and said, not lost silently.
                 let n = report.payloads.len() as u64;
-                self.link
-                    .counters
-                    .reports_dropped
-                    .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                Counters::add(&self.link.counters.reports_dropped, n);
                 self.warnings.warn(
                     "unknown publisher",
                     format_args!("dropped {n} reports from {peer} of a publisher not known here"),
